@@ -1,0 +1,2 @@
+"""Low-Rank Prehab."""
+__version__ = "0.1.0"

@@ -1,0 +1,127 @@
+"""Name -> thing registries: architectures and small named variants (surrogates, LoRA schedules).
+
+One registry per kind keeps per-architecture facts in tables instead of `if "llama" in name`
+branches inside the algorithms (STYLE.md 2-4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, TypeVar
+
+import torch.nn as nn
+
+from prehab.errors import UsageError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A dict of named variants that rejects duplicates and names the known keys on a miss."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str, item: T) -> T:
+        if name in self._items:
+            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        self._items[name] = item
+        return item
+
+    def __call__(self, name: str) -> Callable[[T], T]:
+        """Decorator form: `@SURROGATES("nuclear")`."""
+        return lambda item: self.register(name, item)
+
+    def get(self, name: str) -> T:
+        if name not in self._items:
+            raise UsageError(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._items))}")
+        return self._items[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._items
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Everything the steps need to know about one architecture, and nothing about the steps.
+
+    Attributes:
+        name: short registry name (`vit-small`, `bert-base`, ...).
+        family: `vit`, `bert` or `llama` (for tables and plots only; algorithms never branch on it).
+        task: `image-cls`, `text-cls` or `lm`; picks the loss and metric (prehab.tasks).
+        build_pretrained: `(options) -> (model, arch_config)`: the starting weights (random for
+            fixtures and from-scratch testbeds, loaded for pretrained ones). `arch_config` is a
+            JSON-able dict from which `from_config` rebuilds the same module tree.
+        from_config: `(arch_config) -> model` with the same module names and shapes, weights
+            arbitrary: used to load checkpoints without touching the original weights.
+        load_split: `(options, split, n, seed) -> dict[str, Tensor]` of tensors aligned on dim 0;
+            `split` is `train`, `test` or a calibration source (`train`, `shift`). `n=None` = all.
+            Raises UsageError when `n` exceeds what exists.
+        targets: regex patterns (fullmatch on `named_modules()` names) of the nn.Linear layers
+            that Prehab regularises and surgery factorises. Heads and embeddings stay dense.
+        options: typed defaults of the architecture's own knobs (paths, seq_len, image size...),
+            overridden by `--arch-opt key=value` with the default's type.
+        defaults: per-architecture defaults of step options (steps, lr, batch size) used when
+            the CLI flag is not given.
+        calib_sources: calibration sources this architecture offers, with a one-line description.
+        note: what a reader must know next to a number (e.g. "MiniLM, not BERT-base").
+    """
+
+    name: str
+    family: str
+    task: str
+    build_pretrained: Callable[[dict[str, Any]], tuple[nn.Module, dict[str, Any]]]
+    from_config: Callable[[dict[str, Any]], nn.Module]
+    load_split: Callable[..., dict]
+    targets: tuple[str, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
+    calib_sources: dict[str, str] = field(default_factory=lambda: {"train": "the task's training split"})
+    note: str = ""
+
+    def resolve_options(self, overrides: dict[str, str] | None = None) -> dict[str, Any]:
+        """Defaults updated by string overrides, each cast to its default's type."""
+        opts = dict(self.options)
+        for key, raw in (overrides or {}).items():
+            if key not in opts:
+                known = ", ".join(sorted(opts)) or "none"
+                raise UsageError(f"unknown option {key!r} for architecture {self.name}; known: {known}")
+            opts[key] = cast_like(opts[key], raw, f"{self.name} option {key}")
+        return opts
+
+
+def cast_like(default: Any, raw: str, what: str) -> Any:
+    """Cast a command-line string to the type of `default` (None defaults accept any string)."""
+    if default is None or isinstance(default, str):
+        return raw
+    try:
+        if isinstance(default, bool):
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return raw.lower() in ("true", "1")
+        return type(default)(raw)
+    except ValueError:
+        raise UsageError(f"{what}={raw!r} is not a {type(default).__name__}") from None
+
+
+ARCHS: Registry[ArchSpec] = Registry("architecture")
+
+
+def register_arch(spec: ArchSpec) -> ArchSpec:
+    return ARCHS.register(spec.name, spec)
+
+
+def get_arch(name: str) -> ArchSpec:
+    import prehab.archs  # noqa: F401  (registers every architecture on first use)
+
+    return ARCHS.get(name)
+
+
+def arch_names() -> list[str]:
+    import prehab.archs  # noqa: F401
+
+    return ARCHS.names()

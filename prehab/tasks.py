@@ -1,0 +1,129 @@
+"""Task kinds: how a batch reaches a model, which loss trains it and which metric judges it.
+
+Data are plain dicts of tensors aligned on dim 0 (ArchSpec.load_split):
+- `image-cls`: `pixel_values` (N, C, H, W) float, `labels` (N,) long.
+- `text-cls`:  `input_ids`, `attention_mask` (N, T) long, `labels` (N,) long.
+- `lm`:        `input_ids` (N, T) long: non-overlapping windows; the model shifts labels itself.
+Calibration splits may omit `labels`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from prehab.errors import UsageError
+
+TASKS = ("image-cls", "text-cls", "lm")
+METRIC = {"image-cls": "accuracy", "text-cls": "accuracy", "lm": "perplexity"}
+HIGHER_IS_BETTER = {"accuracy": True, "perplexity": False}
+
+
+def num_rows(data: dict[str, torch.Tensor]) -> int:
+    return len(next(iter(data.values())))
+
+
+def take(data: dict[str, torch.Tensor], index) -> dict[str, torch.Tensor]:
+    return {k: v[index] for k, v in data.items()}
+
+
+def batches(data: dict[str, torch.Tensor], batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+    """In-order batches (evaluation, calibration)."""
+    n = num_rows(data)
+    for start in range(0, n, batch_size):
+        yield take(data, slice(start, start + batch_size))
+
+
+def shuffled_batches(
+    data: dict[str, torch.Tensor], batch_size: int, steps: int, generator: torch.Generator
+) -> Iterator[dict[str, torch.Tensor]]:
+    """`steps` training batches, reshuffled each epoch from `generator` (deterministic per seed)."""
+    n = num_rows(data)
+    if n == 0:
+        raise UsageError("training split is empty")
+    order = torch.randperm(n, generator=generator)
+    pos = 0
+    for _ in range(steps):
+        if pos + batch_size > n:
+            order, pos = torch.randperm(n, generator=generator), 0
+        yield take(data, order[pos : pos + batch_size])
+        pos += batch_size
+
+
+def model_inputs(task: str, batch: dict[str, torch.Tensor]) -> tuple[tuple, dict]:
+    """(args, kwargs) for `model(*args, **kwargs)`; labels never reach the model."""
+    if task == "image-cls":
+        return (batch["pixel_values"],), {}
+    if task == "text-cls":
+        return (), {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if task == "lm":
+        return (), {"input_ids": batch["input_ids"]}
+    raise UsageError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+
+
+def token_mask(task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """(B, T) bool mask of real tokens, or None when every position counts (images, LM windows)."""
+    if task == "text-cls":
+        return batch["attention_mask"].bool()
+    return None
+
+
+def logits_of(output) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else output.logits
+
+
+def forward(model: nn.Module, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    args, kwargs = model_inputs(task, batch)
+    return logits_of(model(*args, **kwargs))
+
+
+def loss(model: nn.Module, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean training loss of one batch (cross-entropy; next-token cross-entropy for `lm`)."""
+    logits = forward(model, task, batch)
+    if task == "lm":
+        ids = batch["input_ids"]
+        return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+    return F.cross_entropy(logits, batch["labels"])
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, task: str, data: dict[str, torch.Tensor], batch_size: int) -> dict[str, float]:
+    """The task metric over a whole split, counting (never skipping) non-finite outputs.
+
+    accuracy: fraction of rows whose argmax is the label; a row with non-finite logits counts as
+    wrong. perplexity: exp(total next-token NLL / tokens) over non-overlapping windows; a window
+    with non-finite logits is reported in `nonfinite_windows` and makes perplexity inf.
+    """
+    model.eval()
+    n_rows, n_nonfinite = 0, 0
+    correct, nll, tokens = 0, 0.0, 0
+    for batch in batches(data, batch_size):
+        logits = forward(model, task, batch).double()
+        finite = torch.isfinite(logits).flatten(1).all(dim=1)  # (B,)
+        n_nonfinite += int((~finite).sum())
+        n_rows += len(finite)
+        if task == "lm":
+            ids = batch["input_ids"]
+            token_nll = F.cross_entropy(
+                logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none"
+            )  # (B, T-1)
+            nll += float(token_nll.sum())
+            tokens += token_nll.numel()
+        else:
+            pred = logits.argmax(dim=-1)
+            correct += int(((pred == batch["labels"]) & finite).sum())
+    metrics = {"n_eval": n_rows, "nonfinite_rows": n_nonfinite}
+    if task == "lm":
+        mean_nll = nll / max(tokens, 1)
+        metrics.update(
+            perplexity=math.exp(mean_nll) if math.isfinite(mean_nll) and mean_nll < 700 else math.inf,
+            nll=mean_nll,
+            eval_tokens=tokens,
+        )
+    else:
+        metrics["accuracy"] = correct / max(n_rows, 1)
+    return metrics

@@ -1,2 +1,79 @@
-def main():
-    pass
+"""`prehab`: one subcommand per pipeline step. Bad input exits 2 with one line naming the value."""
+
+from __future__ import annotations
+
+import os
+
+# One BLAS/OpenMP thread per process unless the user says otherwise: on the 2-core machines this
+# suite targets, 2 threads made a 1024^2 matmul 1.6x slower and a 384^2 eigvalsh ~100x slower
+# (benchmarks/threads.py); parallelism comes from running jobs side by side instead.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+
+from prehab.errors import UsageError
+from prehab.steps import STEPS
+
+DESCRIPTION = """Low-Rank Prehab: prepare a network for SVD-LLM compression.
+
+Pipeline: pretrain -> calibrate -> prehab -> compress -> rehab -> evaluate.
+Each step reads files, writes one output folder atomically (model.pt and/or grams.pt, plus
+metrics.json with what it measured, its parameters, the code version and wall time)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prehab", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="STEP")
+    for name in STEPS:
+        module = importlib.import_module(f"prehab.steps.{name}")
+        p = sub.add_parser(name, help=module.HELP, description=module.__doc__.strip(),
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(func=module.run)
+    archs = sub.add_parser("archs", help="list architectures with their options, defaults and calibration sources")
+    archs.add_argument("--json", action="store_true", help="machine-readable output")
+    archs.set_defaults(func=_list_archs)
+    return parser
+
+
+def _list_archs(args: argparse.Namespace) -> dict:
+    from prehab.registry import arch_names, get_arch
+
+    table = {}
+    for name in arch_names():
+        spec = get_arch(name)
+        table[name] = {"family": spec.family, "task": spec.task, "options": spec.options,
+                       "defaults": spec.defaults, "calib_sources": spec.calib_sources, "note": spec.note}
+    if args.json:
+        print(json.dumps(table, indent=2, sort_keys=True, default=str))
+    else:
+        for name, info in table.items():
+            print(f"{name:12s} {info['family']:6s} {info['task']:10s} options: {info['options']}")
+            if info["note"]:
+                print(f"{'':12s} note: {info['note']}")
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("PREHAB_LOGLEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        record = args.func(args)
+    except UsageError as err:
+        print(f"prehab {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    if args.command in STEPS:
+        summary = {k: v for k, v in record["metrics"].items() if not isinstance(v, (dict, list))}
+        print(json.dumps({"step": args.command, "out": str(args.out), "wall_time_s": record["wall_time_s"], **summary},
+                         default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,3 +1,7 @@
-"""Importing this package registers every architecture (one module per family)."""
+"""Importing this package registers every architecture: each module in it registers its family."""
 
-from prehab.archs import bert, llama, tiny_mlp, vit  # noqa: F401
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

@@ -1,0 +1,147 @@
+"""Whitening: the input second moment of each target layer and its robust Cholesky factor.
+
+C = (1/N) sum_t x_t x_t^T over calibration tokens, in float64, streamed batch by batch. Layers that
+read the same input tensor (q/k/v of one attention block, gate/up of one LLaMA MLP) share ONE
+matrix: the sharing is detected at run time (consecutive hook calls on the same tensor object),
+so no per-architecture table is needed. C = L L^T with a damping ladder that never fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from prehab import tasks
+from prehab.layers import get_module
+
+JITTER_LADDER = (1e-10, 1e-8, 1e-6, 1e-4, 1e-2)  # relative to trace(C)/n
+EIG_FLOOR = 1e-5  # relative to the largest eigenvalue, as the authors floor eigenvalues
+
+
+@dataclass
+class Whitening:
+    """One factor per distinct input; `owner[layer]` names the group a layer reads its L from."""
+
+    factors: dict[str, torch.Tensor]  # group leader -> L (n, n) float64 lower-triangular
+    owner: dict[str, str]  # target layer -> group leader
+    n_tokens: int
+    damping: dict[str, dict[str, Any]] = field(default_factory=dict)  # group leader -> what was done
+
+    def factor_of(self, layer: str) -> torch.Tensor:
+        return self.factors[self.owner[layer]]
+
+    def groups(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for layer, leader in self.owner.items():
+            out.setdefault(leader, []).append(layer)
+        return out
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"factors": self.factors, "owner": self.owner, "n_tokens": self.n_tokens, "damping": self.damping}
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> "Whitening":
+        return cls(payload["factors"], payload["owner"], payload["n_tokens"], payload["damping"])
+
+
+def robust_cholesky(C: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Lower Cholesky factor of a symmetric PSD matrix that may be singular.
+
+    Ladder: 1) plain Cholesky; 2) C + eps * (tr(C)/n) I for eps in JITTER_LADDER; 3) eigenvalues
+    floored at EIG_FLOOR * lambda_max; 4) (tr(C)/n) I when C has no energy at all. Returns
+    (L, record) where record says which rung succeeded and the absolute shift used.
+    """
+    n = C.shape[0]
+    assert C.shape == (n, n), f"second moment must be square, got {tuple(C.shape)}"
+    C = 0.5 * (C + C.T).double()
+    scale = float(torch.trace(C)) / n
+    if not (scale > 0 and torch.isfinite(C).all()):
+        return torch.eye(n, dtype=torch.float64), {"method": "identity", "reason": "no finite energy", "shift": 0.0}
+    L, info = torch.linalg.cholesky_ex(C)
+    if int(info) == 0 and torch.isfinite(L).all():
+        return L, {"method": "cholesky", "shift": 0.0}
+    eye = torch.eye(n, dtype=torch.float64)
+    for eps in JITTER_LADDER:
+        L, info = torch.linalg.cholesky_ex(C + eps * scale * eye)
+        if int(info) == 0 and torch.isfinite(L).all():
+            return L, {"method": "jitter", "relative": eps, "shift": eps * scale}
+    w, V = torch.linalg.eigh(C)
+    floor = EIG_FLOOR * float(w.max())
+    C_floor = (V * w.clamp(min=floor)) @ V.T
+    L = torch.linalg.cholesky(0.5 * (C_floor + C_floor.T) + floor * 1e-6 * eye)
+    return L, {"method": "eig_floor", "floor": floor, "shift": floor}
+
+
+class _MomentHooks:
+    """Forward pre-hooks that accumulate X^T X per distinct input tensor."""
+
+    def __init__(self, model: nn.Module, targets: list[str]):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.owner: dict[str, str] = {}
+        self.counts: dict[str, int] = {}
+        self.mask: torch.Tensor | None = None
+        self._last: tuple[torch.Tensor | None, str | None] = (None, None)
+        self._handles = [get_module(model, name).register_forward_pre_hook(self._hook(name)) for name in targets]
+
+    def _hook(self, name: str):
+        def hook(module: nn.Module, args):
+            x = args[0]
+            last_x, last_owner = self._last
+            if x is last_x:  # same tensor object as the previous target: a shared input
+                self._bind(name, last_owner)
+                return
+            self._bind(name, name)
+            self._last = (x, name)
+            rows = x[self.mask] if (self.mask is not None and x.dim() == 3) else x.reshape(-1, x.shape[-1])
+            rows = rows.detach().double()  # (tokens, in)
+            assert rows.shape[-1] == module.in_features, f"input {tuple(rows.shape)} vs layer in {module.in_features}"
+            if name not in self.sums:
+                self.sums[name] = torch.zeros(rows.shape[1], rows.shape[1], dtype=torch.float64)
+                self.counts[name] = 0
+            self.sums[name] += rows.T @ rows  # (in, in)
+            self.counts[name] += rows.shape[0]
+
+        return hook
+
+    def _bind(self, name: str, leader: str) -> None:
+        previous = self.owner.setdefault(name, leader)
+        if previous != leader:
+            raise RuntimeError(f"layer {name} shared its input with {previous} in one batch and {leader} in another")
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def second_moments(
+    model: nn.Module, task: str, data: dict[str, torch.Tensor], targets: list[str], batch_size: int
+) -> tuple[dict[str, torch.Tensor], dict[str, str], int]:
+    """Stream `data` through the model; return ({leader: C}, {layer: leader}, tokens per matrix)."""
+    model.eval()
+    hooks = _MomentHooks(model, targets)
+    try:
+        n_batches = -(-tasks.num_rows(data) // batch_size)
+        for batch in tqdm(tasks.batches(data, batch_size), total=n_batches, desc="calibrate", leave=False):
+            hooks.mask = tasks.token_mask(task, batch)
+            hooks._last = (None, None)
+            tasks.forward(model, task, batch)
+    finally:
+        hooks.close()
+    missing = [t for t in targets if t not in hooks.owner]
+    if missing:
+        raise RuntimeError(f"calibration never reached target layers {missing[:3]}")
+    moments = {leader: hooks.sums[leader] / hooks.counts[leader] for leader in hooks.sums}
+    n_tokens = min(hooks.counts.values())
+    return moments, hooks.owner, n_tokens
+
+
+def whitening_from_moments(moments: dict[str, torch.Tensor], owner: dict[str, str], n_tokens: int) -> Whitening:
+    factors, damping = {}, {}
+    for leader, C in moments.items():
+        factors[leader], damping[leader] = robust_cholesky(C)
+    return Whitening(factors=factors, owner=owner, n_tokens=n_tokens, damping=damping)

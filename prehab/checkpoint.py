@@ -1,0 +1,95 @@
+"""Model checkpoints that rebuild themselves: architecture name, options, module-tree config and
+the ranks of factorised layers sit in the same file as the weights."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from prehab.errors import UsageError
+from prehab.registry import ArchSpec, get_arch
+
+FORMAT = "prehab-checkpoint-v1"
+MODEL_FILE = "model.pt"
+
+
+@dataclass
+class Checkpoint:
+    """A model plus what is needed to rebuild it and to load its data."""
+
+    model: nn.Module
+    arch: str
+    arch_options: dict[str, Any]
+    arch_config: dict[str, Any]
+    factorized: dict[str, int] = field(default_factory=dict)  # layer name -> rank
+    history: list[dict[str, Any]] = field(default_factory=list)  # steps that made it
+
+    @property
+    def spec(self) -> ArchSpec:
+        return get_arch(self.arch)
+
+
+def model_path(path: str | Path) -> Path:
+    """Accept a step's output folder or the model file itself."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL_FILE
+    if not path.is_file():
+        raise UsageError(f"checkpoint {str(path)!r} does not exist; pass a step's output folder or its {MODEL_FILE}")
+    return path
+
+
+def save(ckpt: Checkpoint, folder: Path) -> Path:
+    path = Path(folder) / MODEL_FILE
+    payload = {
+        "format": FORMAT,
+        "arch": ckpt.arch,
+        "arch_options": ckpt.arch_options,
+        "arch_config": ckpt.arch_config,
+        "factorized": ckpt.factorized,
+        "history": ckpt.history,
+        "state_dict": {k: v.detach().contiguous() for k, v in ckpt.model.state_dict().items()},
+    }
+    torch.save(payload, path)
+    return path
+
+
+def load(path: str | Path) -> Checkpoint:
+    """Rebuild the module tree from the stored config (factorised layers included), then load weights.
+
+    Raises:
+        UsageError: the file is missing, not a prehab checkpoint, or its weights do not fit.
+    """
+    from prehab.layers import factorize_structure
+
+    path = model_path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+        raise UsageError(f"checkpoint {str(path)!r} is corrupt or not a torch file ({type(err).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UsageError(f"checkpoint {str(path)!r} is not a {FORMAT} file")
+    spec = get_arch(payload["arch"])
+    model = spec.from_config(payload["arch_config"])
+    factorize_structure(model, payload["factorized"])
+    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    if missing or unexpected:
+        raise UsageError(
+            f"checkpoint {str(path)!r} does not fit architecture {spec.name}: "
+            f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    model.eval()
+    return Checkpoint(
+        model=model,
+        arch=payload["arch"],
+        arch_options=payload["arch_options"],
+        arch_config=payload["arch_config"],
+        factorized=dict(payload["factorized"]),
+        history=list(payload.get("history", [])),
+    )

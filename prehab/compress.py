@@ -1,0 +1,107 @@
+"""Surgery: truncate each target layer by plain SVD or SVD-LLM and make it a real two-factor layer.
+
+Compression ratio R is the fraction of the target matrices' parameters REMOVED (SVD-LLM's
+convention). For an (m x n) matrix the kept rank is k = floor(m n (1 - R) / (m + n)), at least 1.
+
+SVD-LLM: A = W L (L: Cholesky factor of the input second moment), SVD(A) = U S V^T,
+W_u = U_k S_k^{1/2} (m x k), W_v = S_k^{1/2} V_k^T L^{-1} (k x n) by a triangular solve. With
+C = X X^T / N = L L^T this loses exactly ||(W - W_k) X||_F = sqrt(N) * ||S_tail||_2 (SVD-LLM Thm 3.2).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from prehab.calibrate import Whitening
+from prehab.errors import UsageError
+from prehab.layers import FactorizedLinear, count_params, replace_modules
+
+METHODS = ("svd", "svd-llm")
+
+
+def check_ratio(ratio: float) -> float:
+    if not (0.0 < ratio < 1.0) or math.isnan(ratio):
+        raise UsageError(f"compression ratio {ratio} is outside (0, 1); it is the fraction of target parameters removed")
+    return ratio
+
+
+def rank_for_ratio(m: int, n: int, ratio: float) -> int:
+    """k = floor(m n (1 - R) / (m + n)), at least 1 (a rank-0 layer would delete the layer)."""
+    check_ratio(ratio)
+    return max(1, math.floor(m * n * (1.0 - ratio) / (m + n)))
+
+
+def truncated_factors(
+    W: torch.Tensor, rank: int, L: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(W_u (m, k), W_v (k, n), singular values of the matrix that was truncated), in float64.
+
+    With `L` (lower Cholesky factor of the input second moment) this is SVD-LLM; without, plain SVD.
+    """
+    m, n = W.shape
+    A = W.double() if L is None else W.double() @ L.double()  # (m, n)
+    if L is not None:
+        assert L.shape == (n, n), f"whitening factor {tuple(L.shape)} does not fit weight {tuple(W.shape)}"
+    U, S, Vh = torch.linalg.svd(A, full_matrices=False)  # (m, r), (r,), (r, n)
+    root = S[:rank].sqrt()
+    W_u = U[:, :rank] * root  # (m, k)
+    W_v = root[:, None] * Vh[:rank]  # (k, n)
+    if L is not None:
+        # W_v L^{-1}: solve X L = B for X, never forming inv(L).
+        W_v = torch.linalg.solve_triangular(L.double(), W_v, upper=False, left=False)  # (k, n)
+    return W_u, W_v, S
+
+
+def factorized_layer(linear: nn.Linear, rank: int, L: torch.Tensor | None) -> FactorizedLinear:
+    W_u, W_v, _ = truncated_factors(linear.weight.detach(), rank, L)
+    layer = FactorizedLinear(
+        linear.in_features, linear.out_features, rank, linear.bias is not None,
+        dtype=linear.weight.dtype, device=linear.weight.device,
+    )
+    with torch.no_grad():
+        layer.u.weight.copy_(W_u.to(layer.u.weight.dtype))
+        layer.v.weight.copy_(W_v.to(layer.v.weight.dtype))
+        if linear.bias is not None:
+            layer.u.bias.copy_(linear.bias)
+    return layer
+
+
+def compress_model(
+    model: nn.Module, targets: list[str], ratio: float, method: str, whitening: Whitening | None
+) -> tuple[dict[str, int], dict[str, float]]:
+    """Factorise every target layer in place. Returns ({layer: rank}, parameter report)."""
+    check_ratio(ratio)
+    if method not in METHODS:
+        raise UsageError(f"unknown compression method {method!r}; known: {', '.join(METHODS)}")
+    if method == "svd-llm" and whitening is None:
+        raise UsageError("method svd-llm needs calibration factors (--grams from `prehab calibrate`)")
+    params_before = count_params(model)
+    ranks: dict[str, int] = {}
+    target_before = target_after = 0
+
+    def make(name: str, old: nn.Module) -> nn.Module:
+        nonlocal target_before, target_after
+        assert isinstance(old, nn.Linear), f"{name} is {type(old).__name__}, not nn.Linear"
+        m, n = old.weight.shape
+        k = rank_for_ratio(m, n, ratio)
+        ranks[name] = k
+        target_before += m * n
+        target_after += k * (m + n)
+        L = whitening.factor_of(name) if method == "svd-llm" else None
+        return factorized_layer(old, k, L)
+
+    replace_modules(model, targets, make)
+    params_after = count_params(model)
+    report = {
+        "ratio_nominal": ratio,
+        "ratio_targets_actual": 1.0 - target_after / target_before,
+        "target_params_before": target_before,
+        "target_params_after": target_after,
+        "model_params_before": params_before,
+        "model_params_after": params_after,
+        "ratio_model_actual": 1.0 - params_after / params_before,
+    }
+    return ranks, report

@@ -1,0 +1,60 @@
+"""Rehab: LoRA recovery of a compressed model on its factor layers, with peft.
+
+Schedules (SVD-LLM's recipe is `sequential`: LoRA on every `u` with `v` frozen, merge, then on
+every `v`):
+- `joint`: one phase on `u` and `v` together.
+- `sequential`: phase 1 on `u`, merge, phase 2 on `v`, merge.
+Each phase trains `steps` steps; adapters are merged, so the result is again a plain
+factorised model of the same size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from prehab.errors import UsageError
+from prehab.registry import Registry
+from prehab.train import train_steps
+
+SCHEDULES: Registry[tuple[tuple[str, ...], ...]] = Registry("LoRA schedule")
+SCHEDULES.register("joint", (("u", "v"),))
+SCHEDULES.register("sequential", (("u",), ("v",)))
+
+
+def lora_rehab(
+    model: nn.Module,
+    factorized: list[str],
+    task: str,
+    data: dict[str, torch.Tensor],
+    *,
+    schedule: str,
+    rank: int,
+    alpha: float,
+    dropout: float,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+) -> tuple[nn.Module, list[dict[str, float]]]:
+    """Train and merge LoRA adapters phase by phase; return (merged model, curve with `phase`)."""
+    from peft import LoraConfig, get_peft_model  # slow import (~5 s): only the step that needs it pays
+
+    phases = SCHEDULES.get(schedule)
+    if not factorized:
+        raise UsageError("rehab needs a compressed model (no factorised layers found); run `prehab compress` first")
+    curve: list[dict[str, float]] = []
+    for phase, suffixes in enumerate(phases, start=1):
+        torch.manual_seed(seed + phase)  # LoRA init and dropout masks
+        targets = [f"{name}.{suffix}" for name in factorized for suffix in suffixes]
+        config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
+        peft_model = get_peft_model(model, config)
+        trainable = [p for p in peft_model.parameters() if p.requires_grad]
+        rows = train_steps(
+            peft_model, task, data, trainable, steps=steps, lr=lr, batch_size=batch_size,
+            seed=seed + phase, desc=f"rehab {'+'.join(suffixes)}",
+        )
+        curve += [{**row, "phase": phase} for row in rows]
+        model = peft_model.merge_and_unload()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model, curve

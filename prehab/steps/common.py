@@ -1,0 +1,144 @@
+"""What every step shares: option parsing helpers, defaults from the architecture, seeding."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from prehab.errors import UsageError
+from prehab.registry import ArchSpec
+
+# Fallbacks when neither the flag nor the architecture's defaults give a value.
+STEP_DEFAULTS = {
+    "pretrain_steps": 100,
+    "pretrain_lr": 1e-3,
+    "batch_size": 32,
+    "eval_batch_size": 64,
+    "prehab_steps": 100,
+    "prehab_lr": 2e-5,
+    "rehab_steps": 100,
+    "rehab_lr": 1e-4,
+    "calib_samples": 256,
+}
+
+
+def add_common(parser: argparse.ArgumentParser, *, seed: bool = True) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="output folder (written atomically: all or nothing)")
+    parser.add_argument(
+        "--arch-opt", action="append", default=[], metavar="KEY=VALUE",
+        help="override an architecture option (typed like its default; see `prehab archs`)",
+    )
+    if seed:
+        parser.add_argument("--seed", type=int, default=0, help="seed of data order, sampling and init (default 0)")
+
+
+def add_model(parser: argparse.ArgumentParser, what: str = "input model") -> None:
+    parser.add_argument("--model", type=Path, required=True, help=f"{what}: a step's output folder or its model.pt")
+
+
+def parse_arch_opts(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--arch-opt {item!r} is not KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def step_default(value: Any, spec: ArchSpec, key: str) -> Any:
+    """The flag if given, else the architecture's default, else the global fallback."""
+    if value is not None:
+        return value
+    return spec.defaults.get(key, STEP_DEFAULTS[key])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def positive_int(name: str):
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {raw!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {value}")
+        return value
+
+    return parse
+
+
+def nonneg_int(name: str):
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {raw!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 0, got {value}")
+        return value
+
+    return parse
+
+
+def nonneg_float(name: str):
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {raw!r}") from None
+        if not math.isfinite(value) or value < 0:
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number >= 0, got {raw}")
+        return value
+
+    return parse
+
+
+def positive_float(name: str):
+    def parse(raw: str) -> float:
+        value = nonneg_float(name)(raw)
+        if value == 0:
+            raise argparse.ArgumentTypeError(f"{name} must be > 0, got {raw}")
+        return value
+
+    return parse
+
+
+def file_bytes(path: Path) -> int:
+    return os.path.getsize(path)
+
+
+def checkpoint_options(ckpt, items: list[str]) -> dict[str, Any]:
+    """The options a checkpoint was made with, updated by `--arch-opt` overrides (typed, known keys)."""
+    overrides = ckpt.spec.resolve_options(parse_arch_opts(items)) if items else {}
+    return {**ckpt.arch_options, **{k: overrides[k] for k in parse_arch_opts(items)}}
+
+
+def load_whitening(path: Path):
+    """Calibration output (folder or grams.pt) -> Whitening, with a one-line error when unusable."""
+    import pickle
+    import zipfile
+
+    from prehab.calibrate import Whitening
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "grams.pt"
+    if not path.is_file():
+        raise UsageError(f"calibration file {str(path)!r} does not exist; pass a `prehab calibrate` output folder")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return Whitening.from_payload(payload)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"calibration file {str(path)!r} is corrupt ({type(err).__name__})") from None

@@ -1,0 +1,51 @@
+"""`prehab rehab`: LoRA recovery (peft) of a compressed model's factor layers, merged afterwards."""
+
+from __future__ import annotations
+
+import argparse
+
+from prehab import checkpoint
+from prehab.outputs import StepRecord, atomic_dir
+from prehab.recover import SCHEDULES, lora_rehab
+from prehab.steps.common import (
+    add_common, add_model, checkpoint_options, nonneg_float, nonneg_int, positive_float, positive_int,
+    seed_everything, step_default,
+)
+
+HELP = "recover a compressed model with LoRA on its factors (joint, or sequential U then V as SVD-LLM)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model(p, "compressed model")
+    p.add_argument("--schedule", choices=SCHEDULES.names(), default="sequential", help="joint: u and v together; sequential: u, merge, then v (default)")
+    p.add_argument("--rank", type=positive_int("--rank"), default=8, help="LoRA rank r (default 8)")
+    p.add_argument("--alpha", type=positive_float("--alpha"), default=16.0, help="LoRA alpha (default 16)")
+    p.add_argument("--dropout", type=nonneg_float("--dropout"), default=0.05, help="LoRA dropout (default 0.05)")
+    p.add_argument("--steps", type=nonneg_int("--steps"), help="steps per phase (default: per architecture)")
+    p.add_argument("--lr", type=positive_float("--lr"), help="Adam learning rate (default: per architecture)")
+    p.add_argument("--batch-size", type=positive_int("--batch-size"), help="batch size (default: per architecture)")
+    add_common(p)
+
+
+def run(args: argparse.Namespace) -> dict:
+    ckpt = checkpoint.load(args.model)
+    spec = ckpt.spec
+    options = checkpoint_options(ckpt, args.arch_opt)
+    steps = step_default(args.steps, spec, "rehab_steps")
+    lr = step_default(args.lr, spec, "rehab_lr")
+    batch_size = step_default(args.batch_size, spec, "batch_size")
+    params = {"model": str(args.model), "arch": spec.name, "schedule": args.schedule, "rank": args.rank,
+              "alpha": args.alpha, "dropout": args.dropout, "steps": steps, "lr": lr, "batch_size": batch_size,
+              "seed": args.seed}
+    record = StepRecord("rehab", params)
+    seed_everything(args.seed)
+    data = spec.load_split(options, "train", None, args.seed)
+    model, curve = lora_rehab(ckpt.model, list(ckpt.factorized), spec.task, data, schedule=args.schedule,
+                              rank=args.rank, alpha=args.alpha, dropout=args.dropout, steps=steps, lr=lr,
+                              batch_size=batch_size, seed=args.seed)
+    record.metrics["final_task_loss"] = curve[-1]["task_loss"] if curve else None
+    record.extra["curve"] = curve
+    with atomic_dir(args.out) as out:
+        history = ckpt.history + [{"step": "rehab", **params}]
+        checkpoint.save(checkpoint.Checkpoint(model, spec.name, options, ckpt.arch_config, ckpt.factorized, history), out)
+        return record.write(out)

@@ -1,0 +1,60 @@
+"""The one training loop shared by pretrain, Prehab and rehab: Adam on chosen parameters, task
+loss plus an optional penalty, a progress bar and a logged curve."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from prehab import tasks
+
+# penalty(step) -> (term added to the loss, numbers to log at this step)
+Penalty = Callable[[int], tuple[torch.Tensor | None, dict[str, float]]]
+Logger = Callable[[int], dict[str, float]]
+
+
+def train_steps(
+    model: nn.Module,
+    task: str,
+    data: dict[str, torch.Tensor],
+    params: list[nn.Parameter],
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    penalty: Penalty | None = None,
+    log_every: int = 10,
+    log_extra: Logger | None = None,
+    desc: str = "train",
+) -> list[dict[str, float]]:
+    """Run `steps` Adam steps on `params` only; return the curve logged every `log_every` steps.
+
+    The curve rows hold `step`, `task_loss` and whatever `penalty` / `log_extra` report; the
+    last step is always logged so a curve ends where training ended.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(params, lr=lr)
+    curve: list[dict[str, float]] = []
+    if steps == 0:
+        return curve
+    model.train()
+    bar = tqdm(tasks.shuffled_batches(data, batch_size, steps, generator), total=steps, desc=desc, mininterval=5)
+    for step, batch in enumerate(bar, start=1):
+        task_loss = tasks.loss(model, task, batch)
+        term, logged = penalty(step) if penalty is not None else (None, {})
+        total = task_loss if term is None else task_loss + term
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        if step % log_every == 0 or step == steps or step == 1:
+            row = {"step": step, "task_loss": float(task_loss.detach()), **logged}
+            if log_extra is not None:
+                row.update(log_extra(step))
+            curve.append(row)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "step"}, refresh=False)
+    model.eval()
+    return curve

@@ -1,0 +1,80 @@
+"""SVD-LLM whitening and truncation: the exactness theorem, the rank formula, damping."""
+
+import math
+
+import pytest
+import torch
+
+from prehab.calibrate import JITTER_LADDER, robust_cholesky
+from prehab.compress import rank_for_ratio, truncated_factors
+from prehab.errors import UsageError
+
+
+def correlated_inputs(n_features: int, n_tokens: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(n_features, n_features, generator=g, dtype=torch.float64)
+    scales = torch.logspace(0, -3, n_features, dtype=torch.float64)
+    return (mix * scales) @ torch.randn(n_features, n_tokens, generator=g, dtype=torch.float64)  # (n, N)
+
+
+@pytest.mark.parametrize("rank", [1, 5, 12, 19])
+def test_whitened_truncation_error_is_the_discarded_singular_values(rank):
+    g = torch.Generator().manual_seed(1)
+    W = torch.randn(24, 30, generator=g, dtype=torch.float64)  # (m, n)
+    X = correlated_inputs(30, 500)  # (n, N)
+    N = X.shape[1]
+    L, record = robust_cholesky(X @ X.T / N)
+    assert record["method"] == "cholesky"
+    W_u, W_v, S = truncated_factors(W, rank, L)
+    assert W_u.shape == (24, rank) and W_v.shape == (rank, 30)
+    err = torch.linalg.norm((W - W_u @ W_v) @ X)
+    expected = math.sqrt(N) * torch.linalg.norm(S[rank:])
+    assert abs(float(err) - float(expected)) <= 1e-8 * float(expected)
+
+    # Plain SVD of W at the same rank is never better in the output-error norm.
+    P_u, P_v, _ = truncated_factors(W, rank)
+    plain_err = torch.linalg.norm((W - P_u @ P_v) @ X)
+    assert float(err) <= float(plain_err) * (1 + 1e-12)
+
+
+@pytest.mark.parametrize(
+    "m, n, ratio, k",
+    [(768, 768, 0.2, 307), (768, 768, 0.6, 153), (4096, 11008, 0.4, 1791), (64, 48, 0.95, 1), (10, 10, 0.5, 2)],
+)
+def test_rank_formula(m, n, ratio, k):
+    assert rank_for_ratio(m, n, ratio) == k
+    assert k * (m + n) <= m * n * (1 - ratio) or k == 1
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0, -0.1, 1.5, float("nan")])
+def test_rank_formula_rejects_ratios_outside_unit_interval(ratio):
+    with pytest.raises(UsageError, match="outside"):
+        rank_for_ratio(10, 10, ratio)
+
+
+def test_dead_features_factor_with_recorded_damping():
+    X = correlated_inputs(16, 200)
+    X[[3, 7]] = 0.0  # two dead input features
+    C = X @ X.T / X.shape[1]
+    L, record = robust_cholesky(C)
+    assert record["method"] in ("jitter", "eig_floor")
+    assert record["shift"] > 0
+    assert torch.isfinite(L).all()
+    assert torch.allclose(L @ L.T, C, atol=10 * record["shift"] + 1e-12)
+
+
+def test_fewer_tokens_than_features_factors():
+    X = correlated_inputs(64, 10)  # rank 10 < 64
+    L, record = robust_cholesky(X @ X.T / 10)
+    assert record["method"] != "cholesky"
+    assert torch.isfinite(L).all() and torch.all(torch.diagonal(L) > 0)
+
+
+def test_zero_matrix_falls_back_to_identity_and_says_so():
+    L, record = robust_cholesky(torch.zeros(5, 5, dtype=torch.float64))
+    assert record["method"] == "identity"
+    assert torch.equal(L, torch.eye(5, dtype=torch.float64))
+
+
+def test_ladder_is_ordered():
+    assert list(JITTER_LADDER) == sorted(JITTER_LADDER)

@@ -60,22 +60,20 @@ def read_json(path: Path) -> dict:
 
 @contextlib.contextmanager
 def atomic_dir(out: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of `out`; on success it replaces `out` whole, on error it vanishes."""
+    """Yield a hidden staging folder beside `out`; on success its files move into `out`, on error
+    it vanishes. Files are moved one by one (os.replace), so other entries of `out`, such as the
+    folders of downstream steps nested below a model, are never touched."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         yield tmp
-    except BaseException:
+        out.mkdir(exist_ok=True)
+        staged = sorted(tmp.iterdir(), key=lambda p: p.name == "metrics.json")  # metrics.json last
+        for path in staged:
+            os.replace(path, out / path.name)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 class StepRecord:

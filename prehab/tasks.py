@@ -59,7 +59,10 @@ def model_inputs(task: str, batch: dict[str, torch.Tensor]) -> tuple[tuple, dict
     if task == "image-cls":
         return (batch["pixel_values"],), {}
     if task == "text-cls":
-        return (), {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        mask = batch["attention_mask"]
+        width = int(mask.sum(dim=1).max())  # right padding: columns past the longest row are all padding
+        assert bool(mask[:, width:].eq(0).all()), "text batches must be right-padded"
+        return (), {"input_ids": batch["input_ids"][:, :width], "attention_mask": mask[:, :width]}
     if task == "lm":
         return (), {"input_ids": batch["input_ids"]}
     raise UsageError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
@@ -68,7 +71,8 @@ def model_inputs(task: str, batch: dict[str, torch.Tensor]) -> tuple[tuple, dict
 def token_mask(task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
     """(B, T) bool mask of real tokens, or None when every position counts (images, LM windows)."""
     if task == "text-cls":
-        return batch["attention_mask"].bool()
+        _, kwargs = model_inputs(task, batch)
+        return kwargs["attention_mask"].bool()
     return None
 
 
@@ -99,6 +103,8 @@ def evaluate(model: nn.Module, task: str, data: dict[str, torch.Tensor], batch_s
     with non-finite logits is reported in `nonfinite_windows` and makes perplexity inf.
     """
     model.eval()
+    if "attention_mask" in data:  # similar lengths per batch: less padding to compute (metric is order-free)
+        data = take(data, torch.argsort(data["attention_mask"].sum(dim=1), stable=True))
     n_rows, n_nonfinite = 0, 0
     correct, nll, tokens = 0, 0.0, 0
     for batch in batches(data, batch_size):

@@ -32,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=nonneg_int("--steps"), help="Prehab steps (default: per architecture)")
     p.add_argument("--lr", type=positive_float("--lr"), help="Adam learning rate (default: per architecture)")
     p.add_argument("--batch-size", type=positive_int("--batch-size"), help="batch size (default: per architecture)")
+    p.add_argument("--penalty-every", type=positive_int("--penalty-every"), default=1, help="apply k * lambda * R every k-th step only (1/k of the spectral cost; default 1 = every step)")
     p.add_argument("--log-every", type=positive_int("--log-every"), default=10, help="curve logging interval in steps (default 10)")
     add_common(p)
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> dict:
     batch_size = step_default(args.batch_size, spec, "batch_size")
     params = {"model": str(args.model), "grams": str(args.grams), "arch": spec.name, "surrogate": args.surrogate,
               "lam": args.lam, "lam_start": args.lam_start, "lam_warmup_steps": args.lam_warmup_steps,
-              "space": args.space, "steps": steps, "lr": lr, "batch_size": batch_size, "seed": args.seed}
+              "space": args.space, "penalty_every": args.penalty_every, "steps": steps, "lr": lr, "batch_size": batch_size, "seed": args.seed}
     record = StepRecord("prehab", params)
     seed_everything(args.seed)
     targets = find_targets(ckpt.model, spec.targets)
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> dict:
     before = whitened_spectra(ckpt.model, targets, whitening)
     curve = run_prehab(ckpt.model, spec.task, data, whitening, targets, surrogate=args.surrogate, schedule=schedule,
                        space=args.space, steps=steps, lr=lr, batch_size=batch_size, seed=args.seed,
-                       log_every=args.log_every)
+                       log_every=args.log_every, penalty_every=args.penalty_every)
     after = whitened_spectra(ckpt.model, targets, whitening)
     R = get_surrogate(args.surrogate)
     # Both measured on the WHITENED weights (in either space), from the stored spectra.

@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     archs = sub.add_parser("archs", help="list architectures with their options, defaults and calibration sources")
     archs.add_argument("--json", action="store_true", help="machine-readable output")
     archs.set_defaults(func=_list_archs)
+    from prehab.report.commands import register as register_report
+    register_report(sub)
     return parser
 
 

@@ -1,0 +1,193 @@
+"""Every evaluated model of the study grid -> ONE long table (STYLE.md 13).
+
+One row per evaluated model (`<runs>/<Run.eval_dir>/metrics.json`): the Run axes, the names of
+the studies using it, the metric name and value, size, non-finite count and the folder. Tables,
+figures and the MLflow import all read this table (or the records behind it), nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prehab.errors import UsageError
+from prehab.studies import NO_LORA, Run, expand
+
+log = logging.getLogger(__name__)
+
+AXES = ("arch", "seed", "method", "compressed", "ratio", "lora", "cal_source", "cal_samples",
+        "surrogate", "lam", "space")
+COLUMNS = AXES + ("studies", "metric", "value", "model_params", "checkpoint_bytes", "nonfinite_rows",
+                  "eval_dir")
+METRICS_FILE = "metrics.json"
+SPECTRA_FILE = "spectra.pt"  # written by `prehab prehab` beside its model (prehab/steps/prehab.py)
+
+
+# --------------------------------------------------------------------------- studies config
+
+def parse_studies(text: str | dict) -> dict[str, Any]:
+    """The `--studies` value: a JSON string {"archs": [...], "studies": {...}} (or a path to one)."""
+    if isinstance(text, dict):
+        cfg = text
+    else:
+        raw = text.strip()
+        if not raw.startswith("{") and Path(raw).is_file():
+            raw = Path(raw).read_text()
+        try:
+            cfg = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise UsageError(f"--studies is not valid JSON ({err}): {text[:80]!r}") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("studies"), dict) or not isinstance(cfg.get("archs"), list):
+        raise UsageError('--studies must be a JSON object {"archs": [...], "studies": {name: {...}}}')
+    return cfg
+
+
+def config_hash(cfg: dict[str, Any]) -> str:
+    """sha256 of the canonical (sorted, compact) studies JSON."""
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def study_names(cfg: dict[str, Any]) -> list[str]:
+    """All studies of the config, enabled or not, in config order."""
+    return list(cfg["studies"])
+
+
+def is_enabled(cfg: dict[str, Any], study: str) -> bool:
+    return bool(cfg["studies"][study].get("enabled", True))
+
+
+# --------------------------------------------------------------------------- records
+
+@dataclass
+class Record:
+    """One evaluated model: its Run, the studies using it (config order) and its metrics.json."""
+
+    run: Run
+    studies: list[str]
+    data: dict[str, Any]
+
+    @property
+    def eval_dir(self) -> str:
+        return self.run.eval_dir
+
+
+def number(value: Any) -> float:
+    """JSON value -> float; write_json stores inf/nan as the strings "inf"/"nan"."""
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def prehab_run(run: Run) -> Run | None:
+    """The uncompressed Prehab/control Run whose folder holds the prehab step's outputs."""
+    if run.method not in ("prehab", "control"):
+        return None
+    return dataclasses.replace(run, compressed=False, ratio=None, lora=NO_LORA)
+
+
+def read_prehab(runs_dir: Path, run: Run) -> dict[str, Any] | None:
+    """metrics.json of the prehab step behind a Prehab/control run (curve + prehab metrics)."""
+    base = prehab_run(run)
+    if base is None:
+        return None
+    path = Path(runs_dir) / base.model_dir / METRICS_FILE
+    if not path.is_file():
+        return None
+    return _read_json(path)
+
+
+def spectra_path(runs_dir: Path, run: Run) -> Path | None:
+    base = prehab_run(run)
+    return None if base is None else Path(runs_dir) / base.model_dir / SPECTRA_FILE
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UsageError(f"{path}: not valid JSON ({err})") from None
+
+
+def read_records(runs_dir: str | Path, cfg: dict[str, Any], allow_missing: bool = False
+                 ) -> tuple[list[Record], list[str]]:
+    """(records of every evaluated model found, eval_dirs with no metrics.json).
+
+    A missing metrics.json is an error naming the folders, unless `allow_missing`."""
+    runs_dir = Path(runs_dir)
+    union = expand(cfg)
+    records, missing = [], []
+    for eval_dir, run in union.runs.items():
+        path = runs_dir / eval_dir / METRICS_FILE
+        if not path.is_file():
+            missing.append(eval_dir)
+            continue
+        data = _read_json(path)
+        metrics = data.get("metrics") or {}
+        if metrics.get("metric") not in metrics:
+            raise UsageError(f"{path}: metrics has no metric name/value (metric={metrics.get('metric')!r})")
+        records.append(Record(run, list(union.studies[eval_dir]), data))
+    if missing:
+        listed = "\n  ".join(str(runs_dir / m / METRICS_FILE) for m in missing[:10])
+        more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
+        message = f"{len(missing)} of {len(union.runs)} evaluated models have no {METRICS_FILE}:\n  {listed}{more}"
+        if not allow_missing:
+            raise UsageError(message + "\n(run them first, or pass --allow-missing to report without them)")
+        log.warning("%s\n(--allow-missing: reported without them)", message)
+    return records, missing
+
+
+def to_frame(records: list[Record]):
+    """The long table: one row per evaluated model, columns `COLUMNS`."""
+    import pandas as pd
+
+    rows = []
+    for rec in records:
+        metrics = rec.data["metrics"]
+        name = metrics["metric"]
+        row = rec.run.axes()
+        row.update(
+            studies=",".join(rec.studies),
+            metric=name,
+            value=number(metrics[name]),
+            model_params=number(metrics.get("model_params")),
+            checkpoint_bytes=number(metrics.get("checkpoint_bytes")),
+            nonfinite_rows=number(metrics.get("nonfinite_rows")),
+            eval_dir=rec.eval_dir,
+        )
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    for col in ("seed",):
+        df[col] = df[col].astype("int64")
+    for col in ("ratio", "lam", "cal_samples", "value", "model_params", "checkpoint_bytes", "nonfinite_rows"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    df["compressed"] = df["compressed"].astype(bool)
+    return df
+
+
+def collect(runs_dir: str | Path, cfg: dict[str, Any], allow_missing: bool = False):
+    """Read the whole grid into the long table; `df.attrs["missing"]` lists absent eval folders."""
+    records, missing = read_records(runs_dir, cfg, allow_missing)
+    df = to_frame(records)
+    df.attrs["missing"] = missing
+    return df
+
+
+def in_study(df, study: str):
+    """Rows of the long table used by `study`."""
+    mask = [study in str(names).split(",") for names in df["studies"]]
+    return df[pd_bool(mask, df.index)]
+
+
+def pd_bool(values: list[bool], index):
+    import pandas as pd
+
+    return pd.Series(values, index=index, dtype=bool)

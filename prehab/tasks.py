@@ -108,16 +108,17 @@ def evaluate(model: nn.Module, task: str, data: dict[str, torch.Tensor], batch_s
     n_rows, n_nonfinite = 0, 0
     correct, nll, tokens = 0, 0.0, 0
     for batch in batches(data, batch_size):
-        logits = forward(model, task, batch).double()
+        logits = forward(model, task, batch)
         finite = torch.isfinite(logits).flatten(1).all(dim=1)  # (B,)
         n_nonfinite += int((~finite).sum())
         n_rows += len(finite)
         if task == "lm":
             ids = batch["input_ids"]
+            vocab = logits.shape[-1]
             token_nll = F.cross_entropy(
-                logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none"
-            )  # (B, T-1)
-            nll += float(token_nll.sum())
+                logits[:, :-1].reshape(-1, vocab).float(), ids[:, 1:].reshape(-1), reduction="none"
+            )  # (B * (T-1),) per-token NLL; summed in float64 below
+            nll += float(token_nll.double().sum())
             tokens += token_nll.numel()
         else:
             pred = logits.argmax(dim=-1)

@@ -156,7 +156,7 @@ def test_vit_small_forward_and_data(small):
     spec, model, _ = small
     opts = spec.resolve_options()
     batch = spec.load_split(opts, "test", 4, 0)
-    assert batch["pixel_values"].shape == (4, 3, 56, 56)
+    assert batch["pixel_values"].shape == (4, 3, 42, 42)
     with torch.no_grad():
         logits = model.eval()(batch["pixel_values"])
     assert logits.shape == (4, 10)
@@ -326,3 +326,13 @@ def test_vit_b16_hub_dataset_needs_n(b16_fixture):
     spec, opts, _, _ = b16_fixture
     with pytest.raises(UsageError, match="explicit n"):
         spec.load_split({**opts, "data_dir": ""}, "test", None, 0)
+
+
+def test_vit_small_pretrain_is_a_linear_probe_by_default(small):
+    """The backbone stays pretrained (what makes compression hurt); train_backbone=true unfreezes it."""
+    spec, _, _ = small
+    model, _ = spec.build_pretrained(spec.resolve_options())
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"head.weight", "head.bias"}
+    model, _ = spec.build_pretrained(spec.resolve_options({"train_backbone": "true"}))
+    assert all(p.requires_grad for p in model.parameters())

@@ -122,3 +122,14 @@ def test_evaluate_counts_nonfinite_rows():
     data = {"pixel_values": torch.zeros(4, 2), "labels": torch.zeros(4, dtype=torch.long)}
     m = tasks.evaluate(Broken(), "image-cls", data, 4)  # row 0 of the one batch
     assert m["nonfinite_rows"] == 1 and m["accuracy"] == 0.75
+
+
+def test_registry_import_stays_light():
+    """Every CLI call imports the registry: transformers/timm/peft must load only when used."""
+    import subprocess
+    import sys
+
+    code = "import sys, prehab.cli as c, prehab.registry as r; c.build_parser(); r.arch_names(); " \
+           "print(sorted(m for m in ('transformers', 'timm', 'peft', 'mlflow', 'pandas') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

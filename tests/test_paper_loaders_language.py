@@ -108,7 +108,10 @@ def glue_dirs(tmp_path_factory):
 
     mnli = root / "mnli"
     mnli.mkdir()
-    lines = [json.dumps({"premise": a, "hypothesis": b, "label": i % 3}) for i, (a, b) in enumerate(zip(SENTENCES, SENTENCES[1:]))]
+    lines = [
+        json.dumps({"premise": a, "hypothesis": b, "label": i % 3})
+        for i, (a, b) in enumerate(zip(SENTENCES, SENTENCES[1:]))
+    ]
     (mnli / "train.jsonl").write_text("\n".join(lines) + "\n")
     (mnli / "validation_matched.jsonl").write_text("\n".join(lines[:3]) + "\n")
     return root
@@ -237,7 +240,9 @@ def test_llama_7b_on_local_text(llama_dir, lm_dirs, dataset, folder, test_text):
     model, arch_config = spec.build_pretrained(opts)
     assert isinstance(model, LlamaForCausalLM) and model.dtype == torch.float32
     rebuilt = spec.from_config(json.loads(json.dumps(arch_config)))
-    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
 
     test = spec.load_split(opts, "test", None, seed=0)
     # Rows joined by the corpus separator (as SVD-LLM does), cut into non-overlapping windows.

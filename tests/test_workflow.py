@@ -1,0 +1,247 @@
+"""The Snakemake workflow: job counts of dry runs (counted by hand from the configs), the tiny
+config end to end, reruns of nothing / only the new jobs, schema errors, lint and format.
+
+Snakemake runs from this venv (no conda) with `--directory` in a temporary folder, so nothing
+lands in the repository's results/ or .snakemake/.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+DEFAULT_CONFIG = REPO / "config" / "config.yaml"
+TEST_CONFIG = REPO / "config" / "test.yaml"
+# The issue's budget for the tiny run; a loaded machine may need more (PREHAB_E2E_BUDGET_S).
+E2E_BUDGET_S = float(os.environ.get("PREHAB_E2E_BUDGET_S", 300))
+RULES = ("pretrain", "calibrate", "prehab", "compress_svd", "compress_svd_llm", "rehab",
+         "evaluate", "mlflow", "report", "all")
+
+
+def snakemake(workdir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    return subprocess.run(cmd, cwd=workdir, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The first `Job stats` table of Snakemake's output as {rule: count}, without `total`."""
+    lines = output.splitlines()
+    start = lines.index("Job stats:") + 3  # title, header, dashes
+    counts = {}
+    for line in lines[start:]:
+        match = re.fullmatch(r"(\S+)\s+(\d+)", line.strip())
+        if not match:
+            break
+        counts[match[1]] = int(match[2])
+    total = counts.pop("total")
+    assert total == sum(counts.values()), counts
+    return counts
+
+
+def dry_run(workdir: Path, configfile: Path) -> dict[str, int]:
+    proc = snakemake(workdir, "--configfile", str(configfile), "--dry-run", "--quiet", "rules")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    if "Nothing to be done" in proc.stdout + proc.stderr:
+        return {}
+    return job_counts(proc.stdout)
+
+
+# ----------------------------------------------------------------------------- dry runs
+
+
+def test_dry_run_default_config_counts_every_rule(tmp_path):
+    # config/config.yaml, counted per architecture (3 of them: every study uses all).
+    # Seeds: main has 0, 1, 2; every other study seed 0 only. Calibration train/256 unless said.
+    archs = 3
+    per_arch = {
+        # one dense model per seed
+        "pretrain": 3,
+        # main: train/256 x 3 seeds; calibration_size adds 32 and 1024; calibration_shift shift/256
+        "calibrate": 3 + 2 + 1,
+        # uncompressed Prehab/control models
+        "prehab": (
+            3 * 2  # main: (control, prehab nuclear_fro lam 1 whitened) x 3 seeds
+            + 4  # lambda_sweep: lam 1e-3, 1e-2, 1e-1, 10 (1.0 and the control shared with main)
+            + (4 * 2 - 1)  # surrogates: 4 surrogates x 2 spaces, minus nuclear_fro/1/whitened
+            + 2  # calibration_size: prehab at 32 and 1024 samples (no control)
+            + 2  # calibration_shift: control + prehab calibrated on shift/256
+        ),  # extreme_ratio: control + prehab shared with main
+        # plain SVD: main 4 ratios x 3 seeds, extreme_ratio 3 ratios
+        "compress_svd": 4 * 3 + 3,
+        # SVD-LLM of the dense, control and Prehab models
+        "compress_svd_llm": (
+            3 * 4 * 3  # main: 3 seeds x 4 ratios x (dense, control, prehab)
+            + 4  # lambda_sweep: the 4 new lambdas at ratio 0.6 (in main's ratios)
+            + 7  # surrogates: the 7 new Prehab models at 0.6
+            + 2 * 2  # calibration_size: (svd-llm, prehab) x samples 32, 1024
+            + 3  # calibration_shift: (svd-llm, control, prehab) on shift
+            + 3 * 3  # extreme_ratio: 3 ratios x (svd-llm, control, prehab)
+        ),
+        # main's LoRA `sequential`: 3 seeds x 4 ratios x (svd, svd-llm, control, prehab)
+        "rehab": 3 * 4 * 4,
+    }
+    per_arch["evaluate"] = (
+        per_arch["pretrain"]  # dense models
+        + per_arch["prehab"]  # Prehab/control before compression
+        + per_arch["compress_svd"] + per_arch["compress_svd_llm"]  # compressed, LoRA none
+        + per_arch["rehab"]  # after LoRA
+    )
+    expected = {rule: archs * n for rule, n in per_arch.items()} | {"mlflow": 1, "report": 1, "all": 1}
+    assert expected["evaluate"] == 450
+    assert dry_run(tmp_path, DEFAULT_CONFIG) == expected
+
+
+TEST_CONFIG_COUNTS = {
+    # 3 fixtures x seed 0 (all studies)
+    "pretrain": 3,
+    # train/32 per fixture
+    "calibrate": 3,
+    # main: prehab lam 1 per fixture; lambda_sweep adds vit-tiny's control (lam 1 shared)
+    "prehab": 3 + 1,
+    # extreme_ratio: vit-tiny at 0.9
+    "compress_svd": 1,
+    # main: (dense, prehab) x 3 fixtures at 0.5; lambda_sweep adds vit-tiny's control
+    "compress_svd_llm": 2 * 3 + 1,
+    # extreme_ratio: sequential LoRA on the SVD model
+    "rehab": 1,
+    # main 3 x (dense, prehab, svd-llm@0.5, prehab@0.5); lambda_sweep: control before/after;
+    # extreme_ratio: svd + LoRA (its LoRA-free twin is not in the grid: lora is [sequential])
+    "evaluate": 3 * 4 + 2 + 1,
+    "mlflow": 1,
+    "report": 1,
+    "all": 1,
+}
+
+
+def test_dry_run_test_config_counts_every_rule(tmp_path):
+    assert dry_run(tmp_path, TEST_CONFIG) == TEST_CONFIG_COUNTS
+    assert set(TEST_CONFIG_COUNTS) == set(RULES)
+
+
+def test_invalid_value_fails_naming_the_key(tmp_path):
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    config["studies"]["lambda_sweep"]["ratios"] = [1.5]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "--configfile", str(bad), "--dry-run")
+    assert proc.returncode != 0
+    assert "['studies']['lambda_sweep']['ratios']" in proc.stdout + proc.stderr
+
+    # YAML 1.1 reads 1e-3 as a string: the schema says so instead of passing it on
+    bad.write_text(TEST_CONFIG.read_text().replace("lam: [1.0]", "lam: [1e-3]"))
+    proc = snakemake(tmp_path, "--configfile", str(bad), "--dry-run")
+    assert proc.returncode != 0
+    assert "'1e-3' is not of type 'number'" in proc.stdout + proc.stderr
+
+
+# ----------------------------------------------------------------------------- the tiny run
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """config/test.yaml run to completion once: (workdir, wall seconds, process)."""
+    workdir = tmp_path_factory.mktemp("tiny_workflow")
+    start = time.perf_counter()
+    proc = snakemake(workdir, "--configfile", str(TEST_CONFIG), "--cores", "2", timeout=1800)
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
+    return workdir, elapsed, proc
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_tiny_config_end_to_end(tiny_run):
+    workdir, elapsed, _ = tiny_run
+    print(f"tiny workflow wall time: {elapsed:.0f} s")
+    results = workdir / "results"
+
+    runs = read_csv(results / "tables" / "runs.csv")
+    assert len(runs) == TEST_CONFIG_COUNTS["evaluate"]  # one row per evaluated model (one metric each)
+    assert {r["arch"] for r in runs} == {"vit-tiny", "bert-tiny", "llama-tiny"}
+    assert {r["metric"] for r in runs} == {"accuracy", "perplexity"}
+    control = [r for r in runs if r["method"] == "control"]
+    assert len(control) == 2 and all(r["eval_dir"].startswith(
+        "arch~vit-tiny/seed~0/cal~train/ncal~32/prehab~none/lam~0/space~whitened") for r in control)
+
+    # per study: one row per configuration (seeds averaged; one seed here)
+    main = read_csv(results / "tables" / "main.csv")
+    assert len(main) == 3 * 4  # 3 fixtures x (dense, prehab, svd-llm@0.5, prehab@0.5)
+    assert {(r["arch"], r["method"], r["compressed"]) for r in main} == {
+        (arch, method, compressed)
+        for arch in ("vit-tiny", "bert-tiny", "llama-tiny")
+        for method, compressed in (("dense", "False"), ("prehab", "False"), ("svd-llm", "True"), ("prehab", "True"))
+    }
+    sweep = read_csv(results / "tables" / "lambda_sweep.csv")
+    assert sorted((r["method"], r["compressed"]) for r in sweep) == [
+        ("control", "False"), ("control", "True"), ("prehab", "False"), ("prehab", "True"), ("svd-llm", "True")]
+    extreme = read_csv(results / "tables" / "extreme_ratio.csv")
+    assert [(r["method"], r["ratio"], r["lora"]) for r in extreme] == [("svd", "0.9", "sequential")]
+
+    for name in ("metric_vs_ratio", "lambda_tradeoff", "spectra", "trajectories", "calibration_size"):
+        assert (results / "figures" / f"{name}.png").stat().st_size > 0
+    assert (results / "mlflow.db").stat().st_size > 0
+    assert (results / "logs" / "arch~vit-tiny" / "seed~0" / "dense" / "pretrain.log").is_file()
+    assert (results / "benchmarks" / "arch~vit-tiny" / "seed~0" / "dense" / "eval" / "evaluate.tsv").is_file()
+    assert elapsed < E2E_BUDGET_S, f"tiny workflow took {elapsed:.0f} s (budget {E2E_BUDGET_S:.0f} s)"
+
+
+@pytest.mark.slow
+def test_second_invocation_has_nothing_to_do(tiny_run):
+    workdir, _, _ = tiny_run
+    proc = snakemake(workdir, "--configfile", str(TEST_CONFIG), "--cores", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_one_more_lambda_reruns_only_its_jobs(tiny_run, tmp_path):
+    workdir, _, _ = tiny_run
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    config["studies"]["lambda_sweep"]["prehab"]["lam"].append(0.1)
+    more = tmp_path / "more.yaml"
+    more.write_text(yaml.safe_dump(config))
+    # vit-tiny at lambda 0.1: its Prehab model, its SVD-LLM model, both evaluated; then the
+    # aggregation (its inputs grew) and the target rule. Nothing upstream, no other study.
+    assert dry_run(workdir, more) == {
+        "prehab": 1, "compress_svd_llm": 1, "evaluate": 2, "mlflow": 1, "report": 1, "all": 1}
+
+
+# ----------------------------------------------------------------------------- style
+
+
+def test_snakemake_lint_is_clean(tmp_path):
+    proc = snakemake(tmp_path, "--configfile", str(DEFAULT_CONFIG), "--lint")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
+
+
+def test_snakefmt_check_is_clean():
+    proc = subprocess.run([str(BIN / "snakefmt"), "--check", "Snakefile", "workflow"], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_conda_env_matches_pyproject():
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    env = yaml.safe_load((REPO / "envs" / "prehab.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert "python=3.11" in env["dependencies"]
+    assert sorted(p for p in pip if not p.startswith("-e")) == sorted(deps)
+    assert "-e ../.." in pip  # the package itself (see the comment in envs/prehab.yaml)

@@ -4,7 +4,10 @@
 #
 #   examples/chain.sh ARCH            (e.g. vit-small, bert-small, llama-small, tiny-mlp)
 #
-# Environment: RATIO (0.6), SURROGATE (nuclear_fro), LAM (1.0), SEED (0), OUT (runs/chain-ARCH),
+# Prehab and control models are re-calibrated before SVD-LLM (their activations moved: the dense
+# model's L is stale; measured on vit-small, keeping it cost 30 points at R = 0.6).
+#
+# Environment: RATIO (0.6), SURROGATE (nuclear_fro), LAM (1.0), SPACE (weight), SEED (0), OUT (runs/chain-ARCH),
 # PREHAB (the prehab command; default .venv/bin/prehab), EXTRA_PREHAB_ARGS (e.g. "--steps 50").
 set -euo pipefail
 arch=${1:?usage: examples/chain.sh ARCH   (prehab archs lists them)}
@@ -13,6 +16,7 @@ prehab=${PREHAB:-.venv/bin/prehab}
 ratio=${RATIO:-0.6}
 surrogate=${SURROGATE:-nuclear_fro}
 lam=${LAM:-1.0}
+space=${SPACE:-weight}
 seed=${SEED:-0}
 out=${OUT:-runs/chain-$arch}
 mkdir -p "$out"
@@ -27,12 +31,14 @@ step() {  # step LABEL prehab-args...
 
 step pretrain        pretrain  --arch "$arch" --seed "$seed" --out "$out/dense"
 step calibrate       calibrate --model "$out/dense" --seed "$seed" --out "$out/grams"
-step prehab          prehab    --model "$out/dense" --grams "$out/grams" --surrogate "$surrogate" --lam "$lam" --seed "$seed" ${EXTRA_PREHAB_ARGS:-} --out "$out/prehab"
-step control         prehab    --model "$out/dense" --grams "$out/grams" --surrogate "$surrogate" --lam 0 --seed "$seed" ${EXTRA_PREHAB_ARGS:-} --out "$out/control"
+step prehab          prehab    --model "$out/dense" --grams "$out/grams" --surrogate "$surrogate" --lam "$lam" --space "$space" --seed "$seed" ${EXTRA_PREHAB_ARGS:-} --out "$out/prehab"
+step control         prehab    --model "$out/dense" --grams "$out/grams" --surrogate "$surrogate" --lam 0 --space "$space" --seed "$seed" ${EXTRA_PREHAB_ARGS:-} --out "$out/control"
+step recal-prehab    calibrate --model "$out/prehab" --seed "$seed" --out "$out/prehab-grams"
+step recal-control   calibrate --model "$out/control" --seed "$seed" --out "$out/control-grams"
 step compress-svd    compress  --model "$out/dense" --method svd --ratio "$ratio" --out "$out/svd"
 step compress-svdllm compress  --model "$out/dense" --grams "$out/grams" --ratio "$ratio" --out "$out/svdllm"
-step compress-ctl    compress  --model "$out/control" --grams "$out/grams" --ratio "$ratio" --out "$out/control-svdllm"
-step compress-prehab compress  --model "$out/prehab" --grams "$out/grams" --ratio "$ratio" --out "$out/prehab-svdllm"
+step compress-ctl    compress  --model "$out/control" --grams "$out/control-grams" --ratio "$ratio" --out "$out/control-svdllm"
+step compress-prehab compress  --model "$out/prehab" --grams "$out/prehab-grams" --ratio "$ratio" --out "$out/prehab-svdllm"
 step rehab-svdllm    rehab     --model "$out/svdllm" --seed "$seed" --out "$out/svdllm-lora"
 step rehab-prehab    rehab     --model "$out/prehab-svdllm" --seed "$seed" --out "$out/prehab-svdllm-lora"
 for m in dense prehab control svd svdllm control-svdllm prehab-svdllm svdllm-lora prehab-svdllm-lora; do
@@ -41,7 +47,7 @@ done
 
 echo "== wall time per step ($arch)"
 printf '%s\n' "${timings[@]}"
-echo "== $arch at R = $ratio (surrogate $surrogate, lambda $lam, seed $seed)"
+echo "== $arch at R = $ratio (surrogate $surrogate, lambda $lam, space $space, seed $seed)"
 "$(dirname "$prehab")/python" - "$out" <<'PY'
 import json, sys
 from pathlib import Path

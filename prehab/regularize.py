@@ -1,8 +1,10 @@
 """The Prehab loop: task loss + lambda(t) * mean_l R(A_l), on whitened or plain weights.
 
-Spaces:
+Spaces (what is trained, and which matrix the penalty reads):
 - `whitened` (the authors'): train a delta D per target, W = (A0 + D) L^{-1}, penalty on A0 + D.
-- `weight` (the unwhitened ablation): train W itself, penalty on W (no whitening anywhere).
+- `weight`: train W itself, penalty on the same whitened A = W L. Same objective, plain step
+  geometry: Adam's per-entry steps are not amplified by L^{-1} (METHOD.md section 3).
+- `raw` (unwhitened Prehab): train W itself, penalty on W (no whitening anywhere).
 Only the target matrices train; everything else is frozen. lambda = 0 is the control: the same
 fine-tuning without the penalty. The mean entropy effective rank of the WHITENED weights is
 logged in both spaces, so curves are comparable.
@@ -23,7 +25,7 @@ from prehab.surrogates import entropy_rank, get_surrogate
 from prehab.train import train_steps
 from prehab.whitened import WhitenedDelta
 
-SPACES = ("whitened", "weight")
+SPACES = ("whitened", "weight", "raw")
 
 
 @dataclass(frozen=True)
@@ -60,12 +62,15 @@ class _Targets:
         else:
             self.modules = [get_module(model, n) for n in names]
             self.params = [m.weight for m in self.modules]
+            self.factors = [whitening.factor_of(n).to(m.weight.dtype) for m, n in zip(self.modules, names)]
         for p in self.params:
             p.requires_grad_(True)
 
     def penalised(self) -> list[torch.Tensor]:
         if self.space == "whitened":
             return [m.whitened() for m in self.modules]
+        if self.space == "weight":
+            return [m.weight @ L for m, L in zip(self.modules, self.factors)]  # (out, in)
         return [m.weight for m in self.modules]
 
     @torch.no_grad()

@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lam", type=nonneg_float("--lam"), default=1.0, help="penalty weight lambda >= 0; 0 = the control run (default 1.0)")
     p.add_argument("--lam-start", type=nonneg_float("--lam-start"), default=0.0, help="first lambda of the geometric warm-up (needs --lam-warmup-steps)")
     p.add_argument("--lam-warmup-steps", type=nonneg_int("--lam-warmup-steps"), default=0, help="steps of geometric warm-up from --lam-start to --lam (default 0: constant)")
-    p.add_argument("--space", choices=SPACES, default="whitened", help="train a whitened delta (authors') or W itself with the penalty on unwhitened W (ablation)")
+    p.add_argument("--space", choices=SPACES, default="whitened", help="whitened: train a delta D in whitened coordinates (authors'); weight: train W, penalty on W L; raw: train W, penalty on W (unwhitened ablation)")
     p.add_argument("--steps", type=nonneg_int("--steps"), help="Prehab steps (default: per architecture)")
     p.add_argument("--lr", type=positive_float("--lr"), help="Adam learning rate (default: per architecture)")
     p.add_argument("--batch-size", type=positive_int("--batch-size"), help="batch size (default: per architecture)")

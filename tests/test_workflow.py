@@ -221,6 +221,15 @@ def test_one_more_lambda_reruns_only_its_jobs(tiny_run, tmp_path):
         "prehab": 1, "compress_svd_llm": 1, "evaluate": 2, "mlflow": 1, "report": 1, "all": 1}
 
 
+@pytest.mark.slow
+def test_html_report_of_the_tiny_run(tiny_run):
+    workdir, _, _ = tiny_run
+    proc = snakemake(workdir, "--configfile", str(TEST_CONFIG), "--report", "results/report.html")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    html = (workdir / "results" / "report.html").read_text(errors="replace")
+    assert "metric_vs_ratio.png" in html and "lambda_sweep.csv" in html
+
+
 # ----------------------------------------------------------------------------- style
 
 

@@ -133,11 +133,11 @@ register_arch(ArchSpec(
     from_config=small_from_config,
     load_split=small_load_split,
     targets=DINOV2_TARGETS,
-    options={"image_size": 42, "n_train": 10000, "n_test": 2000, "train_backbone": False},
+    options={"image_size": 42, "n_train": 10000, "n_test": 1000, "train_backbone": False},
     defaults={
         # Linear probe 300 x 64 at lr 1e-3: 81.0% on 1,000 test images; SVD-LLM R=0.6: 72.9%.
         "pretrain_steps": 300, "pretrain_lr": 1e-3, "batch_size": 64, "eval_batch_size": 128,
-        "prehab_steps": 60, "prehab_lr": 5e-5, "rehab_steps": 40, "rehab_lr": 1e-4, "calib_samples": 256,
+        "prehab_steps": 40, "prehab_lr": 1e-4, "rehab_steps": 20, "rehab_lr": 1e-4, "calib_samples": 256,
     },
     calib_sources={"train": "Fashion-MNIST training images (42x42, 3 channels)", "shift": SHIFT_NOTE + ", same preprocessing"},
     note=(

@@ -1,0 +1,22 @@
+rule pretrain:
+    """The dense starting model of one architecture and seed."""
+    output:
+        model=run_file(DENSE, "model.pt"),
+        metrics=run_file(DENSE, "metrics.json"),
+    log:
+        log_file(DENSE, "pretrain"),
+    benchmark:
+        benchmark_file(DENSE, "pretrain")
+    conda:
+        "../../envs/prehab.yaml"
+    params:
+        out=lambda wildcards, output: os.path.dirname(output.model),
+        steps=flag("--steps", "pretrain_steps"),
+        lr=flag("--lr", "pretrain_lr"),
+        batch_size=flag("--batch-size", "batch_size"),
+        arch_opts=arch_opts,
+        code=CODE,
+    shell:
+        "prehab pretrain --arch {wildcards.arch} --seed {wildcards.seed}"
+        " {params.steps} {params.lr} {params.batch_size} {params.arch_opts}"
+        " --out {params.out:q} > {log} 2>&1"

@@ -1,0 +1,71 @@
+localrules:
+    mlflow,
+    report,
+
+
+rule mlflow:
+    """One writer rebuilds the MLflow SQLite db from the runs' metrics.json (WORKFLOW.md)."""
+    input:
+        evals=eval_metrics(),
+        prehab=[run_file(folder, "metrics.json") for folder in prehab_runs()],
+    output:
+        db=MLFLOW_DB,
+    log:
+        f"{LOGS}/mlflow.log",
+    conda:
+        "../../envs/prehab.yaml"
+    params:
+        runs=runs_root,
+        studies=STUDIES_JSON,
+        artifacts=MLFLOW_ARTIFACTS,
+        code=CODE_REPORT,
+    shell:
+        "prehab mlflow-log --runs {params.runs:q} --studies {params.studies:q}"
+        " --db {output.db:q} --artifacts {params.artifacts:q} > {log} 2>&1"
+
+
+rule report:
+    """The long results table, one table per enabled study and the fixed figures."""
+    input:
+        evals=eval_metrics(),
+        prehab=[run_file(folder, "metrics.json") for folder in prehab_runs()],
+        spectra=[run_file(folder, "spectra.pt") for folder in prehab_runs()],
+    output:
+        runs=report(
+            f"{TABLES}/runs.csv",
+            caption="../report/runs.rst",
+            category="Tables",
+            labels={"table": "all runs"},
+        ),
+        csv=[
+            report(
+                f"{TABLES}/{study}.csv",
+                caption="../report/study_table.rst",
+                category="Tables",
+                labels={"table": study},
+            )
+            for study in STUDIES
+        ],
+        md=expand(f"{TABLES}/{{study}}.md", study=STUDIES),
+        figures=[
+            report(
+                f"{FIGURES}/{name}.png",
+                caption=f"../report/{name}.rst",
+                category="Figures",
+                labels={"figure": name},
+            )
+            for name in FIGURE_NAMES
+        ],
+    log:
+        f"{LOGS}/report.log",
+    conda:
+        "../../envs/prehab.yaml"
+    params:
+        runs=runs_root,
+        studies=STUDIES_JSON,
+        tables=lambda wildcards, output: os.path.dirname(output.runs),
+        figures=lambda wildcards, output: os.path.dirname(output.figures[0]),
+        code=CODE_REPORT,
+    shell:
+        "prehab report --runs {params.runs:q} --studies {params.studies:q}"
+        " --tables {params.tables:q} --figures {params.figures:q} > {log} 2>&1"

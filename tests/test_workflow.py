@@ -25,7 +25,7 @@ DEFAULT_CONFIG = REPO / "config" / "config.yaml"
 TEST_CONFIG = REPO / "config" / "test.yaml"
 # The budget for the tiny run; a loaded machine may need more (PREHAB_E2E_BUDGET_S).
 E2E_BUDGET_S = float(os.environ.get("PREHAB_E2E_BUDGET_S", 300))
-RULES = ("pretrain", "calibrate", "prehab", "compress_svd", "compress_svd_llm", "rehab",
+RULES = ("pretrain", "calibrate", "prehab", "recalibrate", "compress_svd", "compress_svd_llm", "rehab",
          "evaluate", "mlflow", "report", "all")
 
 
@@ -77,6 +77,8 @@ def test_dry_run_default_config_counts_every_rule(tmp_path):
             + 2  # calibration_size: prehab at 32 and 1024 samples (no control)
             + 2  # calibration_shift: control + prehab calibrated on shift/256
         ),  # extreme_ratio: control + prehab shared with main
+        # every Prehab/control model is compressed somewhere, so each is re-calibrated once
+        "recalibrate": (3 * 2 + 4 + 7 + 2 + 2),
         # plain SVD: main 4 ratios x 3 seeds, extreme_ratio 3 ratios
         "compress_svd": 4 * 3 + 3,
         # SVD-LLM of the dense, control and Prehab models
@@ -109,6 +111,8 @@ TEST_CONFIG_COUNTS = {
     "calibrate": 3,
     # main: prehab lam 1 per fixture; lambda_sweep adds vit-tiny's control (lam 1 shared)
     "prehab": 3 + 1,
+    # each of the 4 Prehab/control models before its SVD-LLM
+    "recalibrate": 4,
     # extreme_ratio: vit-tiny at 0.9
     "compress_svd": 1,
     # main: (dense, prehab) x 3 fixtures at 0.5; lambda_sweep adds vit-tiny's control
@@ -215,10 +219,11 @@ def test_one_more_lambda_reruns_only_its_jobs(tiny_run, tmp_path):
     config["studies"]["lambda_sweep"]["prehab"]["lam"].append(0.1)
     more = tmp_path / "more.yaml"
     more.write_text(yaml.safe_dump(config))
-    # vit-tiny at lambda 0.1: its Prehab model, its SVD-LLM model, both evaluated; then the
-    # aggregation (its inputs grew) and the target rule. Nothing upstream, no other study.
+    # vit-tiny at lambda 0.1: its Prehab model, its re-calibration, its SVD-LLM model, both
+    # evaluated; then the aggregation (its inputs grew) and the target rule. Nothing upstream,
+    # no other study.
     assert dry_run(workdir, more) == {
-        "prehab": 1, "compress_svd_llm": 1, "evaluate": 2, "mlflow": 1, "report": 1, "all": 1}
+        "prehab": 1, "recalibrate": 1, "compress_svd_llm": 1, "evaluate": 2, "mlflow": 1, "report": 1, "all": 1}
 
 
 @pytest.mark.slow

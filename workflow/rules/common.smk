@@ -183,3 +183,13 @@ def svd_llm_source(wildcards):
     calibration folder), else the Prehab/control model at `<calibration>/<start>`."""
     folder = DENSE if wildcards.start == "dense" else f"{CALIBRATION}/{wildcards.start}"
     return run_file(folder, "model.pt").format(**dict(wildcards.items()))
+
+
+def svd_llm_grams(wildcards):
+    """The whitening of an SVD-LLM surgery: the dense calibration, or (config
+    `prehab.recalibrate`) the same calibration re-done on the Prehab/control model."""
+    if wildcards.start != "dense" and config["prehab"].get("recalibrate", True):
+        folder = f"{CALIBRATION}/{wildcards.start}/recal"
+    else:
+        folder = CALIBRATION
+    return run_file(folder, "grams.pt").format(**dict(wildcards.items()))

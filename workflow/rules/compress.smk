@@ -22,10 +22,10 @@ rule compress_svd:
 
 rule compress_svd_llm:
     """SVD-LLM truncation of the dense model or of a Prehab/control model, whitened with the
-    calibration its folder sits under."""
+    calibration its folder sits under (re-done on the Prehab/control model if `recalibrate`)."""
     input:
         model=svd_llm_source,
-        grams=rules.calibrate.output.grams,
+        grams=svd_llm_grams,
     output:
         model=run_file(SVD_LLM, "model.pt"),
         metrics=run_file(SVD_LLM, "metrics.json"),

@@ -96,11 +96,12 @@ class _MomentHooks:
                 return
             self._bind(name, name)
             self._last = (x, name)
-            rows = x[self.mask] if (self.mask is not None and x.dim() == 3) else x.reshape(-1, x.shape[-1])
+            mask = None if self.mask is None else self.mask.to(x.device)
+            rows = x[mask] if (mask is not None and x.dim() == 3) else x.reshape(-1, x.shape[-1])
             rows = rows.detach().double()  # (tokens, in)
             assert rows.shape[-1] == module.in_features, f"input {tuple(rows.shape)} vs layer in {module.in_features}"
             if name not in self.sums:
-                self.sums[name] = torch.zeros(rows.shape[1], rows.shape[1], dtype=torch.float64)
+                self.sums[name] = torch.zeros(rows.shape[1], rows.shape[1], dtype=torch.float64, device=rows.device)
                 self.counts[name] = 0
             self.sums[name] += rows.T @ rows  # (in, in)
             self.counts[name] += rows.shape[0]
@@ -135,7 +136,7 @@ def second_moments(
     missing = [t for t in targets if t not in hooks.owner]
     if missing:
         raise RuntimeError(f"calibration never reached target layers {missing[:3]}")
-    moments = {leader: hooks.sums[leader] / hooks.counts[leader] for leader in hooks.sums}
+    moments = {leader: (hooks.sums[leader] / hooks.counts[leader]).cpu() for leader in hooks.sums}
     n_tokens = min(hooks.counts.values())
     return moments, hooks.owner, n_tokens
 

@@ -54,7 +54,7 @@ def save(ckpt: Checkpoint, folder: Path) -> Path:
         "arch_config": ckpt.arch_config,
         "factorized": ckpt.factorized,
         "history": ckpt.history,
-        "state_dict": {k: v.detach().contiguous() for k, v in ckpt.model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in ckpt.model.state_dict().items()},
     }
     torch.save(payload, path)
     return path

@@ -42,6 +42,8 @@ def truncated_factors(
     With `L` (lower Cholesky factor of the input second moment) this is SVD-LLM; without, plain SVD.
     """
     m, n = W.shape
+    if L is not None:
+        L = L.to(W.device)
     A = W.double() if L is None else W.double() @ L.double()  # (m, n)
     if L is not None:
         assert L.shape == (n, n), f"whitening factor {tuple(L.shape)} does not fit weight {tuple(W.shape)}"

@@ -62,7 +62,7 @@ class _Targets:
         else:
             self.modules = [get_module(model, n) for n in names]
             self.params = [m.weight for m in self.modules]
-            self.factors = [whitening.factor_of(n).to(m.weight.dtype) for m, n in zip(self.modules, names)]
+            self.factors = [whitening.factor_of(n).to(m.weight.device, m.weight.dtype) for m, n in zip(self.modules, names)]
         for p in self.params:
             p.requires_grad_(True)
 
@@ -77,7 +77,7 @@ class _Targets:
     def whitened(self) -> list[torch.Tensor]:
         if self.space == "whitened":
             return [m.whitened() for m in self.modules]
-        return [m.weight.double() @ self.whitening.factor_of(n) for m, n in zip(self.modules, self.names)]
+        return [m.weight.double() @ self.whitening.factor_of(n).to(m.weight.device) for m, n in zip(self.modules, self.names)]
 
     def fold(self, model: nn.Module) -> None:
         if self.space == "whitened":
@@ -90,7 +90,7 @@ def whitened_spectra(model: nn.Module, names: list[str], whitening: Whitening) -
     with torch.no_grad():
         for name in names:
             W = get_module(model, name).weight.double()
-            out[name] = torch.linalg.svdvals(W @ whitening.factor_of(name)).float()
+            out[name] = torch.linalg.svdvals(W @ whitening.factor_of(name).to(W.device)).float().cpu()
     return out
 
 
@@ -130,7 +130,7 @@ def run_prehab(
         if lam == 0 or (step - 1) % penalty_every:
             return None, {"lambda": lam}
         value = mean_surrogate()
-        return (penalty_every * lam * value).to(torch.float32), {"lambda": lam, "surrogate": float(value)}
+        return (penalty_every * lam * value).to(torch.float32), {"lambda": lam, "surrogate": float(value.detach())}
 
     def log_extra(step: int) -> dict[str, float]:
         with torch.no_grad():

@@ -80,7 +80,19 @@ def logits_of(output) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.logits
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (a parameter-free module computes on the CPU)."""
+    first = next(model.parameters(), None)
+    return torch.device("cpu") if first is None else first.device
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
 def forward(model: nn.Module, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits of one batch, moved to wherever the model lives (data stay on the CPU until then)."""
+    batch = to_device(batch, model_device(model))
     args, kwargs = model_inputs(task, batch)
     return logits_of(model(*args, **kwargs))
 
@@ -88,6 +100,7 @@ def forward(model: nn.Module, task: str, batch: dict[str, torch.Tensor]) -> torc
 def loss(model: nn.Module, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean training loss of one batch (cross-entropy; next-token cross-entropy for `lm`)."""
     logits = forward(model, task, batch)
+    batch = to_device(batch, logits.device)
     if task == "lm":
         ids = batch["input_ids"]
         return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
@@ -109,6 +122,7 @@ def evaluate(model: nn.Module, task: str, data: dict[str, torch.Tensor], batch_s
     correct, nll, tokens = 0, 0.0, 0
     for batch in batches(data, batch_size):
         logits = forward(model, task, batch)
+        batch = to_device(batch, logits.device)
         finite = torch.isfinite(logits).flatten(1).all(dim=1)  # (B,)
         n_nonfinite += int((~finite).sum())
         n_rows += len(finite)

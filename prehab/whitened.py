@@ -19,6 +19,7 @@ class WhitenedDelta(nn.Module):
         out_f, in_f = linear.weight.shape
         assert L.shape == (in_f, in_f), f"factor {tuple(L.shape)} does not fit weight {tuple(linear.weight.shape)}"
         self.linear = linear  # frozen W0 and bias
+        L = L.to(linear.weight.device)
         self.register_buffer("L", L.to(linear.weight.dtype), persistent=False)  # (in, in)
         self.register_buffer("L64", L.double(), persistent=False)
         A0 = linear.weight.detach().double() @ L.double()  # (out, in)

@@ -8,6 +8,7 @@ from collections import Counter
 import torch
 
 from prehab import checkpoint
+from prehab.device import resolve_device
 from prehab.calibrate import second_moments, whitening_from_moments
 from prehab.layers import find_targets
 from prehab.outputs import StepRecord, atomic_dir
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> dict:
     batch_size = step_default(args.batch_size, spec, "eval_batch_size")
     record = StepRecord("calibrate", {"model": str(args.model), "arch": spec.name, "source": args.source,
                                       "samples": samples, "batch_size": batch_size, "seed": args.seed})
+    ckpt.model.to(resolve_device(args.device))
     seed_everything(args.seed)
     data = spec.load_split(options, args.source, samples, args.seed)
     targets = find_targets(ckpt.model, spec.targets)

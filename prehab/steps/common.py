@@ -31,6 +31,8 @@ STEP_DEFAULTS = {
 
 def add_common(parser: argparse.ArgumentParser, *, seed: bool = True) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder (written atomically: all or nothing)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where to compute: auto = the GPU if torch sees one, else the CPU")
     parser.add_argument(
         "--arch-opt", action="append", default=[], metavar="KEY=VALUE",
         help="override an architecture option (typed like its default; see `prehab archs`)",

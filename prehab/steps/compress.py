@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from prehab import checkpoint
+from prehab.device import resolve_device
 from prehab.compress import METHODS, check_ratio, compress_model
 from prehab.errors import UsageError
 from prehab.layers import find_targets
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace) -> dict:
     whitening = load_whitening(args.grams) if args.method == "svd-llm" else None
     params = {"model": str(args.model), "grams": args.grams, "arch": spec.name, "method": args.method, "ratio": args.ratio}
     record = StepRecord("compress", params)
+    ckpt.model.to(resolve_device(args.device))
     dense_bytes = file_bytes(checkpoint.model_path(args.model))
     targets = find_targets(ckpt.model, spec.targets)
     ranks, report = compress_model(ckpt.model, targets, args.ratio, args.method, whitening)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from prehab import checkpoint, tasks
+from prehab.device import resolve_device
 from prehab.layers import count_params
 from prehab.outputs import StepRecord, atomic_dir
 from prehab.steps.common import add_common, add_model, checkpoint_options, file_bytes, positive_int, step_default
@@ -26,6 +27,7 @@ def run(args: argparse.Namespace) -> dict:
     batch_size = step_default(args.batch_size, spec, "eval_batch_size")
     record = StepRecord("evaluate", {"model": str(args.model), "arch": spec.name, "arch_options": options,
                                      "batch_size": batch_size})
+    ckpt.model.to(resolve_device(args.device))
     data = spec.load_split(options, "test", options.get("n_test"), 0)
     record.metrics.update(tasks.evaluate(ckpt.model, spec.task, data, batch_size))
     record.metrics.update(metric=tasks.METRIC[spec.task], model_params=count_params(ckpt.model),

@@ -7,6 +7,7 @@ import argparse
 import torch
 
 from prehab import checkpoint
+from prehab.device import resolve_device
 from prehab.errors import UsageError
 from prehab.layers import find_targets
 from prehab.outputs import StepRecord, atomic_dir
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> dict:
               "lam": args.lam, "lam_start": args.lam_start, "lam_warmup_steps": args.lam_warmup_steps,
               "space": args.space, "penalty_every": args.penalty_every, "steps": steps, "lr": lr, "batch_size": batch_size, "seed": args.seed}
     record = StepRecord("prehab", params)
+    ckpt.model.to(resolve_device(args.device))
     seed_everything(args.seed)
     targets = find_targets(ckpt.model, spec.targets)
     missing = [t for t in targets if t not in whitening.owner]

@@ -6,6 +6,7 @@ import argparse
 
 from prehab import checkpoint, tasks
 from prehab.checkpoint import Checkpoint
+from prehab.device import resolve_device
 from prehab.outputs import StepRecord, atomic_dir
 from prehab.registry import get_arch
 from prehab.steps.common import (
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> dict:
                                      "batch_size": batch_size, "seed": args.seed})
     seed_everything(args.seed)
     model, arch_config = spec.build_pretrained(options)
+    model.to(resolve_device(args.device))
     train = spec.load_split(options, "train", None, args.seed) if steps else None
     curve = train_steps(model, spec.task, train, [p for p in model.parameters() if p.requires_grad],
                         steps=steps, lr=lr, batch_size=batch_size, seed=args.seed, desc="pretrain") if steps else []

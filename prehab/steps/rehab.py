@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from prehab import checkpoint
+from prehab.device import resolve_device
 from prehab.outputs import StepRecord, atomic_dir
 from prehab.recover import SCHEDULES, lora_rehab
 from prehab.steps.common import (
@@ -38,6 +39,7 @@ def run(args: argparse.Namespace) -> dict:
               "alpha": args.alpha, "dropout": args.dropout, "steps": steps, "lr": lr, "batch_size": batch_size,
               "seed": args.seed}
     record = StepRecord("rehab", params)
+    ckpt.model.to(resolve_device(args.device))
     seed_everything(args.seed)
     data = spec.load_split(options, "train", None, args.seed)
     model, curve = lora_rehab(ckpt.model, list(ckpt.factorized), spec.task, data, schedule=args.schedule,

@@ -1,0 +1,20 @@
+"""Where a step computes: `auto` takes the GPU when there is one (paper-scale runs on a
+cluster), the CPU otherwise. Data stay on the CPU and move batch by batch (prehab.tasks)."""
+
+from __future__ import annotations
+
+import torch
+
+from prehab.errors import UsageError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for, but torch sees no CUDA device; use auto or cpu")
+    if name not in DEVICES:
+        raise UsageError(f"unknown device {name!r}; allowed: {', '.join(DEVICES)}")
+    return torch.device(name)

@@ -68,53 +68,37 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def positive_int(name: str):
-    def parse(raw: str) -> int:
+def _number(name: str, cast: type, bound: str, limit: float):
+    """argparse type: a finite int/float satisfying `value >= limit` or `value > limit`."""
+    kind = "a whole number" if cast is int else "a number"
+
+    def parse(raw: str):
         try:
-            value = int(raw)
+            value = cast(raw)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {raw!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {value}")
+            raise argparse.ArgumentTypeError(f"{name} must be {kind}, got {raw!r}") from None
+        ok = math.isfinite(value) and (value >= limit if bound == ">=" else value > limit)
+        if not ok:
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number {bound} {limit:g}, got {raw}")
         return value
 
     return parse
+
+
+def positive_int(name: str):
+    return _number(name, int, ">=", 1)
 
 
 def nonneg_int(name: str):
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {raw!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 0, got {value}")
-        return value
-
-    return parse
+    return _number(name, int, ">=", 0)
 
 
 def nonneg_float(name: str):
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {raw!r}") from None
-        if not math.isfinite(value) or value < 0:
-            raise argparse.ArgumentTypeError(f"{name} must be a finite number >= 0, got {raw}")
-        return value
-
-    return parse
+    return _number(name, float, ">=", 0)
 
 
 def positive_float(name: str):
-    def parse(raw: str) -> float:
-        value = nonneg_float(name)(raw)
-        if value == 0:
-            raise argparse.ArgumentTypeError(f"{name} must be > 0, got {raw}")
-        return value
-
-    return parse
+    return _number(name, float, ">", 0)
 
 
 def file_bytes(path: Path) -> int:

@@ -7,6 +7,8 @@
 # Prehab and control models are re-calibrated before SVD-LLM (their activations moved: the dense
 # model's L is stale; measured on vit-small, keeping it cost 30 points at R = 0.6).
 #
+# Steps whose output folder already holds a metrics.json are reused (a second run resumes).
+#
 # Environment: RATIO (0.6), SURROGATE (nuclear_fro), LAM (1.0), SPACE (weight), SEED (0), OUT (runs/chain-ARCH),
 # PREHAB (the prehab command; default .venv/bin/prehab), EXTRA_PREHAB_ARGS (e.g. "--steps 50").
 set -euo pipefail
@@ -22,9 +24,14 @@ out=${OUT:-runs/chain-$arch}
 mkdir -p "$out"
 declare -a timings
 
-step() {  # step LABEL prehab-args...
+step() {  # step LABEL prehab-args... (the folder after --out is the step's output)
     local label=$1; shift
-    local start=$SECONDS
+    local start=$SECONDS out_dir="" prev=""
+    for a in "$@"; do [ "$prev" = "--out" ] && out_dir=$a; prev=$a; done
+    if [ -f "$out_dir/metrics.json" ]; then  # done by an earlier run of this script: reuse
+        timings+=("$(printf '%-22s %6s' "$label" reused)")
+        return
+    fi
     "$prehab" "$@" > "$out/$label.log" 2>&1 || { echo "step $label failed; see $out/$label.log" >&2; tail -3 "$out/$label.log" >&2; exit 1; }
     timings+=("$(printf '%-22s %5ss' "$label" $((SECONDS - start)))")
 }

@@ -109,8 +109,9 @@ def study_runs(name: str, study: dict[str, Any], all_archs: Iterable[str]) -> li
             out.append(Run(arch, seed, "dense", compressed=False))
         for source, n in itertools.product(cal["source"], cal["samples"]):
             uncompressed = []
-            if "control" in methods:
-                uncompressed.append(dict(surrogate=CONTROL_SURROGATE, lam=0.0, space="whitened", method="control"))
+            if "control" in methods:  # one per space: lambda 0 with the same parametrisation
+                for space in pre["space"]:
+                    uncompressed.append(dict(surrogate=CONTROL_SURROGATE, lam=0.0, space=space, method="control"))
             if "prehab" in methods:
                 for sur, lam, space in itertools.product(pre["surrogate"], pre["lam"], pre["space"]):
                     if float(lam) == 0:

@@ -74,18 +74,19 @@ def test_dry_run_default_config_counts_every_rule(tmp_path):
             3 * 2  # main: (control, prehab nuclear_fro lam 1 whitened) x 3 seeds
             + 4  # lambda_sweep: lam 1e-3, 1e-2, 1e-1, 10 (1.0 and the control shared with main)
             + (4 * 2 - 1)  # surrogates: 4 surrogates x 2 spaces, minus nuclear_fro/1/whitened
+            + 1  # surrogates: the weight-space control (the whitened one is main's)
             + 2  # calibration_size: prehab at 32 and 1024 samples (no control)
             + 2  # calibration_shift: control + prehab calibrated on shift/256
         ),  # extreme_ratio: control + prehab shared with main
         # every Prehab/control model is compressed somewhere, so each is re-calibrated once
-        "recalibrate": (3 * 2 + 4 + 7 + 2 + 2),
+        "recalibrate": (3 * 2 + 4 + 7 + 1 + 2 + 2),
         # plain SVD: main 4 ratios x 3 seeds, extreme_ratio 3 ratios
         "compress_svd": 4 * 3 + 3,
         # SVD-LLM of the dense, control and Prehab models
         "compress_svd_llm": (
             3 * 4 * 3  # main: 3 seeds x 4 ratios x (dense, control, prehab)
             + 4  # lambda_sweep: the 4 new lambdas at ratio 0.6 (in main's ratios)
-            + 7  # surrogates: the 7 new Prehab models at 0.6
+            + 7 + 1  # surrogates: the 7 new Prehab models and the weight-space control at 0.6
             + 2 * 2  # calibration_size: (svd-llm, prehab) x samples 32, 1024
             + 3  # calibration_shift: (svd-llm, control, prehab) on shift
             + 3 * 3  # extreme_ratio: 3 ratios x (svd-llm, control, prehab)
@@ -100,7 +101,7 @@ def test_dry_run_default_config_counts_every_rule(tmp_path):
         + per_arch["rehab"]  # after LoRA
     )
     expected = {rule: archs * n for rule, n in per_arch.items()} | {"mlflow": 1, "report": 1, "all": 1}
-    assert expected["evaluate"] == 450
+    assert expected["evaluate"] == 456
     assert dry_run(tmp_path, DEFAULT_CONFIG) == expected
 
 

@@ -29,7 +29,8 @@ step() {  # step LABEL prehab-args... (the folder after --out is the step's outp
     local start=$SECONDS out_dir="" prev=""
     for a in "$@"; do [ "$prev" = "--out" ] && out_dir=$a; prev=$a; done
     if [ -f "$out_dir/metrics.json" ]; then  # done by an earlier run of this script: reuse
-        timings+=("$(printf '%-22s %6s' "$label" reused)")
+        local took; took=$(grep -o '"wall_time_s": [0-9.]*' "$out_dir/metrics.json" | grep -o '[0-9.]*$')
+        timings+=("$(printf '%-22s %5.0fs (reused: its recorded wall time)' "$label" "$took")")
         return
     fi
     "$prehab" "$@" > "$out/$label.log" 2>&1 || { echo "step $label failed; see $out/$label.log" >&2; tail -3 "$out/$label.log" >&2; exit 1; }

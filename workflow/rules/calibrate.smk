@@ -20,4 +20,3 @@ rule calibrate:
         "prehab calibrate --model {input.model:q} --source {wildcards.cal}"
         " --samples {wildcards.ncal} --seed {wildcards.seed} {params.batch_size}"
         " {params.arch_opts} --out {params.out:q} > {log} 2>&1"
-

@@ -22,7 +22,8 @@ rule compress_svd:
 
 rule compress_svd_llm:
     """SVD-LLM truncation of the dense model or of a Prehab/control model, whitened with the
-    calibration its folder sits under (re-done on the Prehab/control model if `recalibrate`)."""
+    calibration its folder sits under (re-done on the Prehab/control model if `recalibrate`).
+    """
     input:
         model=svd_llm_source,
         grams=svd_llm_grams,

@@ -108,6 +108,11 @@ class _MomentHooks:
 
         return hook
 
+    def start_batch(self, mask: torch.Tensor | None) -> None:
+        """Token mask of the next forward pass; sharing is only detected within one pass."""
+        self.mask = mask
+        self._last = (None, None)
+
     def _bind(self, name: str, leader: str) -> None:
         previous = self.owner.setdefault(name, leader)
         if previous != leader:
@@ -128,8 +133,7 @@ def second_moments(
     try:
         n_batches = -(-tasks.num_rows(data) // batch_size)
         for batch in tqdm(tasks.batches(data, batch_size), total=n_batches, desc="calibrate", leave=False):
-            hooks.mask = tasks.token_mask(task, batch)
-            hooks._last = (None, None)
+            hooks.start_batch(tasks.token_mask(task, batch))
             tasks.forward(model, task, batch)
     finally:
         hooks.close()

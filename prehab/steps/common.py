@@ -107,8 +107,9 @@ def file_bytes(path: Path) -> int:
 
 def checkpoint_options(ckpt, items: list[str]) -> dict[str, Any]:
     """The options a checkpoint was made with, updated by `--arch-opt` overrides (typed, known keys)."""
-    overrides = ckpt.spec.resolve_options(parse_arch_opts(items)) if items else {}
-    return {**ckpt.arch_options, **{k: overrides[k] for k in parse_arch_opts(items)}}
+    given = parse_arch_opts(items)
+    typed = ckpt.spec.resolve_options(given)  # checks the keys and casts the values
+    return {**ckpt.arch_options, **{k: typed[k] for k in given}}
 
 
 def load_whitening(path: Path):

@@ -1,0 +1,69 @@
+"""Estimate how long a workflow config takes on this machine, from measured job times.
+
+Counts the jobs of a config per (architecture, rule) with `snakemake --summary`, multiplies
+them by the mean wall time of the same (architecture, rule) in Snakemake benchmark files of an
+earlier run (`results/benchmarks/**.tsv`), and prints the job-seconds and the wall time on N
+parallel job slots. Pairs never measured are listed, not guessed.
+
+    .venv/bin/python benchmarks/workflow_budget.py [--configfile config/config.yaml]
+        [--benchmarks results/benchmarks] [--cores 2]
+"""
+
+import argparse
+import collections
+import csv
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ARCH = re.compile(r"arch~([^/]+)")
+
+
+def job_counts(configfile: str) -> collections.Counter:
+    """(arch, rule) -> number of jobs; a job is a (rule, output folder) pair of the summary."""
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "snakemake"), "--summary", "--configfile", configfile],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    jobs = set()
+    for row in csv.DictReader(out.splitlines(), delimiter="\t"):
+        arch = ARCH.search(row["output_file"])
+        if arch:
+            jobs.add((arch[1], row["rule"], str(Path(row["output_file"]).parent)))
+    return collections.Counter((arch, rule) for arch, rule, _ in jobs)
+
+
+def measured(folder: Path) -> dict[tuple[str, str], float]:
+    """(arch, rule) -> mean seconds over the benchmark files found."""
+    times = collections.defaultdict(list)
+    for path in folder.rglob("*.tsv"):
+        arch = ARCH.search(str(path))
+        if arch:
+            rows = list(csv.DictReader(path.open(), delimiter="\t"))
+            times[(arch[1], path.stem)].append(float(rows[0]["s"]))
+    return {key: sum(v) / len(v) for key, v in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configfile", default="config/config.yaml")
+    parser.add_argument("--benchmarks", type=Path, default=Path("results/benchmarks"))
+    parser.add_argument("--cores", type=int, default=2, help="parallel job slots (one thread each)")
+    args = parser.parse_args()
+    counts, seconds = job_counts(args.configfile), measured(args.benchmarks)
+    total, missing = 0.0, []
+    print(f"{'arch':12s} {'rule':18s} {'jobs':>5s} {'s/job':>8s} {'job-s':>9s}")
+    for (arch, rule), n in sorted(counts.items()):
+        if (arch, rule) not in seconds:
+            missing.append(f"{arch}/{rule} x{n}")
+            continue
+        total += n * seconds[(arch, rule)]
+        print(f"{arch:12s} {rule:18s} {n:5d} {seconds[(arch, rule)]:8.1f} {n * seconds[(arch, rule)]:9.0f}")
+    print(f"measured part: {total:.0f} job-seconds = {total / args.cores / 60:.1f} min on {args.cores} slots")
+    if missing:
+        print("never measured (not counted): " + ", ".join(missing))
+
+
+if __name__ == "__main__":
+    main()

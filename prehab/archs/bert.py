@@ -31,6 +31,10 @@ BERT_TARGETS = (
     r"|intermediate\.dense|output\.dense)",
 )
 NUM_LABELS = 2  # Rotten Tomatoes: rotten / fresh
+EMBEDDED_TEXT_SOURCES = {  # the embedded review-classifier testbeds' calibration sources
+    "train": "Rotten Tomatoes training sentences",
+    "shift": "Wikipedia sentences (gensim test dump): another text domain, no labels",
+}
 
 
 # ----------------------------------------------------------------------------- shared
@@ -124,10 +128,7 @@ register_arch(
             "rehab_lr": 1e-3,
             "calib_samples": 64,
         },
-        calib_sources={
-            "train": "Rotten Tomatoes training sentences",
-            "shift": "Wikipedia sentences (gensim test dump): another text domain, no labels",
-        },
+        calib_sources=EMBEDDED_TEXT_SOURCES,
         note="random-weight test fixture (hidden 32, 2 layers); numbers mean nothing",
     )
 )
@@ -161,10 +162,7 @@ register_arch(
             "rehab_lr": 1e-4,
             "calib_samples": 256,
         },
-        calib_sources={
-            "train": "Rotten Tomatoes training sentences",
-            "shift": "Wikipedia sentences (gensim test dump): another text domain, no labels",
-        },
+        calib_sources=EMBEDDED_TEXT_SOURCES,
         note="all-MiniLM-L6-v2 (contrastively tuned 6-layer MiniLM, 22.7M params), not BERT-base",
     )
 )

@@ -29,6 +29,10 @@ LLAMA_TARGETS = (
     r"model\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))",
 )
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+EMBEDDED_LM_SOURCES = {  # the embedded LM testbeds' calibration sources
+    "train": "Wikipedia training windows",
+    "shift": "Jane Austen's novels (janeaustenr): another text domain",
+}
 
 
 # ----------------------------------------------------------------------------- shared
@@ -126,10 +130,7 @@ register_arch(
             "rehab_lr": 1e-3,
             "calib_samples": 32,
         },
-        calib_sources={
-            "train": "Wikipedia training windows",
-            "shift": "Jane Austen's novels (janeaustenr): another text domain",
-        },
+        calib_sources=EMBEDDED_LM_SOURCES,
         note="random-weight test fixture (hidden 32, 2 layers); numbers mean nothing",
     )
 )
@@ -163,10 +164,7 @@ register_arch(
             "rehab_lr": 1e-4,
             "calib_samples": 128,
         },
-        calib_sources={
-            "train": "Wikipedia training windows",
-            "shift": "Jane Austen's novels (janeaustenr): another text domain",
-        },
+        calib_sources=EMBEDDED_LM_SOURCES,
         note="SmolLM2-135M-Instruct de-quantised from a Q4_1 GGUF (weights went through 4-bit quantisation)",
     )
 )

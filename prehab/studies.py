@@ -55,7 +55,7 @@ class Run:
     @property
     def model_dir(self) -> str:
         root = f"arch~{self.arch}/seed~{self.seed}"
-        if self.method == "dense" or (self.method == "svd"):
+        if self.method in ("dense", "svd"):  # plain SVD needs no calibration
             base = f"{root}/dense"
         else:
             cal = f"{root}/cal~{self.cal_source}/ncal~{self.cal_samples}"

@@ -15,31 +15,30 @@ STUDIES_HELP = ('the studies config as a JSON string {"archs": [...], "studies":
 def register(subparsers) -> None:
     """Add `report` and `mlflow-log` to the CLI's subparsers."""
     fmt = argparse.HelpFormatter
+    common = argparse.ArgumentParser(add_help=False)  # the grid both commands read
+    common.add_argument("--runs", required=True, type=Path, help="root of the run folders (arch~A/seed~S/...)")
+    common.add_argument("--studies", required=True, help=STUDIES_HELP)
+    common.add_argument("--allow-missing", action="store_true",
+                        help="go on without models whose metrics.json is missing (default: error naming them)")
     p = subparsers.add_parser(
-        "report", formatter_class=fmt,
+        "report", formatter_class=fmt, parents=[common],
         help="per-study tables (CSV + Markdown), the long runs table and the figures from all metrics.json",
         description="Read every evaluated model of the study grid into one long table (tables/runs.csv), "
                     "write <study>.csv/.md per study (mean ± std over seeds, change vs SVD-LLM, verdict) "
                     "and the fixed set of figures.")
-    p.add_argument("--runs", required=True, type=Path, help="root of the run folders (arch~A/seed~S/...)")
-    p.add_argument("--studies", required=True, help=STUDIES_HELP)
     p.add_argument("--tables", required=True, type=Path, help="output folder for tables")
     p.add_argument("--figures", required=True, type=Path, help="output folder for figures")
-    p.add_argument("--allow-missing", action="store_true",
-                   help="report without models whose metrics.json is missing (default: error naming them)")
     p.set_defaults(func=run_report)
 
     m = subparsers.add_parser(
-        "mlflow-log", formatter_class=fmt,
+        "mlflow-log", formatter_class=fmt, parents=[common],
         help="import every evaluated model into a fresh MLflow SQLite store (one run per model)",
-        description="Delete and rebuild the MLflow SQLite db: one experiment per study, each evaluated "
-                    "model logged once (in its first study) with all axes, studies, code version and "
-                    "config hash as tags; Prehab/control runs also get their training curve.")
-    m.add_argument("--runs", required=True, type=Path, help="root of the run folders")
-    m.add_argument("--studies", required=True, help=STUDIES_HELP)
-    m.add_argument("--db", required=True, type=Path, help="SQLite file (deleted and recreated)")
+        description="Rebuild the MLflow SQLite db (built beside it, then renamed over it): one experiment "
+                    "per study, each evaluated model logged once (in its first study) with all axes, "
+                    "studies, code version and config hash as tags; Prehab/control runs also get their "
+                    "training curve.")
+    m.add_argument("--db", required=True, type=Path, help="SQLite file (replaced whole)")
     m.add_argument("--artifacts", required=True, type=Path, help="artifact root folder (file:// location)")
-    m.add_argument("--allow-missing", action="store_true", help="log without models whose metrics.json is missing")
     m.set_defaults(func=run_mlflow_log)
 
 

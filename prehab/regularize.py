@@ -125,9 +125,12 @@ def run_prehab(
         values = [R(A) for A in mats.penalised()]
         return torch.stack(values).mean()
 
+    def penalised_at(step: int) -> bool:
+        return schedule(step) > 0 and (step - 1) % penalty_every == 0
+
     def penalty(step: int):
         lam = schedule(step)
-        if lam == 0 or (step - 1) % penalty_every:
+        if not penalised_at(step):
             return None, {"lambda": lam}
         value = mean_surrogate()
         return (penalty_every * lam * value).to(torch.float32), {"lambda": lam, "surrogate": float(value.detach())}
@@ -136,7 +139,7 @@ def run_prehab(
         with torch.no_grad():
             ranks = [entropy_rank(A) for A in mats.whitened()]
             row = {"entropy_rank": sum(ranks) / len(ranks)}
-            if schedule(step) == 0 or (step - 1) % penalty_every:
+            if not penalised_at(step):  # else penalty() logged it at this step already
                 row["surrogate"] = float(mean_surrogate())
         return row
 

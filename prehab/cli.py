@@ -70,10 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"prehab {args.command}: error: {err}", file=sys.stderr)
         return 2
-    if args.command in STEPS:
-        summary = {k: v for k, v in record["metrics"].items() if not isinstance(v, (dict, list))}
-        print(json.dumps({"step": args.command, "out": str(args.out), "wall_time_s": record["wall_time_s"], **summary},
-                         default=str))
+    if args.command in STEPS:  # one line per output folder
+        records = record if isinstance(record, list) else [record]
+        outs = args.out if isinstance(args.out, list) else [args.out]
+        for out, one in zip(outs, records):
+            summary = {k: v for k, v in one["metrics"].items() if not isinstance(v, (dict, list))}
+            print(json.dumps({"step": args.command, "out": str(out), "wall_time_s": one["wall_time_s"], **summary},
+                             default=str))
     return 0
 
 

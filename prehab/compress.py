@@ -34,20 +34,29 @@ def rank_for_ratio(m: int, n: int, ratio: float) -> int:
     return max(1, math.floor(m * n * (1.0 - ratio) / (m + n)))
 
 
+SVD = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def full_svd(W: torch.Tensor, L: torch.Tensor | None = None) -> SVD:
+    """(U, S, Vh) in float64 of W L (SVD-LLM) or of W (plain SVD, `L` None)."""
+    n = W.shape[1]
+    if L is not None:
+        assert L.shape == (n, n), f"whitening factor {tuple(L.shape)} does not fit weight {tuple(W.shape)}"
+    A = W.double() if L is None else W.double() @ L.to(W.device).double()  # (m, n)
+    return torch.linalg.svd(A, full_matrices=False)  # (m, r), (r,), (r, n)
+
+
 def truncated_factors(
-    W: torch.Tensor, rank: int, L: torch.Tensor | None = None
+    W: torch.Tensor, rank: int, L: torch.Tensor | None = None, svd: SVD | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(W_u (m, k), W_v (k, n), singular values of the matrix that was truncated), in float64.
 
     With `L` (lower Cholesky factor of the input second moment) this is SVD-LLM; without, plain SVD.
+    `svd`: the `full_svd(W, L)` already computed (several ratios of one model share it).
     """
-    m, n = W.shape
     if L is not None:
         L = L.to(W.device)
-    A = W.double() if L is None else W.double() @ L.double()  # (m, n)
-    if L is not None:
-        assert L.shape == (n, n), f"whitening factor {tuple(L.shape)} does not fit weight {tuple(W.shape)}"
-    U, S, Vh = torch.linalg.svd(A, full_matrices=False)  # (m, r), (r,), (r, n)
+    U, S, Vh = full_svd(W, L) if svd is None else svd
     root = S[:rank].sqrt()
     W_u = U[:, :rank] * root  # (m, k)
     W_v = root[:, None] * Vh[:rank]  # (k, n)
@@ -57,8 +66,10 @@ def truncated_factors(
     return W_u, W_v, S
 
 
-def factorized_layer(linear: nn.Linear, rank: int, L: torch.Tensor | None) -> FactorizedLinear:
-    W_u, W_v, _ = truncated_factors(linear.weight.detach(), rank, L)
+def factorized_layer(
+    linear: nn.Linear, rank: int, L: torch.Tensor | None, svd: SVD | None = None
+) -> FactorizedLinear:
+    W_u, W_v, _ = truncated_factors(linear.weight.detach(), rank, L, svd)
     layer = FactorizedLinear(
         linear.in_features, linear.out_features, rank, linear.bias is not None,
         dtype=linear.weight.dtype, device=linear.weight.device,
@@ -72,9 +83,13 @@ def factorized_layer(linear: nn.Linear, rank: int, L: torch.Tensor | None) -> Fa
 
 
 def compress_model(
-    model: nn.Module, targets: list[str], ratio: float, method: str, whitening: Whitening | None
+    model: nn.Module, targets: list[str], ratio: float, method: str, whitening: Whitening | None,
+    svd_cache: dict[str, SVD] | None = None,
 ) -> tuple[dict[str, int], dict[str, float]]:
-    """Factorise every target layer in place. Returns ({layer: rank}, parameter report)."""
+    """Factorise every target layer in place. Returns ({layer: rank}, parameter report).
+
+    `svd_cache` (layer name -> SVD), filled on first use, lets copies of one model be cut at
+    several ratios with one SVD per layer: the SVD, not the truncation, is the cost."""
     check_ratio(ratio)
     if method not in METHODS:
         raise UsageError(f"unknown compression method {method!r}; known: {', '.join(METHODS)}")
@@ -93,7 +108,12 @@ def compress_model(
         target_before += m * n
         target_after += k * (m + n)
         L = whitening.factor_of(name) if method == "svd-llm" else None
-        return factorized_layer(old, k, L)
+        svd = None
+        if svd_cache is not None:
+            if name not in svd_cache:
+                svd_cache[name] = full_svd(old.weight.detach(), L)
+            svd = svd_cache[name]
+        return factorized_layer(old, k, L, svd)
 
     replace_modules(model, targets, make)
     params_after = count_params(model)

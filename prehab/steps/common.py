@@ -29,8 +29,14 @@ STEP_DEFAULTS = {
 }
 
 
-def add_common(parser: argparse.ArgumentParser, *, seed: bool = True) -> None:
-    parser.add_argument("--out", type=Path, required=True, help="output folder (written atomically: all or nothing)")
+def add_common(parser: argparse.ArgumentParser, *, seed: bool = True, many: str = "") -> None:
+    """Flags every step has. `many`: the repeated input (e.g. "--ratio") whose values each get
+    their own --out folder, so one process (one start-up, one model load) makes several outputs."""
+    if many:
+        parser.add_argument("--out", type=Path, nargs="+", required=True,
+                            help=f"output folders, one per {many} value in the same order (each written atomically)")
+    else:
+        parser.add_argument("--out", type=Path, required=True, help="output folder (written atomically: all or nothing)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where to compute: auto = the GPU if torch sees one, else the CPU")
     parser.add_argument(
@@ -99,6 +105,15 @@ def nonneg_float(name: str):
 
 def positive_float(name: str):
     return _number(name, float, ">", 0)
+
+
+def pair_outputs(values: list, outs: list[Path], flag: str) -> list[tuple[Any, Path]]:
+    """Match each value of a repeated flag to its --out folder; mismatches are usage errors."""
+    if len(values) != len(outs):
+        raise UsageError(f"{len(values)} {flag} value(s) but {len(outs)} --out folder(s); give one --out per {flag}")
+    if len(set(map(str, values))) != len(values) or len(set(outs)) != len(outs):
+        raise UsageError(f"{flag} values and --out folders must each be distinct")
+    return list(zip(values, outs))
 
 
 def file_bytes(path: Path) -> int:

@@ -11,6 +11,7 @@ import shlex
 from pathlib import Path
 
 import prehab
+from prehab.studies import NO_LORA, fmt
 from prehab.studies import expand as expand_studies
 
 
@@ -52,9 +53,9 @@ FIGURE_NAMES = [
 DENSE = "arch~{arch}/seed~{seed}/dense"
 CALIBRATION = "arch~{arch}/seed~{seed}/cal~{cal}/ncal~{ncal}"
 PREHABBED = f"{CALIBRATION}/prehab~{{surrogate}}/lam~{{lam}}/space~{{space}}"
-SVD = f"{DENSE}/method~svd/ratio~{{ratio}}"
-SVD_LLM = f"{CALIBRATION}/{{start}}/method~svd-llm/ratio~{{ratio}}"
-REHABBED = "arch~{arch}/seed~{seed}/{compressed}/lora~{lora}"
+SVD = f"{DENSE}/method~svd"
+SVD_LLM = f"{CALIBRATION}/{{start}}/method~svd-llm"
+COMPRESSED = "arch~{arch}/seed~{seed}/{compressed}"  # <model>/method~M: cut at every ratio
 MODEL = "arch~{arch}/seed~{seed}/{model}"
 
 
@@ -66,12 +67,12 @@ wildcard_constraints:
     surrogate=r"[^/]+",
     lam=r"[^/]+",
     space=r"[^/]+",
-    ratio=r"[^/]+",
     lora=r"joint|sequential",
     # multi-level wildcards, anchored on their key~value structure:
     start=r"dense|prehab~[^/]+/lam~[^/]+/space~[^/]+",
-    compressed=r"(?:[^/]+/)*method~[^/]+/ratio~[^/]+",
-    model=r"[^/]+(?:/[^/]+)*",
+    compressed=r"(?:[^/]+/)*method~[^/]+",
+    # evaluate's models are the uncompressed ones (compress and rehab evaluate their own):
+    model=r"(?!method~)[^/]+(?:/(?!method~)[^/]+)*",
 
 
 def run_file(folder, name):
@@ -104,6 +105,38 @@ STUDIES = [
 ]
 # What `prehab report` / `prehab mlflow-log` need to rebuild the grid (defaults filled in).
 STUDIES_JSON = json.dumps({"archs": config["archs"], "studies": config["studies"]})
+
+
+def ratios(with_lora):
+    """Sorted union of the ratios of the enabled studies (with_lora: of those running LoRA).
+
+    A compress job cuts its model at every ratio of the union, and a rehab job recovers every
+    LoRA ratio: one start-up and one SVD per layer instead of one job per ratio (a job's start-up
+    alone is ~9 s here). Ratios a study does not list are made but not reported."""
+    values = {
+        float(ratio)
+        for study in config["studies"].values()
+        if study.get("enabled", True)
+        and (not with_lora or any(kind != NO_LORA for kind in study["lora"]))
+        for ratio in study["ratios"]
+    }
+    return [fmt(ratio) for ratio in sorted(values)]
+
+
+RATIOS = ratios(with_lora=False)
+LORA_RATIOS = ratios(with_lora=True)
+
+
+def per_ratio(folder, name, ratio_list):
+    """`name` in folder/ratio~R (and below) for every R: a compress or rehab job's outputs."""
+    return expand(
+        run_file(f"{folder}/ratio~{{ratio}}", name), ratio=ratio_list, allow_missing=True
+    )
+
+
+def out_dirs(wildcards, output):
+    """Params function: the quoted run folders of a per-ratio job, in output order."""
+    return " ".join(shlex.quote(os.path.dirname(path)) for path in output.models)
 
 
 def eval_metrics():

@@ -1,10 +1,11 @@
 rule compress_svd:
-    """Plain SVD truncation of the dense model (no calibration)."""
+    """Plain SVD truncation of the dense model (no calibration) at every ratio, each evaluated."""
     input:
         model=rules.pretrain.output.model,
     output:
-        model=run_file(SVD, "model.pt"),
-        metrics=run_file(SVD, "metrics.json"),
+        models=per_ratio(SVD, "model.pt", RATIOS),
+        metrics=per_ratio(SVD, "metrics.json", RATIOS),
+        evals=per_ratio(SVD, "eval/metrics.json", RATIOS),
     log:
         log_file(SVD, "compress_svd"),
     benchmark:
@@ -12,24 +13,28 @@ rule compress_svd:
     conda:
         "../../envs/prehab.yaml"
     params:
-        out=lambda wildcards, output: os.path.dirname(output.model),
+        ratios=RATIOS,
+        outs=out_dirs,
+        eval_batch_size=flag("--eval-batch-size", "eval_batch_size"),
         arch_opts=arch_opts,
         code=CODE,
     shell:
-        "prehab compress --method svd --model {input.model:q} --ratio {wildcards.ratio}"
-        " {params.arch_opts} --out {params.out:q} > {log} 2>&1"
+        "prehab compress --method svd --model {input.model:q} --ratio {params.ratios}"
+        " --evaluate {params.eval_batch_size} {params.arch_opts} --out {params.outs} > {log} 2>&1"
 
 
 rule compress_svd_llm:
-    """SVD-LLM truncation of the dense model or of a Prehab/control model, whitened with the
-    calibration its folder sits under (re-done on the Prehab/control model if `recalibrate`).
+    """SVD-LLM truncation of the dense model or of a Prehab/control model at every ratio, each
+    evaluated, whitened with the calibration its folder sits under (re-done on the
+    Prehab/control model if `recalibrate`).
     """
     input:
         model=svd_llm_source,
         grams=svd_llm_grams,
     output:
-        model=run_file(SVD_LLM, "model.pt"),
-        metrics=run_file(SVD_LLM, "metrics.json"),
+        models=per_ratio(SVD_LLM, "model.pt", RATIOS),
+        metrics=per_ratio(SVD_LLM, "metrics.json", RATIOS),
+        evals=per_ratio(SVD_LLM, "eval/metrics.json", RATIOS),
     log:
         log_file(SVD_LLM, "compress_svd_llm"),
     benchmark:
@@ -37,9 +42,12 @@ rule compress_svd_llm:
     conda:
         "../../envs/prehab.yaml"
     params:
-        out=lambda wildcards, output: os.path.dirname(output.model),
+        ratios=RATIOS,
+        outs=out_dirs,
+        eval_batch_size=flag("--eval-batch-size", "eval_batch_size"),
         arch_opts=arch_opts,
         code=CODE,
     shell:
         "prehab compress --method svd-llm --model {input.model:q} --grams {input.grams:q}"
-        " --ratio {wildcards.ratio} {params.arch_opts} --out {params.out:q} > {log} 2>&1"
+        " --ratio {params.ratios} --evaluate {params.eval_batch_size} {params.arch_opts}"
+        " --out {params.outs} > {log} 2>&1"

@@ -45,27 +45,34 @@ def singular_values(A: torch.Tensor) -> torch.Tensor:
     return gram_eigenvalues(A).sqrt()
 
 
+# Each surrogate as a function of the Gram eigenvalues lam = sigma^2 (any order): the training
+# path differentiates through them, the diagnostics reuse one eigen-decomposition for all.
+FROM_EIGENVALUES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "nuclear": lambda lam: lam.sqrt().sum(),
+    "nuclear_fro": lambda lam: lam.sqrt().sum() / lam.sum().sqrt(),
+    "stable": lambda lam: lam.sum() / lam.max(),
+    "nuclear_rank": lambda lam: lam.sqrt().sum() ** 2 / lam.sum(),
+}
+
+
 @SURROGATES("nuclear")
 def nuclear(A: torch.Tensor) -> torch.Tensor:
-    return singular_values(A).sum()
+    return FROM_EIGENVALUES["nuclear"](gram_eigenvalues(A))
 
 
 @SURROGATES("nuclear_fro")
 def nuclear_fro(A: torch.Tensor) -> torch.Tensor:
-    lam = gram_eigenvalues(A)
-    return lam.sqrt().sum() / lam.sum().sqrt()
+    return FROM_EIGENVALUES["nuclear_fro"](gram_eigenvalues(A))
 
 
 @SURROGATES("stable")
 def stable(A: torch.Tensor) -> torch.Tensor:
-    lam = gram_eigenvalues(A)
-    return lam.sum() / lam[-1]
+    return FROM_EIGENVALUES["stable"](gram_eigenvalues(A))
 
 
 @SURROGATES("nuclear_rank")
 def nuclear_rank(A: torch.Tensor) -> torch.Tensor:
-    lam = gram_eigenvalues(A)
-    return lam.sqrt().sum() ** 2 / lam.sum()
+    return FROM_EIGENVALUES["nuclear_rank"](gram_eigenvalues(A))
 
 
 def get_surrogate(name: str) -> Surrogate:
@@ -75,7 +82,12 @@ def get_surrogate(name: str) -> Surrogate:
 @torch.no_grad()
 def entropy_rank(A: torch.Tensor) -> float:
     """exp(H(p)), p_i = sigma_i / sum sigma: the authors' logged diagnostic (never optimised here)."""
-    sigma = singular_values(A)
+    return entropy_rank_of(singular_values(A))
+
+
+@torch.no_grad()
+def entropy_rank_of(sigma: torch.Tensor) -> float:
+    """`entropy_rank` from singular values already computed."""
     p = sigma / sigma.sum()
     p = p[p > 0]
     return float(torch.exp(-(p * p.log()).sum()))

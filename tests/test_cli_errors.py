@@ -45,6 +45,9 @@ CASES = {
     "mistyped arch option": (["pretrain", "--arch", "tiny-mlp", "--arch-opt", "hidden=wide"], ["wide", "int"]),
     "svd-llm without grams": (["compress", "--model", "{dense}", "--ratio", "0.5"], ["--grams"]),
     "unknown LoRA schedule": (["rehab", "--model", "{dense}", "--schedule", "both"], ["both", "joint"]),
+    # the case's own --out is appended: two ratios, one folder
+    "fewer outs than ratios": (["compress", "--model", "{dense}", "--grams", "{grams}", "--ratio", "0.2", "0.4"],
+                               ["2 --ratio", "1 --out"]),
 }
 
 

@@ -63,6 +63,35 @@ def test_compressed_model_is_smaller_and_round_trips(tiny_chain, tmp_path):
     assert torch.equal(loaded.model(x), checkpoint.load(again).model(x))
 
 
+@pytest.mark.parametrize("method", ["svd", "svd-llm"])
+def test_several_ratios_in_one_call_match_one_call_each(tiny_chain, tmp_path, method):
+    """A batched compress (one SVD per layer, in-process evaluation) makes the same models and
+    the same metrics as one `compress` and one `evaluate` per ratio."""
+    grams = ["--grams", tiny_chain["grams"]] if method == "svd-llm" else []
+    ratios, outs = [0.3, 0.6, 0.9], [tmp_path / f"batch{i}" for i in range(3)]
+    run_ok("compress", "--model", tiny_chain["dense"], "--method", method, *grams, "--ratio", *ratios,
+           "--evaluate", "--out", *outs)
+    for ratio, out in zip(ratios, outs):
+        single = tmp_path / f"single{ratio}"
+        run_ok("compress", "--model", tiny_chain["dense"], "--method", method, *grams, "--ratio", ratio, "--out", single)
+        run_ok("evaluate", "--model", single, "--out", single / "eval")
+        a, b = checkpoint.load(out).model.state_dict(), checkpoint.load(single).model.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), ratio
+        assert metrics(out)["ratio_nominal"] == ratio
+        assert metrics(out / "eval") == metrics(single / "eval")
+
+
+def test_rehab_of_several_models_matches_one_call_each(tiny_chain, tmp_path):
+    models = [tmp_path / "c5", tmp_path / "c8"]
+    run_ok("compress", "--model", tiny_chain["dense"], "--method", "svd", "--ratio", 0.5, 0.8, "--out", *models)
+    run_ok("rehab", "--model", *models, "--steps", 5, "--evaluate", "--out", *[m / "both" for m in models])
+    for model in models:
+        run_ok("rehab", "--model", model, "--steps", 5, "--out", model / "one")
+        run_ok("evaluate", "--model", model / "one", "--out", model / "one" / "eval")
+        assert metrics(model / "both" / "eval") == metrics(model / "one" / "eval")
+        assert metrics(model / "both")["final_task_loss"] == metrics(model / "one")["final_task_loss"]
+
+
 def test_prehab_lowers_rank_and_keeps_accuracy_control_does_not(tiny_chain, tmp_path):
     common = ["--model", tiny_chain["dense"], "--grams", tiny_chain["grams"], "--steps", 150, "--lr", 1e-3]
     run_ok("prehab", *common, "--surrogate", "nuclear_fro", "--lam", 0.5, "--out", tmp_path / "p")

@@ -16,7 +16,7 @@ from prehab.steps.common import (
     add_common, add_model, checkpoint_options, load_whitening, nonneg_float, nonneg_int,
     positive_float, positive_int, seed_everything, step_default,
 )
-from prehab.surrogates import SURROGATES, entropy_rank, get_surrogate
+from prehab.surrogates import FROM_EIGENVALUES, SURROGATES, entropy_rank_of, get_surrogate
 
 HELP = "fine-tune with task loss + lambda * rank surrogate of the whitened weights (lambda 0 = control)"
 SPECTRA_FILE = "spectra.pt"
@@ -64,11 +64,12 @@ def run(args: argparse.Namespace) -> dict:
                        space=args.space, steps=steps, lr=lr, batch_size=batch_size, seed=args.seed,
                        log_every=args.log_every, penalty_every=args.penalty_every)
     after = whitened_spectra(ckpt.model, targets, whitening)
-    R = get_surrogate(args.surrogate)
+    R = FROM_EIGENVALUES[args.surrogate]
     # Both measured on the WHITENED weights (in either space), from the stored spectra.
     record.metrics.update(
-        whitened_surrogate_before=_mean_over(R, before), whitened_surrogate_after=_mean_over(R, after),
-        entropy_rank_before=_mean_over(entropy_rank, before), entropy_rank_after=_mean_over(entropy_rank, after),
+        whitened_surrogate_before=_mean_over(lambda s: float(R(s.double() ** 2)), before),
+        whitened_surrogate_after=_mean_over(lambda s: float(R(s.double() ** 2)), after),
+        entropy_rank_before=_mean_over(entropy_rank_of, before), entropy_rank_after=_mean_over(entropy_rank_of, after),
         final_task_loss=curve[-1]["task_loss"] if curve else None,
     )
     record.extra["curve"] = curve
@@ -81,5 +82,5 @@ def run(args: argparse.Namespace) -> dict:
 
 @torch.no_grad()
 def _mean_over(fn, spectra: dict[str, torch.Tensor]) -> float:
-    """Mean of a spectral function over layers; diag(sigma) has exactly the singular values sigma."""
-    return float(sum(float(fn(torch.diag(s.double()))) for s in spectra.values()) / len(spectra))
+    """Mean over layers of a function of the singular values."""
+    return float(sum(float(fn(s.double())) for s in spectra.values()) / len(spectra))

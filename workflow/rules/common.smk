@@ -55,7 +55,9 @@ CALIBRATION = "arch~{arch}/seed~{seed}/cal~{cal}/ncal~{ncal}"
 PREHABBED = f"{CALIBRATION}/prehab~{{surrogate}}/lam~{{lam}}/space~{{space}}"
 SVD = f"{DENSE}/method~svd"
 SVD_LLM = f"{CALIBRATION}/{{start}}/method~svd-llm"
-COMPRESSED = "arch~{arch}/seed~{seed}/{compressed}"  # <model>/method~M: cut at every ratio
+COMPRESSED = (
+    "arch~{arch}/seed~{seed}/{compressed}"  # <model>/method~M: cut at every ratio
+)
 MODEL = "arch~{arch}/seed~{seed}/{model}"
 
 
@@ -130,8 +132,17 @@ LORA_RATIOS = ratios(with_lora=True)
 def per_ratio(folder, name, ratio_list):
     """`name` in folder/ratio~R (and below) for every R: a compress or rehab job's outputs."""
     return expand(
-        run_file(f"{folder}/ratio~{{ratio}}", name), ratio=ratio_list, allow_missing=True
+        run_file(f"{folder}/ratio~{{ratio}}", name),
+        ratio=ratio_list,
+        allow_missing=True,
     )
+
+
+def big_models(paths):
+    """Compressed/recovered model.pt files: temp() unless `keep_compressed` (they are big, and
+    nothing after their evaluation needs them, except rehab, which Snakemake waits for).
+    """
+    return paths if config["keep_compressed"] else temp(paths)
 
 
 def out_dirs(wildcards, output):

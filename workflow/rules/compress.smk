@@ -3,7 +3,7 @@ rule compress_svd:
     input:
         model=rules.pretrain.output.model,
     output:
-        models=per_ratio(SVD, "model.pt", RATIOS),
+        models=big_models(per_ratio(SVD, "model.pt", RATIOS)),
         metrics=per_ratio(SVD, "metrics.json", RATIOS),
         evals=per_ratio(SVD, "eval/metrics.json", RATIOS),
     log:
@@ -32,7 +32,7 @@ rule compress_svd_llm:
         model=svd_llm_source,
         grams=svd_llm_grams,
     output:
-        models=per_ratio(SVD_LLM, "model.pt", RATIOS),
+        models=big_models(per_ratio(SVD_LLM, "model.pt", RATIOS)),
         metrics=per_ratio(SVD_LLM, "metrics.json", RATIOS),
         evals=per_ratio(SVD_LLM, "eval/metrics.json", RATIOS),
     log:

@@ -4,7 +4,7 @@ rule rehab:
     input:
         models=per_ratio(COMPRESSED, "model.pt", LORA_RATIOS),
     output:
-        models=per_ratio(COMPRESSED, "lora~{lora}/model.pt", LORA_RATIOS),
+        models=big_models(per_ratio(COMPRESSED, "lora~{lora}/model.pt", LORA_RATIOS)),
         metrics=per_ratio(COMPRESSED, "lora~{lora}/metrics.json", LORA_RATIOS),
         evals=per_ratio(COMPRESSED, "lora~{lora}/eval/metrics.json", LORA_RATIOS),
     log:

@@ -13,6 +13,7 @@ rule rehab:
         benchmark_file(COMPRESSED, "rehab_{lora}")
     conda:
         "../../envs/prehab.yaml"
+    priority: 1  # run as soon as its models exist: they are temp() and big (llama-small)
     params:
         outs=out_dirs,
         rank=lookup(dpath="lora/rank", within=config),

@@ -1,6 +1,6 @@
 """Estimate how long a workflow config takes on this machine, from measured job times.
 
-Counts the jobs of a config per (architecture, rule) with `snakemake --summary`, multiplies
+Counts the jobs of a config per (architecture, rule) with a forced dry run, multiplies
 them by the mean wall time of the same (architecture, rule) in Snakemake benchmark files of an
 earlier run (`results/benchmarks/**.tsv`), and prints the job-seconds and the wall time on N
 parallel job slots. Pairs never measured are listed, not guessed.
@@ -21,17 +21,23 @@ ARCH = re.compile(r"arch~([^/]+)")
 
 
 def job_counts(configfile: str) -> collections.Counter:
-    """(arch, rule) -> number of jobs; a job is a (rule, output folder) pair of the summary."""
+    """(arch, rule) -> number of jobs, from a forced dry run: each job block names its rule
+    (`rule NAME:`) and its one log file, whose path carries the architecture."""
     out = subprocess.run(
-        [str(Path(sys.executable).parent / "snakemake"), "--summary", "--configfile", configfile],
+        [str(Path(sys.executable).parent / "snakemake"), "-n", "--forceall", "--configfile", configfile],
         capture_output=True, text=True, check=True,
     ).stdout
-    jobs = set()
-    for row in csv.DictReader(out.splitlines(), delimiter="\t"):
-        arch = ARCH.search(row["output_file"])
-        if arch:
-            jobs.add((arch[1], row["rule"], str(Path(row["output_file"]).parent)))
-    return collections.Counter((arch, rule) for arch, rule, _ in jobs)
+    counts: collections.Counter = collections.Counter()
+    rule = None
+    for line in out.splitlines():
+        if line.startswith(("rule ", "localrule ")):
+            rule = line.split()[1].rstrip(":")
+        elif line.strip().startswith("log:") and rule:
+            arch = ARCH.search(line)
+            if arch:
+                counts[(arch[1], rule)] += 1
+            rule = None
+    return counts
 
 
 def measured(folder: Path) -> dict[tuple[str, str], float]:
@@ -41,7 +47,8 @@ def measured(folder: Path) -> dict[tuple[str, str], float]:
         arch = ARCH.search(str(path))
         if arch:
             rows = list(csv.DictReader(path.open(), delimiter="\t"))
-            times[(arch[1], path.stem)].append(float(rows[0]["s"]))
+            rule = "rehab" if path.stem.startswith("rehab_") else path.stem  # rehab_<schedule>.tsv
+            times[(arch[1], rule)].append(float(rows[0]["s"]))
     return {key: sum(v) / len(v) for key, v in times.items()}
 
 

@@ -61,47 +61,37 @@ def dry_run(workdir: Path, configfile: Path) -> dict[str, int]:
 
 
 def test_dry_run_default_config_counts_every_rule(tmp_path):
-    # config/config.yaml, counted per architecture (3 of them: every study uses all).
-    # Seeds: main has 0, 1, 2; every other study seed 0 only. Calibration train/256 unless said.
-    archs = 3
-    per_arch = {
-        # one dense model per seed
-        "pretrain": 3,
-        # main: train/256 x 3 seeds; calibration_size adds 32 and 1024; calibration_shift shift/256
-        "calibrate": 3 + 2 + 1,
-        # uncompressed Prehab/control models
-        "prehab": (
-            3 * 2  # main: (control, prehab nuclear_fro lam 1 whitened) x 3 seeds
-            + 4  # lambda_sweep: lam 1e-3, 1e-2, 1e-1, 10 (1.0 and the control shared with main)
-            + (4 * 2 - 1)  # surrogates: 4 surrogates x 2 spaces, minus nuclear_fro/1/whitened
-            + 1  # surrogates: the weight-space control (the whitened one is main's)
-            + 2  # calibration_size: prehab at 32 and 1024 samples (no control)
-            + 2  # calibration_shift: control + prehab calibrated on shift/256
-        ),  # extreme_ratio: control + prehab shared with main
-        # every Prehab/control model is compressed somewhere, so each is re-calibrated once
-        "recalibrate": (3 * 2 + 4 + 7 + 1 + 2 + 2),
-        # plain SVD: main 4 ratios x 3 seeds, extreme_ratio 3 ratios
-        "compress_svd": 4 * 3 + 3,
-        # SVD-LLM of the dense, control and Prehab models
-        "compress_svd_llm": (
-            3 * 4 * 3  # main: 3 seeds x 4 ratios x (dense, control, prehab)
-            + 4  # lambda_sweep: the 4 new lambdas at ratio 0.6 (in main's ratios)
-            + 7 + 1  # surrogates: the 7 new Prehab models and the weight-space control at 0.6
-            + 2 * 2  # calibration_size: (svd-llm, prehab) x samples 32, 1024
-            + 3  # calibration_shift: (svd-llm, control, prehab) on shift
-            + 3 * 3  # extreme_ratio: 3 ratios x (svd-llm, control, prehab)
-        ),
-        # main's LoRA `sequential`: 3 seeds x 4 ratios x (svd, svd-llm, control, prehab)
-        "rehab": 3 * 4 * 4,
+    # config/config.yaml. main and extreme_ratio run on all 3 architectures with seeds 0, 1, 2
+    # (extreme_ratio's models are main's, cut at one more ratio by the same jobs); the other
+    # studies on vit-small, seed 0, with calibration train/128 unless said.
+    archs, seeds = 3, 3
+    main_per_model = {  # per (architecture, seed) of main
+        "pretrain": 1,
+        "calibrate": 1,  # train/128
+        "prehab": 2,  # the control and Prehab (nuclear_fro, lambda 1, weight space)
+        "recalibrate": 2,  # each before its SVD-LLM
+        "compress_svd": 1,  # the dense model, at every ratio
+        "compress_svd_llm": 3,  # dense, control, Prehab, at every ratio
+        "rehab": 4,  # sequential LoRA of svd, svd-llm, control, Prehab, at every LoRA ratio
+        "evaluate": 3,  # uncompressed: dense, control, Prehab
     }
-    per_arch["evaluate"] = (
-        per_arch["pretrain"]  # dense models
-        + per_arch["prehab"]  # Prehab/control before compression
-        + per_arch["compress_svd"] + per_arch["compress_svd_llm"]  # compressed, LoRA none
-        + per_arch["rehab"]  # after LoRA
-    )
-    expected = {rule: archs * n for rule, n in per_arch.items()} | {"mlflow": 1, "report": 1, "all": 1}
-    assert expected["evaluate"] == 456
+    vit_secondary = {
+        "calibrate": 3 + 1,  # calibration_size: 32, 256, 1024; calibration_shift: shift/128
+        "prehab": (
+            4  # lambda_sweep: 0.01, 0.1, 10, 100 (1 is main's)
+            + 3  # surrogates: nuclear, stable, nuclear_rank (nuclear_fro is main's)
+            + 4  # space: control and Prehab, whitened and raw (weight is main's)
+            + 3  # calibration_size: Prehab at each size
+            + 2  # calibration_shift: control and Prehab on shift/128
+        ),
+        "compress_svd_llm": 3 + 1,  # SVD-LLM of the dense model at each new calibration
+    }
+    vit_secondary["recalibrate"] = vit_secondary["prehab"]
+    vit_secondary["compress_svd_llm"] += vit_secondary["prehab"]
+    vit_secondary["evaluate"] = vit_secondary["prehab"]
+    expected = {rule: archs * seeds * n + vit_secondary.get(rule, 0) for rule, n in main_per_model.items()}
+    expected |= {"mlflow": 1, "report": 1, "all": 1}
+    assert sum(expected.values()) == 228
     assert dry_run(tmp_path, DEFAULT_CONFIG) == expected
 
 

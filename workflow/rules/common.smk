@@ -94,6 +94,8 @@ def benchmark_file(folder, rule_name):
 # ---- the grid -------------------------------------------------------------------------------
 
 for _name, _study in config["studies"].items():
+    if not _study.get("enabled", True):
+        continue
     _unknown = sorted(set(_study["archs"]) - set(config["archs"]))
     if _unknown:
         raise ValueError(

@@ -21,6 +21,7 @@ This module is plain Python (no Snakemake): the workflow imports it to build its
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
@@ -29,6 +30,9 @@ from prehab.errors import UsageError
 METHODS = ("dense", "svd", "svd-llm", "control", "prehab")
 CONTROL_SURROGATE = "none"  # path label of the lambda = 0 control (no penalty, surrogate irrelevant)
 NO_LORA = "none"
+# Models that shared jobs make but no study names (a compress job cuts every ratio of the
+# union, so a ratio-0.6 study's model is also cut at main's ratios): reported under this name.
+BY_PRODUCTS = "by-products"
 
 
 def fmt(value: float) -> str:
@@ -75,6 +79,40 @@ class Run:
 
     def axes(self) -> dict[str, Any]:
         return asdict(self)
+
+
+_EVAL_DIR = re.compile(
+    r"arch~(?P<arch>[^/]+)/seed~(?P<seed>\d+)/"
+    r"(?:dense|cal~(?P<cal>[^/]+)/ncal~(?P<ncal>\d+)/"
+    r"(?:(?P<cal_dense>dense)|prehab~(?P<surrogate>[^/]+)/lam~(?P<lam>[^/]+)/space~(?P<space>[^/]+)))"
+    r"(?:/method~(?P<method>svd|svd-llm)/ratio~(?P<ratio>[^/]+)(?:/lora~(?P<lora>[^/]+))?)?/eval"
+)
+
+
+def parse_eval_dir(eval_dir: str) -> Run | None:
+    """The Run whose `eval_dir` is `eval_dir` (the inverse of the path grammar), else None."""
+    m = _EVAL_DIR.fullmatch(eval_dir)
+    if not m:
+        return None
+    g = m.groupdict()
+    try:
+        cut = {"ratio": float(g["ratio"]), "lora": g["lora"] or NO_LORA} if g["method"] else {}
+        common = dict(arch=g["arch"], seed=int(g["seed"]), compressed=bool(cut), **cut)
+        if g["cal"] is None:  # the dense model and its plain SVD
+            if g["method"] == "svd-llm":
+                return None
+            run = Run(method="svd" if g["method"] else "dense", **common)
+        elif g["cal_dense"]:  # SVD-LLM of the dense model
+            if g["method"] != "svd-llm":
+                return None
+            run = Run(method="svd-llm", cal_source=g["cal"], cal_samples=int(g["ncal"]), **common)
+        else:
+            method = "control" if g["surrogate"] == CONTROL_SURROGATE else "prehab"
+            run = Run(method=method, cal_source=g["cal"], cal_samples=int(g["ncal"]), surrogate=g["surrogate"],
+                      lam=float(g["lam"]), space=g["space"], **common)
+    except ValueError:  # a number field that is not a number
+        return None
+    return run if run.eval_dir == eval_dir else None  # e.g. svd under a calibration: not ours
 
 
 @dataclass

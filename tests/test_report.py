@@ -283,3 +283,49 @@ def test_bad_studies_json(tmp_path, capsys):
     assert main(["report", "--runs", str(tmp_path), "--studies", "{not json", "--tables", str(tmp_path / "t"),
                  "--figures", str(tmp_path / "f")]) == 2
     assert "--studies" in capsys.readouterr().err
+
+
+def test_eval_dir_grammar_round_trips():
+    from prehab.studies import parse_eval_dir
+
+    for eval_dir, run in expand(CFG).runs.items():
+        assert parse_eval_dir(eval_dir) == run
+    for not_ours in ("arch~a/seed~0/dense/method~svd-llm/ratio~0.5/eval",  # svd-llm needs a calibration
+                     "arch~a/seed~0/cal~train/ncal~8/dense/eval",  # the dense model lives above it
+                     "arch~a/seed~0/dense/method~svd/ratio~0.50/eval",  # not the canonical number
+                     "arch~a/seed~0/dense/eval/extra"):
+        assert parse_eval_dir(not_ours) is None, not_ours
+
+
+def test_by_products_are_reported_and_logged_once(tmp_path):
+    """An evaluation no study names (a compress job's extra ratio) is a `by-products` row and
+    MLflow run; one that does not parse as a run folder is ignored."""
+    import mlflow
+
+    root = tmp_path / "runs"
+    runs = make_tree(root)
+    named = "arch~tiny-mlp/seed~0/cal~train/ncal~64/dense/method~svd-llm/ratio~0.6/eval"
+    extra = named.replace("ratio~0.6", "ratio~0.9")
+    (root / extra).mkdir(parents=True)
+    (root / extra / "metrics.json").write_text((root / named / "metrics.json").read_text())
+    (root / "scratch" / "eval").mkdir(parents=True)
+    (root / "scratch" / "eval" / "metrics.json").write_text((root / named / "metrics.json").read_text())
+    assert main(["report", "--runs", str(root), "--studies", json.dumps(CFG),
+                 "--tables", str(tmp_path / "tables"), "--figures", str(tmp_path / "figures")]) == 0
+    table = pd.read_csv(tmp_path / "tables" / "runs.csv")
+    assert len(table) == len(runs) + 1
+    row = table.set_index("eval_dir").loc[extra]
+    assert row["studies"] == "by-products" and row["ratio"] == 0.9 and row["method"] == "svd-llm"
+    db = tmp_path / "mlflow.db"
+    assert main(["mlflow-log", "--runs", str(root), "--studies", json.dumps(CFG), "--db", str(db),
+                 "--artifacts", str(tmp_path / "artifacts")]) == 0
+    old = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{db.resolve()}")
+    try:
+        df = mlflow.search_runs(search_all_experiments=True, max_results=10000)
+        experiments = {e.experiment_id: e.name for e in mlflow.search_experiments()}
+    finally:
+        mlflow.set_tracking_uri(old)
+    assert sorted(df["tags.mlflow.runName"]) == sorted([*runs, extra])
+    logged = df.set_index("tags.mlflow.runName").loc[extra]
+    assert experiments[logged["experiment_id"]] == "by-products"

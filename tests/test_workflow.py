@@ -122,6 +122,10 @@ TEST_CONFIG_COUNTS = {
 # main 3 x (dense, prehab, svd-llm@0.5, prehab@0.5); lambda_sweep: control before/after;
 # extreme_ratio: svd + LoRA (its LoRA-free twin is not in the grid: lora is [sequential])
 TEST_CONFIG_MODELS = 3 * 4 + 2 + 1
+# Evaluated models no study names, made by the same jobs (study `by-products`): the compress
+# jobs cut at both ratios of the union {0.5, 0.9}: svd of vit-tiny at 0.5 and at 0.9 without
+# LoRA, and the 7 SVD-LLM models at 0.9.
+TEST_CONFIG_BY_PRODUCTS = 2 + 7
 
 
 def test_dry_run_test_config_counts_every_rule(tmp_path):
@@ -171,10 +175,15 @@ def test_tiny_config_end_to_end(tiny_run):
     results = workdir / "results"
 
     runs = read_csv(results / "tables" / "runs.csv")
-    assert len(runs) == TEST_CONFIG_MODELS  # one row per model of a study (one metric each)
+    # one row per evaluated model (one metric each): every eval folder of the run, once
+    evaluated = sorted(p.parent.relative_to(results / "runs").as_posix()
+                       for p in (results / "runs").rglob("eval/metrics.json"))
+    assert len(evaluated) == TEST_CONFIG_MODELS + TEST_CONFIG_BY_PRODUCTS
+    assert sorted(r["eval_dir"] for r in runs) == evaluated
+    assert sum(r["studies"] == "by-products" for r in runs) == TEST_CONFIG_BY_PRODUCTS
     assert {r["arch"] for r in runs} == {"vit-tiny", "bert-tiny", "llama-tiny"}
     assert {r["metric"] for r in runs} == {"accuracy", "perplexity"}
-    control = [r for r in runs if r["method"] == "control"]
+    control = [r for r in runs if r["method"] == "control" and r["studies"] != "by-products"]
     assert len(control) == 2 and all(r["eval_dir"].startswith(
         "arch~vit-tiny/seed~0/cal~train/ncal~32/prehab~none/lam~0/space~whitened") for r in control)
 
@@ -194,7 +203,11 @@ def test_tiny_config_end_to_end(tiny_run):
 
     for name in ("metric_vs_ratio", "lambda_tradeoff", "spectra", "trajectories", "calibration_size"):
         assert (results / "figures" / f"{name}.png").stat().st_size > 0
-    assert (results / "mlflow.db").stat().st_size > 0
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{results / 'mlflow.db'}")
+    logged = mlflow.search_runs(search_all_experiments=True, max_results=10000)
+    assert sorted(logged["tags.mlflow.runName"]) == evaluated  # exactly one MLflow run per evaluated model
     assert (results / "logs" / "arch~vit-tiny" / "seed~0" / "dense" / "pretrain.log").is_file()
     assert (results / "benchmarks" / "arch~vit-tiny" / "seed~0" / "dense" / "eval" / "evaluate.tsv").is_file()
     assert elapsed < E2E_BUDGET_S, f"tiny workflow took {elapsed:.0f} s (budget {E2E_BUDGET_S:.0f} s)"

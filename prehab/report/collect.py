@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from prehab.errors import UsageError
-from prehab.studies import NO_LORA, Run, expand
+from prehab.studies import BY_PRODUCTS, NO_LORA, Run, expand, parse_eval_dir
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,10 @@ def read_records(runs_dir: str | Path, cfg: dict[str, Any], allow_missing: bool 
                  ) -> tuple[list[Record], list[str]]:
     """(records of every evaluated model found, eval_dirs with no metrics.json).
 
-    A missing metrics.json is an error naming the folders, unless `allow_missing`."""
+    The studies' models come first; then every other evaluation found under `runs_dir` (made
+    by the studies' shared jobs, see BY_PRODUCTS), so the report and MLflow hold every evaluated
+    model exactly once. A missing metrics.json of a study's model is an error naming the
+    folders, unless `allow_missing`."""
     runs_dir = Path(runs_dir)
     union = expand(cfg)
     records, missing = [], []
@@ -135,6 +138,7 @@ def read_records(runs_dir: str | Path, cfg: dict[str, Any], allow_missing: bool 
         if metrics.get("metric") not in metrics:
             raise UsageError(f"{path}: metrics has no metric name/value (metric={metrics.get('metric')!r})")
         records.append(Record(run, list(union.studies[eval_dir]), data))
+    records.extend(_by_products(runs_dir, set(union.runs)))
     if missing:
         listed = "\n  ".join(str(runs_dir / m / METRICS_FILE) for m in missing[:10])
         more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
@@ -143,6 +147,20 @@ def read_records(runs_dir: str | Path, cfg: dict[str, Any], allow_missing: bool 
             raise UsageError(message + "\n(run them first, or pass --allow-missing to report without them)")
         log.warning("%s\n(--allow-missing: reported without them)", message)
     return records, missing
+
+
+def _by_products(runs_dir: Path, named: set[str]) -> list[Record]:
+    """Evaluations under `runs_dir` that no study names, in path order."""
+    found = []
+    for path in sorted(runs_dir.rglob(f"eval/{METRICS_FILE}")):
+        eval_dir = path.parent.relative_to(runs_dir).as_posix()
+        run = parse_eval_dir(eval_dir) if eval_dir not in named else None
+        if run is not None:
+            data = _read_json(path)
+            metrics = data.get("metrics") or {}
+            if metrics.get("metric") in metrics:
+                found.append(Record(run, [BY_PRODUCTS], data))
+    return found
 
 
 def to_frame(records: list[Record]):

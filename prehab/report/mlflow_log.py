@@ -1,6 +1,7 @@
 """Import the evaluated models into MLflow: the one writer of the SQLite store (WORKFLOW.md).
 
-One experiment per enabled study, all created up front. Every evaluated model is logged EXACTLY
+One experiment per enabled study, all created up front, plus `by-products` for the evaluated
+models no study names (made by the studies' shared jobs). Every evaluated model is logged EXACTLY
 ONCE, in the experiment of the first study listing it, tagged with every axis, `studies` (all of
 them), the code version and the config hash, so `mlflow.search_runs` over all experiments can
 rebuild any table. The run name is the eval folder (STYLE.md 12). The db is deleted and rebuilt
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from prehab.errors import UsageError
+from prehab.studies import BY_PRODUCTS
 from prehab.report.collect import AXES, Record, config_hash, is_enabled, read_prehab, read_records, study_names
 
 log = logging.getLogger(__name__)
@@ -173,6 +175,8 @@ def _write(records: list[Record], prehab_of: dict, cfg: dict[str, Any], db: Path
     client = MlflowClient(tracking_uri=tracking_uri(db))
     cfg_hash = config_hash(cfg)
     enabled = [s for s in study_names(cfg) if is_enabled(cfg, s)]
+    if any(rec.studies == [BY_PRODUCTS] for rec in records):
+        enabled.append(BY_PRODUCTS)
     experiments = {}
     for study in enabled:  # all up front, one writer
         experiments[study] = client.create_experiment(

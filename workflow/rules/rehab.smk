@@ -11,9 +11,9 @@ rule rehab:
         log_file(COMPRESSED, "rehab_{lora}"),
     benchmark:
         benchmark_file(COMPRESSED, "rehab_{lora}")
+    priority: 1  # run as soon as its models exist: they are temp() and big (llama-small)
     conda:
         "../../envs/prehab.yaml"
-    priority: 1  # run as soon as its models exist: they are temp() and big (llama-small)
     params:
         outs=out_dirs,
         rank=lookup(dpath="lora/rank", within=config),

@@ -94,9 +94,7 @@ def whitened_spectra(model: nn.Module, names: list[str], whitening: Whitening) -
         for name in names:
             W = get_module(model, name).weight.double()
             A = W @ whitening.factor_of(name).to(W.device).double()
-            gram = A.T @ A if A.shape[0] >= A.shape[1] else A @ A.T
-            lam = torch.linalg.eigvalsh(gram).clamp(min=0).flip(0)
-            out[name] = lam.sqrt().float().cpu()
+            out[name] = gram_eigenvalues(A, ridge=0).flip(0).sqrt().float().cpu()
     return out
 
 

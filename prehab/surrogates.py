@@ -30,15 +30,17 @@ SURROGATES: Registry[Surrogate] = Registry("surrogate")
 SCALE_FREE = {"nuclear_fro", "stable", "nuclear_rank"}
 
 
-def gram_eigenvalues(A: torch.Tensor) -> torch.Tensor:
-    """Squared singular values of A (ascending), from the smaller Gram, float64, ridge-shifted."""
+def gram_eigenvalues(A: torch.Tensor, ridge: float = RIDGE) -> torch.Tensor:
+    """Squared singular values of A (ascending), from the smaller Gram, float64, shifted by
+    `ridge` * tr/n (0: the plain spectrum, as the figures want it)."""
     assert A.dim() == 2, f"expected a matrix, got shape {tuple(A.shape)}"
     A = A.double()
     gram = A.T @ A if A.shape[0] >= A.shape[1] else A @ A.T  # (min, min)
-    n = gram.shape[0]
-    ridge = RIDGE * torch.trace(gram).detach() / n
-    eye = torch.eye(n, dtype=gram.dtype, device=gram.device)
-    return torch.linalg.eigvalsh(gram + ridge * eye).clamp(min=0)
+    if ridge:
+        n = gram.shape[0]
+        shift = ridge * torch.trace(gram).detach() / n
+        gram = gram + shift * torch.eye(n, dtype=gram.dtype, device=gram.device)
+    return torch.linalg.eigvalsh(gram).clamp(min=0)
 
 
 def singular_values(A: torch.Tensor) -> torch.Tensor:

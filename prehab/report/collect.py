@@ -133,11 +133,7 @@ def read_records(runs_dir: str | Path, cfg: dict[str, Any], allow_missing: bool 
         if not path.is_file():
             missing.append(eval_dir)
             continue
-        data = _read_json(path)
-        metrics = data.get("metrics") or {}
-        if metrics.get("metric") not in metrics:
-            raise UsageError(f"{path}: metrics has no metric name/value (metric={metrics.get('metric')!r})")
-        records.append(Record(run, list(union.studies[eval_dir]), data))
+        records.append(Record(run, list(union.studies[eval_dir]), _read_evaluation(path)))
     records.extend(_by_products(runs_dir, set(union.runs)))
     if missing:
         listed = "\n  ".join(str(runs_dir / m / METRICS_FILE) for m in missing[:10])
@@ -156,11 +152,17 @@ def _by_products(runs_dir: Path, named: set[str]) -> list[Record]:
         eval_dir = path.parent.relative_to(runs_dir).as_posix()
         run = parse_eval_dir(eval_dir) if eval_dir not in named else None
         if run is not None:
-            data = _read_json(path)
-            metrics = data.get("metrics") or {}
-            if metrics.get("metric") in metrics:
-                found.append(Record(run, [BY_PRODUCTS], data))
+            found.append(Record(run, [BY_PRODUCTS], _read_evaluation(path)))
     return found
+
+
+def _read_evaluation(path: Path) -> dict[str, Any]:
+    """An evaluation's metrics.json; one without its metric's value is an error naming it."""
+    data = _read_json(path)
+    metrics = data.get("metrics") or {}
+    if metrics.get("metric") not in metrics:
+        raise UsageError(f"{path}: metrics has no metric name/value (metric={metrics.get('metric')!r})")
+    return data
 
 
 def to_frame(records: list[Record]):

@@ -116,7 +116,8 @@ def ratios(with_lora):
 
     A compress job cuts its model at every ratio of the union, and a rehab job recovers every
     LoRA ratio: one start-up and one SVD per layer instead of one job per ratio (a job's start-up
-    alone is ~9 s here). Ratios no study lists for a model are reported as by-products."""
+    alone is ~9 s here). Ratios no study lists for a model are reported as by-products.
+    """
     values = {
         float(ratio)
         for study in config["studies"].values()

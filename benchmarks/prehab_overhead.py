@@ -14,8 +14,8 @@ PROBE = r"""
 import json, resource, sys, time, torch
 from prehab.registry import get_arch
 from prehab.layers import find_targets
-from prehab.calibrate import second_moments, whitening_from_moments
-from prehab.regularize import LambdaSchedule, run_prehab
+from prehab.method.calibrate import second_moments, whitening_from_moments
+from prehab.method.prehab import LambdaSchedule, run_prehab
 arch, steps, surrogate, lam = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
 spec = get_arch(arch)
 options = spec.resolve_options({})

@@ -13,10 +13,10 @@ import torch
 import torch.nn as nn
 
 from prehab.errors import UsageError
+from prehab.layout import MODEL_FILE
 from prehab.registry import ArchSpec, get_arch
 
 FORMAT = "prehab-checkpoint-v1"
-MODEL_FILE = "model.pt"
 
 
 @dataclass

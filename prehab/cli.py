@@ -15,8 +15,9 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 
-from prehab.errors import UsageError
-from prehab.steps import STEPS
+from prehab.errors import UsageError  # noqa: E402
+from prehab.steps import STEPS  # noqa: E402
+from prehab.steps.options import add_options, from_args  # noqa: E402
 
 DESCRIPTION = """Low-Rank Prehab: prepare a network for SVD-LLM compression.
 
@@ -32,15 +33,20 @@ def build_parser() -> argparse.ArgumentParser:
     for name in STEPS:
         module = importlib.import_module(f"prehab.steps.{name}")
         p = sub.add_parser(name, help=module.HELP, description=module.__doc__.strip(),
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        module.add_arguments(p)
-        p.set_defaults(func=module.run)
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_options(p, module.Options)
+        p.set_defaults(func=_step(module))
     archs = sub.add_parser("archs", help="list architectures with their options, defaults and calibration sources")
     archs.add_argument("--json", action="store_true", help="machine-readable output")
     archs.set_defaults(func=_list_archs)
     from prehab.report.commands import register as register_report
     register_report(sub)
     return parser
+
+
+def _step(module):
+    """The step's `run`, called with its Options built (and checked) from the parsed flags."""
+    return lambda args: module.run(from_args(module.Options, args))
 
 
 def _list_archs(args: argparse.Namespace) -> dict:

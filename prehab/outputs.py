@@ -4,36 +4,17 @@ only when everything in it is complete, so a crash or a bad input never leaves a
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import prehab
-from prehab.paths import REPO_ROOT
-
-
-def code_version() -> dict[str, str]:
-    """Package version plus a hash of the package source (rules rerun when the code changes)."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(prehab.__file__).parent.rglob("*.py")):
-        digest.update(path.read_bytes())
-    info = {"prehab_version": prehab.__version__, "source_sha256": digest.hexdigest()[:16]}
-    try:
-        sha = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=False,
-        ).stdout.strip()
-    except OSError:  # git missing: the source hash above still identifies the code
-        sha = ""
-    info["git_commit"] = sha or "unknown"
-    return info
+from prehab.layout import METRICS_FILE
+from prehab.provenance import code_version
 
 
 def _jsonable(value: Any) -> Any:
@@ -48,14 +29,40 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a hidden temporary path beside `path`; on success it is renamed onto `path`, on error
+    it vanishes, so a crash never leaves a half-written file (caches, metrics.json)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        tmp.chmod(0o644)  # mkstemp makes 0600 files; outputs and caches are shared like any file
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: Path) -> Iterator[Path]:
+    """Yield a hidden temporary folder beside `path`, renamed to `path` as a whole on success
+    (`path` must not exist yet); on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=True) + "\n")
 
 
 @contextlib.contextmanager
@@ -69,7 +76,7 @@ def atomic_dir(out: Path) -> Iterator[Path]:
     try:
         yield tmp
         out.mkdir(exist_ok=True)
-        staged = sorted(tmp.iterdir(), key=lambda p: p.name == "metrics.json")  # metrics.json last
+        staged = sorted(tmp.iterdir(), key=lambda p: p.name == METRICS_FILE)  # metrics.json last
         for path in staged:
             os.replace(path, out / path.name)
     finally:
@@ -95,5 +102,5 @@ class StepRecord:
             "code": code_version(),
             **self.extra,
         }
-        write_json(Path(folder) / "metrics.json", record)
+        write_json(Path(folder) / METRICS_FILE, record)
         return record

@@ -9,7 +9,6 @@ Calibration splits may omit `labels`.
 
 from __future__ import annotations
 
-import math
 from typing import Iterator
 
 import torch
@@ -105,46 +104,3 @@ def loss(model: nn.Module, task: str, batch: dict[str, torch.Tensor]) -> torch.T
         ids = batch["input_ids"]
         return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
     return F.cross_entropy(logits, batch["labels"])
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, task: str, data: dict[str, torch.Tensor], batch_size: int) -> dict[str, float]:
-    """The task metric over a whole split, counting (never skipping) non-finite outputs.
-
-    accuracy: fraction of rows whose argmax is the label; a row with non-finite logits counts as
-    wrong. perplexity: exp(total next-token NLL / tokens) over non-overlapping windows; a window
-    with non-finite logits is reported in `nonfinite_windows` and makes perplexity inf.
-    """
-    model.eval()
-    if "attention_mask" in data:  # similar lengths per batch: less padding to compute (metric is order-free)
-        data = take(data, torch.argsort(data["attention_mask"].sum(dim=1), stable=True))
-    n_rows, n_nonfinite = 0, 0
-    correct, nll, tokens = 0, 0.0, 0
-    for batch in batches(data, batch_size):
-        logits = forward(model, task, batch)
-        batch = to_device(batch, logits.device)
-        finite = torch.isfinite(logits).flatten(1).all(dim=1)  # (B,)
-        n_nonfinite += int((~finite).sum())
-        n_rows += len(finite)
-        if task == "lm":
-            ids = batch["input_ids"]
-            vocab = logits.shape[-1]
-            token_nll = F.cross_entropy(
-                logits[:, :-1].reshape(-1, vocab).float(), ids[:, 1:].reshape(-1), reduction="none"
-            )  # (B * (T-1),) per-token NLL; summed in float64 below
-            nll += float(token_nll.double().sum())
-            tokens += token_nll.numel()
-        else:
-            pred = logits.argmax(dim=-1)
-            correct += int(((pred == batch["labels"]) & finite).sum())
-    metrics = {"n_eval": n_rows, "nonfinite_rows": n_nonfinite}
-    if task == "lm":
-        mean_nll = nll / max(tokens, 1)
-        metrics.update(
-            perplexity=math.exp(mean_nll) if math.isfinite(mean_nll) and mean_nll < 700 else math.inf,
-            nll=mean_nll,
-            eval_tokens=tokens,
-        )
-    else:
-        metrics["accuracy"] = correct / max(n_rows, 1)
-    return metrics

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from prehab import tasks
-from prehab.data import text
+from prehab.data import splits, text
 from prehab.errors import UsageError
 from prehab.registry import arch_names, get_arch
 
@@ -52,13 +52,13 @@ def _meta_model(name: str) -> nn.Module:
     if name == "llama-small":
         from transformers import LlamaConfig
 
-        from prehab.models import smollm2
+        from prehab.weights import smollm2
 
         config = {"config": LlamaConfig.from_pretrained(smollm2.ensure_cache()).to_dict()}
     elif name == "bert-small":
         from transformers import BertConfig
 
-        from prehab.models import minilm
+        from prehab.weights import minilm
 
         config = {"config": BertConfig.from_pretrained(minilm.model_dir(), num_labels=2).to_dict()}
     else:
@@ -172,6 +172,12 @@ def test_too_large_n_and_unknown_split_raise(name):
         spec.load_split(opts, "validation", 4, seed=0)
 
 
+def test_negative_n_is_refused_for_every_split():
+    for split in ("train", "test", "shift"):
+        with pytest.raises(UsageError, match=r"n=-1 rows requested from five rows .*only 5"):
+            splits.choose_rows(split, 5, -1, 0, "five rows")
+
+
 @pytest.mark.parametrize("name", ("bert-base", "llama-7b"))
 def test_paper_archs_offer_no_shift_source(name):
     spec, opts = _spec_opts(name)
@@ -231,5 +237,7 @@ def test_wikipedia_and_austen_corpora():
 def test_llama_small_perplexity_on_wikipedia_is_sane():
     spec, opts = _spec_opts("llama-small")
     model, _ = spec.build_pretrained(opts)
-    metrics = tasks.evaluate(model, spec.task, spec.load_split(opts, "test", 32, seed=0), batch_size=16)
+    from prehab.method.evaluate import task_metrics
+
+    metrics = task_metrics(model, spec.task, spec.load_split(opts, "test", 32, seed=0), batch_size=16)
     assert 10 < metrics["perplexity"] < 60, metrics

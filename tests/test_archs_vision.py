@@ -164,7 +164,7 @@ def test_vit_small_forward_and_data(small):
 
 
 def test_dinov2_cache_matches_onnx_reference(small):
-    from prehab.models import dinov2_onnx
+    from prehab.weights import dinov2_onnx
 
     _, model, _ = small
     diff = dinov2_onnx.max_abs_diff(model.backbone, dinov2_onnx.load_reference())
@@ -174,7 +174,7 @@ def test_dinov2_cache_matches_onnx_reference(small):
 @pytest.mark.slow
 def test_dinov2_mapping_against_onnx_graph():
     """Fresh mapping from the ONNX file vs the ONNX graph itself at 28x28 (2x2 patches)."""
-    from prehab.models import dinov2_onnx
+    from prehab.weights import dinov2_onnx
 
     path = dinov2_onnx.onnx_file()
     model = dinov2_onnx.build_dinov2(dinov2_onnx.DINOV2_SMALL)

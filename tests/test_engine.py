@@ -6,10 +6,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from prehab import checkpoint, tasks
-from prehab.calibrate import second_moments
+from prehab import checkpoint
 from prehab.cli import main
 from prehab.layers import FactorizedLinear, count_params
+from prehab.method.calibrate import second_moments
+from prehab.method.evaluate import task_metrics
 
 
 def metrics(folder):
@@ -116,8 +117,10 @@ def test_prehab_lowers_rank_and_keeps_accuracy_control_does_not(tiny_chain, tmp_
 def test_weight_and_raw_space_prehab_lower_their_penalised_rank(tiny_chain, tmp_path, space):
     run_ok("prehab", "--model", tiny_chain["dense"], "--grams", tiny_chain["grams"], "--steps", 60, "--lr", 1e-3,
            "--surrogate", "nuclear_fro", "--lam", 0.5, "--space", space, "--out", tmp_path / "w")
-    from prehab.steps.common import load_whitening
-    from prehab.surrogates import nuclear_fro
+    from prehab.method.calibrate import load_whitening
+    from prehab.method.surrogates import get_surrogate
+
+    nuclear_fro = get_surrogate("nuclear_fro")
 
     L = load_whitening(tiny_chain["grams"]).factor_of("fc1")
     before = checkpoint.load(tiny_chain["dense"]).model.fc1.weight.double()
@@ -155,7 +158,7 @@ def test_evaluate_counts_nonfinite_rows():
             return out
 
     data = {"pixel_values": torch.zeros(4, 2), "labels": torch.zeros(4, dtype=torch.long)}
-    m = tasks.evaluate(Broken(), "image-cls", data, 4)  # row 0 of the one batch
+    m = task_metrics(Broken(), "image-cls", data, 4)  # row 0 of the one batch
     assert m["nonfinite_rows"] == 1 and m["accuracy"] == 0.75
 
 

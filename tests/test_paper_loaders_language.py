@@ -16,8 +16,8 @@ from transformers import BertConfig, BertForSequenceClassification, LlamaConfig,
 from prehab import tasks
 from prehab.data import hf_text
 from prehab.errors import UsageError
-from prehab.models import minilm, smollm2
 from prehab.registry import get_arch
+from prehab.weights import minilm, smollm2
 
 SEQ_LEN = 16
 SENTENCES = [

@@ -10,7 +10,8 @@ import pytest
 
 from prehab.cli import main
 from prehab.outputs import write_json
-from prehab.studies import Run, expand
+from prehab.layout import Run
+from prehab.studies import expand
 
 pd = pytest.importorskip("pandas")
 torch = pytest.importorskip("torch")
@@ -286,7 +287,7 @@ def test_bad_studies_json(tmp_path, capsys):
 
 
 def test_eval_dir_grammar_round_trips():
-    from prehab.studies import parse_eval_dir
+    from prehab.layout import parse_eval_dir
 
     for eval_dir, run in expand(CFG).runs.items():
         assert parse_eval_dir(eval_dir) == run

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_workflow import ENV  # a user's shell: no `prehab` on PATH
 from test_workflow import TEST_CONFIG_COUNTS  # the tiny config's jobs per rule, counted by hand there
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 TIMEOUT_S = int(os.environ.get("PREHAB_SLURM_TIMEOUT_S", 1800))
 PARTITION = "debug"
 
@@ -74,5 +74,5 @@ def test_tiny_config_through_slurm(cluster, tmp_path):
     local = sum(TEST_CONFIG_COUNTS[rule] for rule in ("mlflow", "report", "all"))
     assert len(submitted) == total - local, out[-3000:]
     assert f"{total} of {total} steps (100%) done" in out
-    assert (workdir / "results/tables/runs.csv").is_file()
-    assert (workdir / "results/mlflow.db").is_file()
+    assert (workdir / "results/tiny/tables/runs.csv").is_file()
+    assert (workdir / "results/tiny/mlflow.db").is_file()

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from prehab.surrogates import SCALE_FREE, SURROGATES, entropy_rank, get_surrogate, singular_values, tail_energy
+from prehab.method.surrogates import SCALE_FREE, SURROGATES, entropy_rank, get_surrogate, singular_values, tail_energy
 from prehab.errors import UsageError
 
 

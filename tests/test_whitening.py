@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from prehab.calibrate import JITTER_LADDER, robust_cholesky
-from prehab.compress import rank_for_ratio, truncated_factors
+from prehab.method.calibrate import JITTER_LADDER, robust_cholesky
+from prehab.method.compress import rank_for_ratio, truncated_factors
 from prehab.errors import UsageError
 
 

@@ -1,8 +1,9 @@
 """The Snakemake workflow: job counts of dry runs (counted by hand from the configs), the tiny
 config end to end, reruns of nothing / only the new jobs, schema errors, lint and format.
 
-Snakemake runs from this venv (no conda) with `--directory` in a temporary folder, so nothing
-lands in the repository's results/ or .snakemake/.
+Dry runs use `--directory` in a temporary folder. The tiny run is the README's main command
+itself, run from the repository root as a new user would (no `.venv/bin` on PATH), with the
+tiny config and a temporary `results_dir`, so nothing lands in the repository's results/.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import csv
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -20,7 +23,12 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+# A new user's shell: no `prehab` on PATH, the venv's or any other (the README's commands call
+# .venv/bin/snakemake by its path, so the workflow must not need one).
+ENV = {**os.environ,
+       "PATH": os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                               if p and not (Path(p) / "prehab").exists())}
+README = REPO / "README.md"
 DEFAULT_CONFIG = REPO / "config" / "config.yaml"
 TEST_CONFIG = REPO / "config" / "test.yaml"
 # The issue's budget for the tiny run; a loaded machine may need more (PREHAB_E2E_BUDGET_S).
@@ -152,15 +160,42 @@ def test_invalid_value_fails_naming_the_key(tmp_path):
 # ----------------------------------------------------------------------------- the tiny run
 
 
+def readme_main_command() -> list[str]:
+    """The snakemake part of the README's first command (`bash scripts/setup.sh && <this>`)."""
+    lines = README.read_text().splitlines()
+    fence = lines.index("```bash")
+    first = next(line for line in lines[fence + 1:] if line.strip() and not line.startswith("#"))
+    setup, sep, main = first.partition(" && ")
+    assert setup == "bash scripts/setup.sh" and sep, first
+    return shlex.split(main)
+
+
+def readme_snakemake(results: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The README's main command, literally, from the repository root, on the tiny config."""
+    cmd = [*readme_main_command(), "--configfile", "config/test.yaml", "--config", f"results_dir={results}", *args]
+    return subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """config/test.yaml run to completion once: (workdir, wall seconds, process)."""
-    workdir = tmp_path_factory.mktemp("tiny_workflow")
+    """config/test.yaml run to completion once by the README's command: (results, wall s, process)."""
+    results = tmp_path_factory.mktemp("tiny_workflow") / "results"
+    assert shutil.which("prehab", path=ENV["PATH"]) is None
     start = time.perf_counter()
-    proc = snakemake(workdir, "--configfile", str(TEST_CONFIG), "--cores", "2", timeout=1800)
+    proc = readme_snakemake(results, timeout=1800)
     elapsed = time.perf_counter() - start
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
-    return workdir, elapsed, proc
+    return results, elapsed, proc
+
+
+def test_readme_main_command_runs_without_the_venv_on_path(tiny_run):
+    """Every job of the tiny run started and finished: none hit `prehab: command not found`."""
+    results, _, proc = tiny_run
+    assert readme_main_command()[0] == ".venv/bin/snakemake"
+    assert "command not found" not in proc.stdout + proc.stderr
+    assert f"{sum(TEST_CONFIG_COUNTS.values())} of {sum(TEST_CONFIG_COUNTS.values())} steps (100%) done" in proc.stderr
+    logs = list((results / "logs").rglob("*.log"))
+    assert logs and not [log for log in logs if "command not found" in log.read_text(errors="replace")]
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -170,9 +205,8 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 @pytest.mark.slow
 def test_tiny_config_end_to_end(tiny_run):
-    workdir, elapsed, _ = tiny_run
+    results, elapsed, _ = tiny_run
     print(f"tiny workflow wall time: {elapsed:.0f} s")
-    results = workdir / "results"
 
     runs = read_csv(results / "tables" / "runs.csv")
     # one row per evaluated model (one metric each): every eval folder of the run, once
@@ -215,32 +249,34 @@ def test_tiny_config_end_to_end(tiny_run):
 
 @pytest.mark.slow
 def test_second_invocation_has_nothing_to_do(tiny_run):
-    workdir, _, _ = tiny_run
-    proc = snakemake(workdir, "--configfile", str(TEST_CONFIG), "--cores", "2")
+    results, _, _ = tiny_run
+    proc = readme_snakemake(results)
     assert proc.returncode == 0, proc.stderr
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
 @pytest.mark.slow
 def test_one_more_lambda_reruns_only_its_jobs(tiny_run, tmp_path):
-    workdir, _, _ = tiny_run
+    results, _, _ = tiny_run
     config = yaml.safe_load(TEST_CONFIG.read_text())
     config["studies"]["lambda_sweep"]["prehab"]["lam"].append(0.1)
     more = tmp_path / "more.yaml"
     more.write_text(yaml.safe_dump(config))
+    proc = readme_snakemake(results, "--configfile", str(more), "--dry-run", "--quiet", "rules")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     # vit-tiny at lambda 0.1: its Prehab model (evaluated), its re-calibration, its SVD-LLM job
     # (which evaluates its models); then the aggregation (its inputs grew) and the target rule.
     # Nothing upstream, no other study.
-    assert dry_run(workdir, more) == {
+    assert job_counts(proc.stdout) == {
         "prehab": 1, "recalibrate": 1, "compress_svd_llm": 1, "evaluate": 1, "mlflow": 1, "report": 1, "all": 1}
 
 
 @pytest.mark.slow
 def test_html_report_of_the_tiny_run(tiny_run):
-    workdir, _, _ = tiny_run
-    proc = snakemake(workdir, "--configfile", str(TEST_CONFIG), "--report", "results/report.html")
+    results, _, _ = tiny_run
+    proc = readme_snakemake(results, "--report", str(results / "report.html"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    html = (workdir / "results" / "report.html").read_text(errors="replace")
+    html = (results / "report.html").read_text(errors="replace")
     assert "metric_vs_ratio.png" in html and "lambda_sweep.csv" in html
 
 

@@ -11,18 +11,18 @@ the paper's BERT-base on GLUE.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # transformers costs seconds to import: only the functions that build pay
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers import BertForSequenceClassification
 
 from prehab.data import hf_text, text
+from prehab.data.splits import check_split, choose_rows
 from prehab.errors import UsageError
-from prehab.models import minilm
 from prehab.registry import ArchSpec, register_arch
+from prehab.weights import minilm
 
 # Every encoder Linear: Q, K, V, attention output, FFN up (intermediate) and FFN down (output).
 # The pooler, classifier and embeddings stay dense.
@@ -47,11 +47,6 @@ def bert_from_config(arch_config: dict[str, Any]) -> BertForSequenceClassificati
     """Same module names and shapes as the saved model; weights are freshly initialised."""
     from transformers import BertConfig, BertForSequenceClassification
     return BertForSequenceClassification(BertConfig.from_dict(arch_config["config"]))
-
-
-def _check_split(split: str, allowed: tuple[str, ...], arch: str) -> None:
-    if split not in allowed:
-        raise UsageError(f"split {split!r} is not offered by {arch}; allowed: {', '.join(allowed)}")
 
 
 # ----------------------------------------------------------------------------- embedded data
@@ -81,7 +76,7 @@ def _wikipedia_sentence_tensors(seq_len: int) -> dict[str, torch.Tensor]:
 def load_rotten_tomatoes(options: dict[str, Any], split: str, n: int | None = None, seed: int = 0) -> dict:
     """Rotten Tomatoes `train`/`test` (fixed split: 2,000 test sentences), or `shift`: unlabelled
     Wikipedia sentences, a second domain for calibration. Tokenised at options["seq_len"]."""
-    _check_split(split, ("train", "test", "shift"), "the Rotten Tomatoes archs")
+    check_split(split, ("train", "test", "shift"), "the Rotten Tomatoes archs")
     seq_len = options["seq_len"]
     if split == "shift":
         data, what = _wikipedia_sentence_tensors(seq_len), "Wikipedia sentences (shift)"
@@ -169,12 +164,6 @@ register_arch(
 
 
 # ----------------------------------------------------------------------------- bert-base
-@lru_cache(maxsize=2)
-def _tokenizer(model: str):
-    from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(model)
-
-
 def build_bert_base(options: dict[str, Any]) -> tuple[BertForSequenceClassification, dict]:
     """`options["model"]` (hub name or local folder) with a head of the GLUE task's label count.
 
@@ -196,15 +185,14 @@ def load_glue_split(options: dict[str, Any], split: str, n: int | None = None, s
     Rows are chosen before tokenising, so n=256 from QQP's 364k rows stays cheap. Sentence pairs
     are tokenised as pairs (truncating the longer one first).
     """
-    _check_split(split, ("train", "test"), "bert-base")
+    check_split(split, ("train", "test"), "bert-base")
     name, seq_len = options["glue_task"], options["seq_len"]
     task = hf_text.glue_task(name)
     rows = hf_text.load_glue(name, options["data_dir"], split)
-    index = text.choose_rows(len(rows), split, n, seed, f"GLUE {name} {split}")
-    if index is not None:
-        rows = rows.select(index.tolist())
+    if n is not None:
+        rows = rows.select(choose_rows(split, len(rows), n, seed, f"GLUE {name} {split}").tolist())
     columns = [list(rows[c]) for c in task.columns]
-    data = text.encode_sentences(_tokenizer(options["model"]), columns[0], seq_len, *columns[1:])
+    data = text.encode_sentences(hf_text.load_tokenizer(options["model"]), columns[0], seq_len, *columns[1:])
     labels = torch.tensor(list(rows["label"]), dtype=torch.long)  # (N,)
     bad = labels[(labels < 0) | (labels >= task.num_labels)]
     if len(bad):

@@ -11,18 +11,18 @@ the paper's LLaMA-7B on WikiText-2 / C4.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # transformers costs seconds to import: only the functions that build pay
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
 from prehab.data import hf_text, text
+from prehab.data.splits import check_split
 from prehab.errors import UsageError
-from prehab.models import smollm2
 from prehab.registry import ArchSpec, register_arch
+from prehab.weights import smollm2
 
 # Every decoder Linear: Q, K, V, O and the SwiGLU gate/up/down. lm_head and embeddings stay dense.
 LLAMA_TARGETS = (
@@ -54,11 +54,6 @@ def llama_from_config(arch_config: dict[str, Any]) -> LlamaForCausalLM:
     return model.to(torch_dtype(arch_config.get("torch_dtype", "float32")))
 
 
-def _check_split(split: str, allowed: tuple[str, ...], arch: str) -> None:
-    if split not in allowed:
-        raise UsageError(f"split {split!r} is not offered by {arch}; allowed: {', '.join(allowed)}")
-
-
 # ----------------------------------------------------------------------------- embedded data
 SEPARATOR = "\n\n"  # between articles / novels, as WikiText separates its rows
 
@@ -86,7 +81,7 @@ def load_embedded_lm(options: dict[str, Any], split: str, n: int | None = None, 
     `train`/`test`: the gensim Wikipedia articles, every 10th article in test (fixed, seed-free);
     `shift`: Jane Austen's six novels, a second domain for calibration.
     """
-    _check_split(split, tuple(EMBEDDED_SOURCES), "the embedded LLaMA archs")
+    check_split(split, tuple(EMBEDDED_SOURCES), "the embedded LLaMA archs")
     ids = text.windows(_stream(split), options["seq_len"])  # (N, T)
     source = "Jane Austen (shift)" if split == "shift" else f"Wikipedia {split}"
     return text.subset({"input_ids": ids}, split, n, seed, f"{source} windows of {options['seq_len']} tokens")
@@ -171,15 +166,9 @@ register_arch(
 
 
 # ----------------------------------------------------------------------------- llama-7b
-@lru_cache(maxsize=2)
-def _tokenizer(model: str):
-    from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(model)
-
-
 @lru_cache(maxsize=4)
 def _paper_windows(model: str, dataset: str, data_dir: str, split: str, seq_len: int) -> torch.Tensor:
-    return hf_text.lm_windows(dataset, data_dir, split, _tokenizer(model), seq_len)
+    return hf_text.lm_windows(dataset, data_dir, split, hf_text.load_tokenizer(model), seq_len)
 
 
 def build_llama_7b(options: dict[str, Any]) -> tuple[LlamaForCausalLM, dict]:
@@ -193,7 +182,7 @@ def build_llama_7b(options: dict[str, Any]) -> tuple[LlamaForCausalLM, dict]:
 def load_paper_lm(options: dict[str, Any], split: str, n: int | None = None, seed: int = 0) -> dict:
     """Windows of options["seq_len"] tokens of WikiText-2 (test rows joined by "\\n\\n", as
     SVD-LLM) or C4 (first 1,100 validation documents, 256 windows, as GPTQ / SVD-LLM)."""
-    _check_split(split, ("train", "test"), "llama-7b")
+    check_split(split, ("train", "test"), "llama-7b")
     hf_text.lm_source(options["dataset"])
     ids = _paper_windows(options["model"], options["dataset"], options["data_dir"], split, options["seq_len"])
     what = f"{options['dataset']} {split} windows of {options['seq_len']} tokens"

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from prehab.errors import UsageError
+from prehab.data.splits import check_split, choose_rows
 from prehab.registry import ArchSpec, register_arch
 
 N_TEST = 397  # the last 397 of sklearn's 1,797 digits; the first 1,400 train
@@ -46,18 +46,13 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _load_split(options: dict[str, Any], split: str, n: int | None, seed: int) -> dict[str, torch.Tensor]:
+    check_split(split, ("train", "test"), "tiny-mlp")
     images, labels = _digits()
     if split == "test":
         images, labels = images[-N_TEST:], labels[-N_TEST:]
-    elif split == "train":
-        images, labels = images[:-N_TEST], labels[:-N_TEST]
     else:
-        raise UsageError(f"tiny-mlp has no split {split!r}; allowed: train, test")
-    if n is None:
-        return {"pixel_values": images, "labels": labels}
-    if n > len(labels):
-        raise UsageError(f"{n} samples requested from tiny-mlp {split} split, which has {len(labels)}")
-    index = torch.arange(n) if split == "test" else torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:n]
+        images, labels = images[:-N_TEST], labels[:-N_TEST]
+    index = choose_rows(split, len(labels), n, seed, "the sklearn digits")
     return {"pixel_values": images[index], "labels": labels[index]}
 
 

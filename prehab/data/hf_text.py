@@ -1,4 +1,5 @@
-"""Paper-scale text data through `datasets`: GLUE (BERT rows) and WikiText-2 / C4 (LLaMA rows).
+"""Paper-scale text data through `datasets`: GLUE (BERT rows), WikiText-2 / C4 (LLaMA rows), and
+the paper models' tokenizers.
 
 Each loader reads either the Hugging Face Hub (`data_dir=""`, needs network or a warm HF cache)
 or a local folder, so a cluster without hub access can point at a mirror. A local folder is
@@ -10,10 +11,12 @@ Nothing here falls back from one source to another: a missing split or file is a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch
 
+from prehab.data.splits import check_split
 from prehab.errors import UsageError
 
 # ---------------------------------------------------------------------------- local folders
@@ -64,6 +67,14 @@ def load_local_split(data_dir: str, split: str):
     return datasets.load_dataset(builder, data_files={split: str(path)}, split=split, **extra)
 
 
+# ---------------------------------------------------------------------------- tokenizers
+@lru_cache(maxsize=4)
+def load_tokenizer(model: str):
+    """The tokenizer of a hub name or local model folder, cached: every load_split call needs it."""
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(model)
+
+
 # ---------------------------------------------------------------------------- GLUE
 @dataclass(frozen=True)
 class GlueTask:
@@ -99,8 +110,7 @@ def glue_task(name: str) -> GlueTask:
 def glue_split_name(task: str, split: str) -> str:
     """prehab split -> GLUE split: `test` is GLUE validation (GLUE test labels are hidden)."""
     names = {"train": "train", "test": glue_task(task).test_split}
-    if split not in names:
-        raise UsageError(f"GLUE split {split!r} does not exist; allowed: {', '.join(names)}")
+    check_split(split, tuple(names), f"GLUE {task}")
     return names[split]
 
 
@@ -174,8 +184,7 @@ def load_lm_rows(name: str, data_dir: str, split: str) -> list[str]:
     import datasets
 
     source = lm_source(name)
-    if split not in source.splits:
-        raise UsageError(f"{name} split {split!r} does not exist; allowed: {', '.join(source.splits)}")
+    check_split(split, tuple(source.splits), name)
     part = source.splits[split]
     if data_dir:
         data = load_local_split(data_dir, part)

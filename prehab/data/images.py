@@ -1,9 +1,7 @@
 """Image classification data: Fashion-MNIST and MNIST digits (embedded), ImageFolder / HF datasets.
 
-Every loader returns `{"pixel_values": float (N, C, H, W), "labels": long (N,)}` (prehab.tasks).
-Subsets follow one rule (`choose_rows`) so every architecture draws them the same way:
-`test` is always the first n rows of a fixed order (every run evaluates the same images);
-`train` and calibration sources are a seeded random choice of n rows.
+Every loader returns `{"pixel_values": float (N, C, H, W), "labels": long (N,)}` (prehab.tasks);
+subsets follow the shared split rule (prehab.data.splits).
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from prehab.data import splits
 from prehab.errors import UsageError
 from prehab.paths import package_file
 
@@ -34,25 +33,7 @@ SPLITS = ("train", "test", "shift")
 
 
 def check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise UsageError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
-
-
-def choose_rows(split: str, available: int, n: int | None, seed: int) -> torch.Tensor:
-    """Row indices (n,) of a split: the first n for `test`, a seeded random n otherwise.
-
-    Raises:
-        UsageError: n larger than the `available` rows.
-    """
-    check_split(split)
-    if n is None:
-        return torch.arange(available)
-    if n > available:
-        raise UsageError(f"asked for n={n} rows of split {split!r} but only {available} are available")
-    if split == "test":
-        return torch.arange(n)
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randperm(available, generator=generator)[:n]
+    splits.check_split(split, SPLITS, "the image loaders")
 
 
 # --- Fashion-MNIST (Debian dataset-fashion-mnist) -------------------------------------------
@@ -173,7 +154,8 @@ def mnist_like_split(
     Only the chosen rows are resized, so a small n costs little even at large image sizes.
     """
     images, labels = source_images(split, n_train, n_test)
-    rows = choose_rows(split, len(images), n, seed)
+    source = "MNIST digits" if split == "shift" else "Fashion-MNIST"
+    rows = splits.choose_rows(split, len(images), n, seed, source)
     pixel_values = to_pixel_values(images[rows], image_size, channels, mean, std)
     return {"pixel_values": pixel_values, "labels": labels[rows]}
 
@@ -217,6 +199,7 @@ def image_folder_split(folder: Path, split: str, n: int | None, seed: int, trans
     from PIL import Image
     from torchvision.datasets import ImageFolder
 
+    check_split(split)
     if not folder.is_dir():
         raise UsageError(f"image folder {folder} does not exist (expected <class>/<image> files inside)")
     dataset = ImageFolder(str(folder))  # lists files only; sorted, so the order is fixed
@@ -224,7 +207,7 @@ def image_folder_split(folder: Path, split: str, n: int | None, seed: int, trans
     # ImageFolder lists files class by class; a fixed permutation makes "the first n" of `test`
     # cover every class (and is the same in every run).
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(FOLDER_ORDER_SEED))
-    rows = order[choose_rows(split, len(dataset), n, seed)].tolist()
+    rows = order[splits.choose_rows(split, len(dataset), n, seed, str(folder))].tolist()
     paths = [dataset.samples[i][0] for i in rows]
     labels = [dataset.samples[i][1] for i in rows]
     images = (Image.open(p) for p in paths)
@@ -238,8 +221,7 @@ def hf_split(name: str, split: str, n: int | None, seed: int, transform) -> dict
     rows, `train` a seeded shuffle (buffer 10,000) of the stream, a different rule from local
     data because a stream cannot be indexed.
     """
-    if split not in HF_SPLITS:
-        raise UsageError(f"split {split!r} is not available from a datasets dataset; use one of {sorted(HF_SPLITS)}")
+    splits.check_split(split, tuple(HF_SPLITS), "a datasets image dataset")
     import datasets
 
     if Path(name).is_dir():
@@ -250,7 +232,7 @@ def hf_split(name: str, split: str, n: int | None, seed: int, transform) -> dict
             dataset = dataset[HF_SPLITS[split]]
         _check_columns(dataset.column_names, name)
         _check_eager(n, len(dataset), name)
-        rows = choose_rows(split, len(dataset), n, seed).tolist()
+        rows = splits.choose_rows(split, len(dataset), n, seed, name).tolist()
         picked = dataset.select(rows)
         return _stack(picked[HF_COLUMNS[0]], picked[HF_COLUMNS[1]], transform)
     if n is None:

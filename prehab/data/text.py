@@ -16,9 +16,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import json
-import os
 import re
-import tempfile
 import zlib
 from functools import lru_cache
 from pathlib import Path
@@ -26,7 +24,9 @@ from typing import Callable
 
 import torch
 
+from prehab.data.splits import check_split, choose_rows
 from prehab.errors import UsageError
+from prehab.outputs import atomic_file
 from prehab.paths import package_file, resources_dir
 
 TensorOrDict = torch.Tensor | dict[str, torch.Tensor]
@@ -53,39 +53,29 @@ AUSTEN_BOOKS = (
 )
 
 
-# --------------------------------------------------------------------------- atomic caches
-def atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> Path:
-    """Run `write(tmp)` on a temp file next to `path`, then rename: a crash leaves no half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        tmp.chmod(0o644)  # mkstemp makes 0600 files; a cache is shared like any other file
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+# --------------------------------------------------------------------------- caches
+def _cached(path: Path, build: Callable[[], object], save: Callable, load: Callable) -> object:
+    """`build()` once, saved atomically at `path` (a crash leaves no half file), then `load(path)`."""
+    if not path.exists():
+        value = build()
+        with atomic_file(path) as tmp:
+            save(value, tmp)
+    return load(path)
 
 
 def cached_json(name: str, build: Callable[[], object]) -> object:
     """`build()` once, stored as resources_dir()/text/<name>.json."""
-    path = resources_dir() / "text" / f"{name}.json"
-    if not path.exists():
-        value = build()
-        atomic_write_bytes(path, lambda tmp: tmp.write_text(json.dumps(value)))
-    return json.loads(path.read_text())
+    return _cached(
+        resources_dir() / "text" / f"{name}.json", build,
+        lambda value, tmp: tmp.write_text(json.dumps(value)), lambda path: json.loads(path.read_text()),
+    )
 
 
 def cached_tensor(name: str, build: Callable[[], TensorOrDict]) -> TensorOrDict:
     """`build()` (a tensor or a dict of tensors) once, stored as resources_dir()/tokens/<name>.pt."""
-    path = resources_dir() / "tokens" / f"{name}.pt"
-    if not path.exists():
-        value = build()
-        atomic_write_bytes(path, lambda tmp: torch.save(value, tmp))
-    return torch.load(path, weights_only=True)
+    return _cached(
+        resources_dir() / "tokens" / f"{name}.pt", build, torch.save, lambda path: torch.load(path, weights_only=True)
+    )
 
 
 # --------------------------------------------------------------------------- Rotten Tomatoes
@@ -119,8 +109,7 @@ def rotten_tomatoes_split(split: str) -> dict[str, list]:
     data = rotten_tomatoes()
     order = torch.randperm(len(data["text"]), generator=torch.Generator().manual_seed(RT_SPLIT_SEED)).tolist()
     chosen = {"test": order[:RT_TEST_SIZE], "train": order[RT_TEST_SIZE:]}
-    if split not in chosen:
-        raise UsageError(f"Rotten Tomatoes split {split!r} does not exist; allowed: train, test")
+    check_split(split, tuple(chosen), "Rotten Tomatoes")
     return {key: [values[i] for i in chosen[split]] for key, values in data.items()}
 
 
@@ -150,12 +139,9 @@ def wikipedia_articles() -> list[str]:
 
 def wikipedia_split(split: str) -> list[str]:
     """Articles split by article: every 10th (index 0, 10, ...) is test, the rest train."""
-    articles = wikipedia_articles()
-    if split == "test":
-        return [a for i, a in enumerate(articles) if i % WIKI_TEST_EVERY == 0]
-    if split == "train":
-        return [a for i, a in enumerate(articles) if i % WIKI_TEST_EVERY != 0]
-    raise UsageError(f"Wikipedia split {split!r} does not exist; allowed: train, test")
+    check_split(split, ("train", "test"), "Wikipedia")
+    is_test = split == "test"
+    return [a for i, a in enumerate(wikipedia_articles()) if (i % WIKI_TEST_EVERY == 0) == is_test]
 
 
 def _sentences_of(article: str) -> list[str]:
@@ -260,25 +246,9 @@ def windows(stream: torch.Tensor, seq_len: int) -> torch.Tensor:
     return stream[: n * seq_len].view(n, seq_len)
 
 
-def choose_rows(total: int, split: str, n: int | None, seed: int, what: str) -> torch.Tensor | None:
-    """Row indices for one load_split call, or None for all rows in their fixed order.
-
-    `test` keeps the first n rows (the same rows for every seed, so scores compare); other
-    splits (train, calibration sources) take a seeded random choice of n rows.
-
-    Raises:
-        UsageError: n is negative or larger than the `total` rows available.
-    """
-    if n is None:
-        return None
-    if n < 0 or n > total:
-        raise UsageError(f"n={n} rows requested from {what}, but only {total} are available")
-    if split == "test":
-        return torch.arange(n)
-    return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n]
-
-
 def subset(data: dict[str, torch.Tensor], split: str, n: int | None, seed: int, what: str) -> dict:
-    """`data` restricted to the rows `choose_rows` picks."""
-    index = choose_rows(len(next(iter(data.values()))), split, n, seed, what)
-    return data if index is None else {key: value[index] for key, value in data.items()}
+    """`data` restricted to the rows the split rule picks (prehab.data.splits); all rows for n=None."""
+    if n is None:
+        return data
+    index = choose_rows(split, len(next(iter(data.values()))), n, seed, what)
+    return {key: value[index] for key, value in data.items()}

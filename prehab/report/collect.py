@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from prehab.errors import UsageError
-from prehab.studies import BY_PRODUCTS, NO_LORA, Run, expand, parse_eval_dir
+from prehab.layout import METRICS_FILE, NO_LORA, SPECTRA_FILE, Run, parse_eval_dir
+from prehab.studies import BY_PRODUCTS, expand
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +26,6 @@ AXES = ("arch", "seed", "method", "compressed", "ratio", "lora", "cal_source", "
         "surrogate", "lam", "space")
 COLUMNS = AXES + ("studies", "metric", "value", "model_params", "checkpoint_bytes", "nonfinite_rows",
                   "eval_dir")
-METRICS_FILE = "metrics.json"
-SPECTRA_FILE = "spectra.pt"  # written by `prehab prehab` beside its model (prehab/steps/prehab.py)
-
-
 # --------------------------------------------------------------------------- studies config
 
 def parse_studies(text: str | dict) -> dict[str, Any]:

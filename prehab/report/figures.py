@@ -13,7 +13,7 @@ from typing import Any
 
 from prehab.report import tables
 from prehab.report.collect import in_study, is_enabled, read_prehab, spectra_path
-from prehab.studies import NO_LORA, Run, fmt
+from prehab.layout import NO_LORA, Run, fmt
 from prehab.tasks import HIGHER_IS_BETTER
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from typing import Any
 
 from prehab.errors import UsageError
 from prehab.studies import BY_PRODUCTS
-from prehab.report.collect import AXES, Record, config_hash, is_enabled, read_prehab, read_records, study_names
+from prehab.report.collect import Record, config_hash, is_enabled, read_prehab, read_records, study_names
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from prehab.report.collect import AXES, in_study, is_enabled, study_names
-from prehab.studies import METHODS, NO_LORA, fmt
+from prehab.layout import METHODS, NO_LORA, fmt
 from prehab.tasks import HIGHER_IS_BETTER
 
 log = logging.getLogger(__name__)

@@ -2,44 +2,50 @@
 
 from __future__ import annotations
 
-import argparse
 from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from prehab import checkpoint
 from prehab.device import resolve_device
-from prehab.calibrate import second_moments, whitening_from_moments
-from prehab.layers import find_targets
-from prehab.outputs import StepRecord, atomic_dir
 from prehab.errors import UsageError
-from prehab.steps.common import add_common, add_model, checkpoint_options, positive_int, seed_everything, step_default
+from prehab.layers import find_targets
+from prehab.layout import GRAMS_FILE
+from prehab.method.calibrate import second_moments, whitening_from_moments
+from prehab.outputs import StepRecord, atomic_dir
+from prehab.steps.common import checkpoint_options, seed_everything
+from prehab.steps.options import COUNT, StepOptions, option, step_default
 
 HELP = "accumulate each target layer's input second moment (float64) and factor it (Cholesky + damping ladder)"
-GRAMS_FILE = "grams.pt"
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_model(p)
-    p.add_argument("--source", default="train", help="calibration data: `train` (task's training split) or `shift` (another domain, where the architecture offers one)")
-    p.add_argument("--samples", type=positive_int("--samples"), help="number of calibration samples (default: per architecture)")
-    p.add_argument("--batch-size", type=positive_int("--batch-size"), help="forward batch size (default: per architecture eval batch)")
-    add_common(p)
+@dataclass(kw_only=True)
+class Options(StepOptions):
+    model: Path = option("input model: a step's output folder or its model.pt", type=Path)
+    source: str = option("calibration data: `train` (task's training split) or `shift` (another domain, where "
+                         "the architecture offers one)", "train")
+    samples: int | None = option("number of calibration samples", None, type=int, check=COUNT)
+    batch_size: int | None = option("forward batch size (per architecture: its eval batch)", None, type=int,
+                                    check=COUNT)
+    seed: int = option("seed of the calibration sample", 0, type=int)
+    out: Path = option("output folder (written atomically: all or nothing)", type=Path)
 
 
-def run(args: argparse.Namespace) -> dict:
-    ckpt = checkpoint.load(args.model)
+def run(opts: Options) -> dict:
+    ckpt = checkpoint.load(opts.model)
     spec = ckpt.spec
-    options = checkpoint_options(ckpt, args.arch_opt)
-    if args.source not in spec.calib_sources:
-        raise UsageError(f"calibration source {args.source!r} is not offered by {spec.name}; allowed: {', '.join(spec.calib_sources)}")
-    samples = step_default(args.samples, spec, "calib_samples")
-    batch_size = step_default(args.batch_size, spec, "eval_batch_size")
-    record = StepRecord("calibrate", {"model": str(args.model), "arch": spec.name, "source": args.source,
-                                      "samples": samples, "batch_size": batch_size, "seed": args.seed})
-    ckpt.model.to(resolve_device(args.device))
-    seed_everything(args.seed)
-    data = spec.load_split(options, args.source, samples, args.seed)
+    options = checkpoint_options(ckpt, opts)
+    if opts.source not in spec.calib_sources:
+        raise UsageError(f"calibration source {opts.source!r} is not offered by {spec.name}; allowed: {', '.join(spec.calib_sources)}")
+    samples = step_default(opts.samples, spec, "calib_samples")
+    batch_size = step_default(opts.batch_size, spec, "eval_batch_size")
+    record = StepRecord("calibrate", {"model": str(opts.model), "arch": spec.name, "source": opts.source,
+                                      "samples": samples, "batch_size": batch_size, "seed": opts.seed})
+    ckpt.model.to(resolve_device(opts.device))
+    seed_everything(opts.seed)
+    data = spec.load_split(options, opts.source, samples, opts.seed)
     targets = find_targets(ckpt.model, spec.targets)
     moments, owner, n_tokens = second_moments(ckpt.model, spec.task, data, targets, batch_size)
     whitening = whitening_from_moments(moments, owner, n_tokens)
@@ -49,6 +55,6 @@ def run(args: argparse.Namespace) -> dict:
         damping_methods=dict(methods), max_shift=max(d["shift"] for d in whitening.damping.values()),
     )
     record.extra["damping"] = whitening.damping
-    with atomic_dir(args.out) as out:
+    with atomic_dir(opts.out) as out:
         torch.save(whitening.to_payload(), out / GRAMS_FILE)
         return record.write(out)

@@ -5,71 +5,70 @@ its own output folder."""
 
 from __future__ import annotations
 
-import argparse
 import copy
+from dataclasses import dataclass
+from pathlib import Path
 
 from prehab import checkpoint
 from prehab.device import resolve_device
-from prehab.compress import METHODS, check_ratio, compress_model
 from prehab.errors import UsageError
 from prehab.layers import find_targets
+from prehab.method.calibrate import load_whitening
+from prehab.method.compress import METHODS, RATIO_RULE, compress_model, valid_ratio
 from prehab.outputs import StepRecord, atomic_dir
-from prehab.steps.common import add_common, add_model, checkpoint_options, file_bytes, load_whitening, pair_outputs
-from prehab.steps.evaluate import add_evaluate_flags, evaluate_saved
+from prehab.steps.common import checkpoint_options, evaluate_saved
+from prehab.steps.options import COUNT, StepOptions, distinct_outputs, option
 
 HELP = "truncate every target layer at compression ratio R (fraction of target parameters removed)"
 
 
-def _ratio(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--ratio must be a number in (0, 1), got {raw!r}") from None
-    try:
-        return check_ratio(value)
-    except UsageError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+@dataclass(kw_only=True)
+class Options(StepOptions):
+    model: Path = option("input model: a step's output folder or its model.pt", type=Path)
+    method: str = option("svd: plain SVD of W; svd-llm: SVD of W L", "svd-llm", choices=METHODS)
+    ratio: list[float] = option("R in (0, 1): fraction of the target matrices' parameters removed; "
+                                "k = floor(mn(1-R)/(m+n)). Several values: one --out each, one SVD per layer "
+                                "for all", type=float, many=True, check=(RATIO_RULE, valid_ratio))
+    grams: Path | None = option("`prehab calibrate` output (needed by svd-llm)", None, type=Path)
+    evaluate: bool = option("also evaluate every output model into <out>/eval, as `prehab evaluate --out "
+                            "<out>/eval`", False, action="store_true")
+    eval_batch_size: int | None = option("batch size of --evaluate", None, type=int, check=COUNT)
+    out: list[Path] = option("output folders, one per --ratio value in the same order (each written "
+                             "atomically)", type=Path, many=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        distinct_outputs(self.ratio, self.out, "--ratio")
+        if self.method == "svd-llm" and not self.grams:
+            raise UsageError("--method svd-llm needs --grams (a `prehab calibrate` output)")
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_model(p)
-    p.add_argument("--method", choices=METHODS, default="svd-llm", help="svd: plain SVD of W; svd-llm: SVD of W L (default)")
-    p.add_argument("--ratio", type=_ratio, nargs="+", required=True,
-                   help="R in (0, 1): fraction of the target matrices' parameters removed; k = floor(mn(1-R)/(m+n)). "
-                        "Several values: one --out each, one SVD per layer for all")
-    p.add_argument("--grams", help="`prehab calibrate` output (needed by svd-llm)")
-    add_evaluate_flags(p)
-    add_common(p, seed=False, many="--ratio")
-
-
-def run(args: argparse.Namespace) -> dict | list[dict]:
-    jobs = pair_outputs(args.ratio, args.out, "--ratio")
-    if args.method == "svd-llm" and not args.grams:
-        raise UsageError("--method svd-llm needs --grams (a `prehab calibrate` output)")
-    ckpt = checkpoint.load(args.model)
+def run(opts: Options) -> dict | list[dict]:
+    ckpt = checkpoint.load(opts.model)
     if ckpt.factorized:
-        raise UsageError(f"model {args.model} is already compressed; compress the dense model instead")
+        raise UsageError(f"model {opts.model} is already compressed; compress the dense model instead")
     spec = ckpt.spec
-    options = checkpoint_options(ckpt, args.arch_opt)
-    whitening = load_whitening(args.grams) if args.method == "svd-llm" else None
-    ckpt.model.to(resolve_device(args.device))
-    dense_bytes = file_bytes(checkpoint.model_path(args.model))
+    options = checkpoint_options(ckpt, opts)
+    whitening = load_whitening(opts.grams) if opts.method == "svd-llm" else None
+    ckpt.model.to(resolve_device(opts.device))
+    dense_bytes = checkpoint.model_path(opts.model).stat().st_size
+    grams = None if opts.grams is None else str(opts.grams)
     svd_cache: dict = {}
     records = []
-    for ratio, out_dir in jobs:
-        params = {"model": str(args.model), "grams": args.grams, "arch": spec.name, "method": args.method, "ratio": ratio}
+    for ratio, out_dir in zip(opts.ratio, opts.out):
+        params = {"model": str(opts.model), "grams": grams, "arch": spec.name, "method": opts.method, "ratio": ratio}
         record = StepRecord("compress", params)
-        model = copy.deepcopy(ckpt.model) if len(jobs) > 1 else ckpt.model
-        ranks, report = compress_model(model, find_targets(model, spec.targets), ratio, args.method, whitening, svd_cache)
+        model = copy.deepcopy(ckpt.model) if len(opts.ratio) > 1 else ckpt.model
+        ranks, report = compress_model(model, find_targets(model, spec.targets), ratio, opts.method, whitening, svd_cache)
         record.metrics.update(report, rank_min=min(ranks.values()), rank_max=max(ranks.values()))
         record.extra["ranks"] = ranks
         history = ckpt.history + [{"step": "compress", **params}]
         with atomic_dir(out_dir) as out:
             path = checkpoint.save(checkpoint.Checkpoint(model, spec.name, ckpt.arch_options, ckpt.arch_config, ranks, history), out)
-            record.metrics.update(checkpoint_bytes_before=dense_bytes, checkpoint_bytes_after=file_bytes(path))
+            record.metrics.update(checkpoint_bytes_before=dense_bytes, checkpoint_bytes_after=path.stat().st_size)
             records.append(record.write(out))
-        if args.evaluate:
+        if opts.evaluate:
             evaluate_saved(model, spec, options, n_factorized=len(ranks), history=history, model_dir=out_dir,
-                           batch_size=args.eval_batch_size)
+                           batch_size=opts.eval_batch_size)
         del model
     return records if len(records) > 1 else records[0]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -10,62 +11,70 @@ from prehab import checkpoint
 from prehab.device import resolve_device
 from prehab.errors import UsageError
 from prehab.layers import find_targets
+from prehab.layout import SPECTRA_FILE
+from prehab.method.calibrate import load_whitening
+from prehab.method.prehab import SPACES, LambdaSchedule, run_prehab, whitened_spectra
+from prehab.method.surrogates import SURROGATES, entropy_rank_of
 from prehab.outputs import StepRecord, atomic_dir
-from prehab.regularize import SPACES, LambdaSchedule, run_prehab, whitened_spectra
-from prehab.steps.common import (
-    add_common, add_model, checkpoint_options, load_whitening, nonneg_float, nonneg_int,
-    positive_float, positive_int, seed_everything, step_default,
-)
-from prehab.surrogates import FROM_EIGENVALUES, SURROGATES, entropy_rank_of, get_surrogate
+from prehab.steps.common import checkpoint_options, seed_everything
+from prehab.steps.options import COUNT, NON_NEGATIVE, POSITIVE, StepOptions, option, step_default
 
 HELP = "fine-tune with task loss + lambda * rank surrogate of the whitened weights (lambda 0 = control)"
-SPECTRA_FILE = "spectra.pt"
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_model(p)
-    p.add_argument("--grams", required=True, help="`prehab calibrate` output (folder or grams.pt): the whitening factors L")
-    p.add_argument("--surrogate", default="nuclear", help=f"rank surrogate; one of {', '.join(SURROGATES.names())} (default nuclear)")
-    p.add_argument("--lam", type=nonneg_float("--lam"), default=1.0, help="penalty weight lambda >= 0; 0 = the control run (default 1.0)")
-    p.add_argument("--lam-start", type=nonneg_float("--lam-start"), default=0.0, help="first lambda of the geometric warm-up (needs --lam-warmup-steps)")
-    p.add_argument("--lam-warmup-steps", type=nonneg_int("--lam-warmup-steps"), default=0, help="steps of geometric warm-up from --lam-start to --lam (default 0: constant)")
-    p.add_argument("--space", choices=SPACES, default="whitened", help="whitened: train a delta D in whitened coordinates (authors'); weight: train W, penalty on W L; raw: train W, penalty on W (unwhitened ablation)")
-    p.add_argument("--steps", type=nonneg_int("--steps"), help="Prehab steps (default: per architecture)")
-    p.add_argument("--lr", type=positive_float("--lr"), help="Adam learning rate (default: per architecture)")
-    p.add_argument("--batch-size", type=positive_int("--batch-size"), help="batch size (default: per architecture)")
-    p.add_argument("--penalty-every", type=positive_int("--penalty-every"), default=1, help="apply k * lambda * R every k-th step only (1/k of the spectral cost; default 1 = every step)")
-    p.add_argument("--log-every", type=positive_int("--log-every"), default=10, help="curve logging interval in steps (default 10)")
-    add_common(p)
+@dataclass(kw_only=True)
+class Options(StepOptions):
+    model: Path = option("input model: a step's output folder or its model.pt", type=Path)
+    grams: Path = option("`prehab calibrate` output (folder or grams.pt): the whitening factors L", type=Path)
+    surrogate: str = option("rank surrogate", "nuclear", choices=SURROGATES.names())
+    lam: float = option("penalty weight lambda; 0 = the control run", 1.0, type=float, check=NON_NEGATIVE)
+    lam_start: float = option("first lambda of the geometric warm-up (needs --lam-warmup-steps)", 0.0, type=float,
+                              check=NON_NEGATIVE)
+    lam_warmup_steps: int = option("steps of geometric warm-up from --lam-start to --lam (0: constant)", 0,
+                                   type=int, check=NON_NEGATIVE)
+    space: str = option("whitened: train a delta D in whitened coordinates (authors'); weight: train W, penalty "
+                        "on W L; raw: train W, penalty on W (unwhitened ablation)", "whitened", choices=SPACES)
+    steps: int | None = option("Prehab steps", None, type=int, check=NON_NEGATIVE)
+    lr: float | None = option("Adam learning rate", None, type=float, check=POSITIVE)
+    batch_size: int | None = option("batch size", None, type=int, check=COUNT)
+    penalty_every: int = option("apply k * lambda * R every k-th step only (1/k of the spectral cost; 1 = every "
+                                "step)", 1, type=int, check=COUNT)
+    log_every: int = option("curve logging interval in steps", 10, type=int, check=COUNT)
+    seed: int = option("seed of data order", 0, type=int)
+    out: Path = option("output folder (written atomically: all or nothing)", type=Path)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.schedule = LambdaSchedule(self.lam, self.lam_start, self.lam_warmup_steps)  # checks the warm-up
 
 
-def run(args: argparse.Namespace) -> dict:
-    get_surrogate(args.surrogate)  # fail on a bad name before any loading
-    schedule = LambdaSchedule(args.lam, args.lam_start, args.lam_warmup_steps)
-    ckpt = checkpoint.load(args.model)
+def run(opts: Options) -> dict:
+    ckpt = checkpoint.load(opts.model)
     spec = ckpt.spec
-    options = checkpoint_options(ckpt, args.arch_opt)
-    whitening = load_whitening(args.grams)
-    steps = step_default(args.steps, spec, "prehab_steps")
-    lr = step_default(args.lr, spec, "prehab_lr")
-    batch_size = step_default(args.batch_size, spec, "batch_size")
-    params = {"model": str(args.model), "grams": str(args.grams), "arch": spec.name, "surrogate": args.surrogate,
-              "lam": args.lam, "lam_start": args.lam_start, "lam_warmup_steps": args.lam_warmup_steps,
-              "space": args.space, "penalty_every": args.penalty_every, "steps": steps, "lr": lr, "batch_size": batch_size, "seed": args.seed}
+    options = checkpoint_options(ckpt, opts)
+    whitening = load_whitening(opts.grams)
+    steps = step_default(opts.steps, spec, "prehab_steps")
+    lr = step_default(opts.lr, spec, "prehab_lr")
+    batch_size = step_default(opts.batch_size, spec, "batch_size")
+    params = {"model": str(opts.model), "grams": str(opts.grams), "arch": spec.name, "surrogate": opts.surrogate,
+              "lam": opts.lam, "lam_start": opts.lam_start, "lam_warmup_steps": opts.lam_warmup_steps,
+              "space": opts.space, "penalty_every": opts.penalty_every, "steps": steps, "lr": lr,
+              "batch_size": batch_size, "seed": opts.seed}
     record = StepRecord("prehab", params)
-    ckpt.model.to(resolve_device(args.device))
-    seed_everything(args.seed)
+    ckpt.model.to(resolve_device(opts.device))
+    seed_everything(opts.seed)
     targets = find_targets(ckpt.model, spec.targets)
     missing = [t for t in targets if t not in whitening.owner]
     if missing:
-        raise UsageError(f"calibration {args.grams} has no factor for {missing[0]} (it was made for another model)")
-    data = spec.load_split(options, "train", None, args.seed)
+        raise UsageError(f"calibration {opts.grams} has no factor for {missing[0]} (it was made for another model)")
+    data = spec.load_split(options, "train", None, opts.seed)
     before = whitened_spectra(ckpt.model, targets, whitening)
-    curve = run_prehab(ckpt.model, spec.task, data, whitening, targets, surrogate=args.surrogate, schedule=schedule,
-                       space=args.space, steps=steps, lr=lr, batch_size=batch_size, seed=args.seed,
-                       log_every=args.log_every, penalty_every=args.penalty_every)
+    curve = run_prehab(ckpt.model, spec.task, data, whitening, targets, surrogate=opts.surrogate,
+                       schedule=opts.schedule, space=opts.space, steps=steps, lr=lr, batch_size=batch_size,
+                       seed=opts.seed, log_every=opts.log_every, penalty_every=opts.penalty_every)
     after = whitened_spectra(ckpt.model, targets, whitening)
-    R = FROM_EIGENVALUES[args.surrogate]
-    # Both measured on the WHITENED weights (in either space), from the stored spectra.
+    R = SURROGATES.get(opts.surrogate)
+    # Both measured on the WHITENED weights (in every space), from the stored spectra.
     record.metrics.update(
         whitened_surrogate_before=_mean_over(lambda s: float(R(s.double() ** 2)), before),
         whitened_surrogate_after=_mean_over(lambda s: float(R(s.double() ** 2)), after),
@@ -73,7 +82,7 @@ def run(args: argparse.Namespace) -> dict:
         final_task_loss=curve[-1]["task_loss"] if curve else None,
     )
     record.extra["curve"] = curve
-    with atomic_dir(args.out) as out:
+    with atomic_dir(opts.out) as out:
         history = ckpt.history + [{"step": "prehab", **params}]
         checkpoint.save(checkpoint.Checkpoint(ckpt.model, spec.name, options, ckpt.arch_config, {}, history), out)
         torch.save({"before": before, "after": after}, out / SPECTRA_FILE)

@@ -5,66 +5,72 @@ in one process: one start-up, one peft import, one load of the training data."""
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 from prehab import checkpoint
 from prehab.device import resolve_device
+from prehab.method.rehab import SCHEDULES, lora_rehab
 from prehab.outputs import StepRecord, atomic_dir
-from prehab.recover import SCHEDULES, lora_rehab
-from prehab.steps.common import (
-    add_common, checkpoint_options, nonneg_float, nonneg_int, pair_outputs, positive_float, positive_int,
-    seed_everything, step_default,
-)
-from prehab.steps.evaluate import add_evaluate_flags, evaluate_saved
+from prehab.steps.common import checkpoint_options, evaluate_saved, seed_everything
+from prehab.steps.options import COUNT, NON_NEGATIVE, POSITIVE, StepOptions, distinct_outputs, option, step_default
 
 HELP = "recover a compressed model with LoRA on its factors (joint, or sequential U then V as SVD-LLM)"
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", type=Path, nargs="+", required=True,
-                   help="compressed model(s): a step's output folder or its model.pt; one --out each")
-    p.add_argument("--schedule", choices=SCHEDULES.names(), default="sequential", help="joint: u and v together; sequential: u, merge, then v (default)")
-    p.add_argument("--rank", type=positive_int("--rank"), default=8, help="LoRA rank r (default 8)")
-    p.add_argument("--alpha", type=positive_float("--alpha"), default=16.0, help="LoRA alpha (default 16)")
-    p.add_argument("--dropout", type=nonneg_float("--dropout"), default=0.05, help="LoRA dropout (default 0.05)")
-    p.add_argument("--steps", type=nonneg_int("--steps"), help="steps per phase (default: per architecture)")
-    p.add_argument("--lr", type=positive_float("--lr"), help="Adam learning rate (default: per architecture)")
-    p.add_argument("--batch-size", type=positive_int("--batch-size"), help="batch size (default: per architecture)")
-    add_evaluate_flags(p)
-    add_common(p, many="--model")
+@dataclass(kw_only=True)
+class Options(StepOptions):
+    model: list[Path] = option("compressed model(s): a step's output folder or its model.pt; one --out each",
+                               type=Path, many=True)
+    schedule: str = option("joint: u and v together; sequential: u, merge, then v", "sequential",
+                           choices=SCHEDULES.names())
+    rank: int = option("LoRA rank r", 8, type=int, check=COUNT)
+    alpha: float = option("LoRA alpha", 16.0, type=float, check=POSITIVE)
+    dropout: float = option("LoRA dropout", 0.05, type=float, check=NON_NEGATIVE)
+    steps: int | None = option("steps per phase", None, type=int, check=NON_NEGATIVE)
+    lr: float | None = option("Adam learning rate", None, type=float, check=POSITIVE)
+    batch_size: int | None = option("batch size", None, type=int, check=COUNT)
+    evaluate: bool = option("also evaluate every output model into <out>/eval, as `prehab evaluate --out "
+                            "<out>/eval`", False, action="store_true")
+    eval_batch_size: int | None = option("batch size of --evaluate", None, type=int, check=COUNT)
+    seed: int = option("seed of LoRA init, dropout and data order", 0, type=int)
+    out: list[Path] = option("output folders, one per --model value in the same order (each written "
+                             "atomically)", type=Path, many=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        distinct_outputs(self.model, self.out, "--model")
 
 
-def run(args: argparse.Namespace) -> dict | list[dict]:
-    jobs = pair_outputs(args.model, args.out, "--model")
-    records = [rehab_one(args, model, out) for model, out in jobs]
+def run(opts: Options) -> dict | list[dict]:
+    records = [rehab_one(opts, model, out) for model, out in zip(opts.model, opts.out)]
     return records if len(records) > 1 else records[0]
 
 
-def rehab_one(args: argparse.Namespace, model_path: Path, out_dir: Path) -> dict:
+def rehab_one(opts: Options, model_path: Path, out_dir: Path) -> dict:
     ckpt = checkpoint.load(model_path)
     spec = ckpt.spec
-    options = checkpoint_options(ckpt, args.arch_opt)
-    steps = step_default(args.steps, spec, "rehab_steps")
-    lr = step_default(args.lr, spec, "rehab_lr")
-    batch_size = step_default(args.batch_size, spec, "batch_size")
-    params = {"model": str(model_path), "arch": spec.name, "schedule": args.schedule, "rank": args.rank,
-              "alpha": args.alpha, "dropout": args.dropout, "steps": steps, "lr": lr, "batch_size": batch_size,
-              "seed": args.seed}
+    options = checkpoint_options(ckpt, opts)
+    steps = step_default(opts.steps, spec, "rehab_steps")
+    lr = step_default(opts.lr, spec, "rehab_lr")
+    batch_size = step_default(opts.batch_size, spec, "batch_size")
+    params = {"model": str(model_path), "arch": spec.name, "schedule": opts.schedule, "rank": opts.rank,
+              "alpha": opts.alpha, "dropout": opts.dropout, "steps": steps, "lr": lr, "batch_size": batch_size,
+              "seed": opts.seed}
     record = StepRecord("rehab", params)
-    ckpt.model.to(resolve_device(args.device))
-    seed_everything(args.seed)
-    data = spec.load_split(options, "train", None, args.seed)
-    model, curve = lora_rehab(ckpt.model, list(ckpt.factorized), spec.task, data, schedule=args.schedule,
-                              rank=args.rank, alpha=args.alpha, dropout=args.dropout, steps=steps, lr=lr,
-                              batch_size=batch_size, seed=args.seed)
+    ckpt.model.to(resolve_device(opts.device))
+    seed_everything(opts.seed)
+    data = spec.load_split(options, "train", None, opts.seed)
+    model, curve = lora_rehab(ckpt.model, list(ckpt.factorized), spec.task, data, schedule=opts.schedule,
+                              rank=opts.rank, alpha=opts.alpha, dropout=opts.dropout, steps=steps, lr=lr,
+                              batch_size=batch_size, seed=opts.seed)
     record.metrics["final_task_loss"] = curve[-1]["task_loss"] if curve else None
     record.extra["curve"] = curve
     history = ckpt.history + [{"step": "rehab", **params}]
     with atomic_dir(out_dir) as out:
         checkpoint.save(checkpoint.Checkpoint(model, spec.name, options, ckpt.arch_config, ckpt.factorized, history), out)
         written = record.write(out)
-    if args.evaluate:
+    if opts.evaluate:
         evaluate_saved(model, spec, options, n_factorized=len(ckpt.factorized), history=history, model_dir=out_dir,
-                       batch_size=args.eval_batch_size)
+                       batch_size=opts.eval_batch_size)
     return written

@@ -3,8 +3,8 @@ rule calibrate:
     input:
         model=rules.pretrain.output.model,
     output:
-        grams=run_file(CALIBRATION, "grams.pt"),
-        metrics=run_file(CALIBRATION, "metrics.json"),
+        grams=run_file(CALIBRATION, layout.GRAMS_FILE),
+        metrics=run_file(CALIBRATION, METRICS_FILE),
     log:
         log_file(CALIBRATION, "calibrate"),
     benchmark:
@@ -12,11 +12,12 @@ rule calibrate:
     conda:
         "../../envs/prehab.yaml"
     params:
+        prehab=PREHAB,
         out=lambda wildcards, output: os.path.dirname(output.grams),
         batch_size=flag("--batch-size", "calib_batch_size"),
         arch_opts=arch_opts,
         code=CODE,
     shell:
-        "prehab calibrate --model {input.model:q} --source {wildcards.cal}"
+        "{params.prehab} calibrate --model {input.model:q} --source {wildcards.cal}"
         " --samples {wildcards.ncal} --seed {wildcards.seed} {params.batch_size}"
         " {params.arch_opts} --out {params.out:q} > {log} 2>&1"

@@ -1,46 +1,51 @@
 """Helpers of the rules: folder patterns, the study grid, per-architecture CLI flags, targets.
 
-The grid itself is prehab.studies (the same code `prehab report` uses to sort runs into
-studies); this file only turns its run folders into file targets.
+The grid itself is prehab.studies and the folder grammar prehab.layout (the same code
+`prehab report` uses to sort runs into studies); this file only turns run folders into targets.
 """
 
-import hashlib
 import json
 import os
 import shlex
-from pathlib import Path
+import sys
 
-import prehab
-from prehab.studies import NO_LORA, fmt
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
+from prehab import layout
+from prehab.layout import NO_LORA, fmt
+from prehab.provenance import source_hash, step_source_hash
+from prehab.studies import cli_surrogate
 from prehab.studies import expand as expand_studies
 
-
-def source_hash(exclude=()):
-    """sha256 (16 hex digits) of the installed package's *.py files, minus the top-level
-    subpackages in `exclude`."""
-    root = Path(prehab.__file__).parent
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        relative = path.relative_to(root)
-        if relative.parts[0] not in exclude:
-            digest.update(str(relative).encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-# In every rule's params, so a code change reruns the jobs it can affect (Snakemake does not
-# track code inside an installed package). The steps never run prehab/report/; the report
-# rules depend on all of the package.
-CODE = source_hash(exclude=("report",))
+# In every rule's params, so a code change reruns the jobs it can affect; a step's metrics.json
+# records the same hash. The report rules depend on all of the package.
+CODE = step_source_hash()
 CODE_REPORT = source_hash()
 
-RUNS = config["runs_dir"]
-LOGS = "results/logs"
-BENCHMARKS = "results/benchmarks"
-TABLES = "results/tables"
-FIGURES = "results/figures"
-MLFLOW_DB = "results/mlflow.db"
-MLFLOW_ARTIFACTS = "results/mlflow-artifacts"
+
+def prehab_command():
+    """How the rules call the package CLI. With `--sdm conda` the rule's environment
+    (envs/prehab.yaml) has `prehab` on its PATH. Otherwise the interpreter running Snakemake,
+    which has just imported prehab: `.venv/bin/snakemake` then needs no activated environment, and
+    SLURM jobs (started with the same interpreter path on the shared file system) run the same.
+    """
+    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+        return "prehab"
+    return f"{shlex.quote(sys.executable)} -m prehab"
+
+
+PREHAB = prehab_command()
+
+# Everything a config makes lives under its results_dir (the tiny config's never touches the
+# committed results/).
+RESULTS = config["results_dir"]
+RUNS = f"{RESULTS}/runs"
+LOGS = f"{RESULTS}/logs"
+BENCHMARKS = f"{RESULTS}/benchmarks"
+TABLES = f"{RESULTS}/tables"
+FIGURES = f"{RESULTS}/figures"
+MLFLOW_DB = f"{RESULTS}/mlflow.db"
+MLFLOW_ARTIFACTS = f"{RESULTS}/mlflow-artifacts"
 FIGURE_NAMES = [
     "metric_vs_ratio",
     "lambda_tradeoff",
@@ -49,32 +54,25 @@ FIGURE_NAMES = [
     "calibration_size",
 ]
 
-# Folder patterns relative to RUNS: the path grammar of prehab/studies.py.
-DENSE = "arch~{arch}/seed~{seed}/dense"
-CALIBRATION = "arch~{arch}/seed~{seed}/cal~{cal}/ncal~{ncal}"
-PREHABBED = f"{CALIBRATION}/prehab~{{surrogate}}/lam~{{lam}}/space~{{space}}"
+# Folder patterns relative to RUNS (prehab/layout.py); the multi-level wildcards: `start` is
+# what SVD-LLM cuts below a calibration, `compressed` <model>/method~M (cut at every ratio),
+# `model` an uncompressed model (compress and rehab evaluate their own outputs).
+DENSE = layout.DENSE
+CALIBRATION = layout.CALIBRATION
+PREHABBED = layout.PREHABBED
+RECALIBRATION = f"{PREHABBED}/{layout.RECAL_DIR}"
 SVD = f"{DENSE}/method~svd"
 SVD_LLM = f"{CALIBRATION}/{{start}}/method~svd-llm"
-COMPRESSED = (
-    "arch~{arch}/seed~{seed}/{compressed}"  # <model>/method~M: cut at every ratio
-)
-MODEL = "arch~{arch}/seed~{seed}/{model}"
+COMPRESSED = f"{layout.ROOT}/{{compressed}}"
+MODEL = f"{layout.ROOT}/{{model}}"
+LORA = layout.LORA_PART
+MODEL_FILE = layout.MODEL_FILE
+METRICS_FILE = layout.METRICS_FILE
+EVAL_METRICS = f"{layout.EVAL_DIR}/{layout.METRICS_FILE}"
 
 
 wildcard_constraints:
-    arch=r"[^/]+",
-    seed=r"\d+",
-    cal=r"[^/]+",
-    ncal=r"\d+",
-    surrogate=r"[^/]+",
-    lam=r"[^/]+",
-    space=r"[^/]+",
-    lora=r"joint|sequential",
-    # multi-level wildcards, anchored on their key~value structure:
-    start=r"dense|prehab~[^/]+/lam~[^/]+/space~[^/]+",
-    compressed=r"(?:[^/]+/)*method~[^/]+",
-    # evaluate's models are the uncompressed ones (compress and rehab evaluate their own):
-    model=r"(?!method~)[^/]+(?:/(?!method~)[^/]+)*",
+    **layout.wildcard_constraints(),
 
 
 def run_file(folder, name):
@@ -155,7 +153,7 @@ def out_dirs(wildcards, output):
 
 def eval_metrics():
     """metrics.json of every evaluated model of the enabled studies."""
-    return [run_file(folder, "metrics.json") for folder in GRID.runs]
+    return [run_file(folder, METRICS_FILE) for folder in GRID.runs]
 
 
 def prehab_runs():
@@ -172,7 +170,7 @@ def prehab_runs():
 def runs_root(wildcards, input):
     """Params function: the runs root as seen by the job (inferred from its first input, so
     it also holds with a storage prefix)."""
-    tail = os.path.join(next(iter(GRID.runs)), "metrics.json")
+    tail = os.path.join(next(iter(GRID.runs)), METRICS_FILE)
     first = input.evals[0]
     assert first.endswith(os.sep + tail), (first, tail)
     return first[: -len(tail) - 1]
@@ -201,6 +199,17 @@ def flag(option, key):
     return get
 
 
+def section_flags(section, keys):
+    """Params value: `--key-with-dashes VALUE` for each of `keys` set in config[section] (a key
+    left out is not passed: the step's Options hold the one default)."""
+    values = config.get(section) or {}
+    return " ".join(
+        f"--{key.replace('_', '-')} {shlex.quote(str(values[key]))}"
+        for key in keys
+        if values.get(key) is not None
+    )
+
+
 def arch_opts(wildcards):
     """`--arch-opt KEY=VALUE` for each non-null arch_settings.<arch>.arch_opts entry."""
     opts = (config["arch_settings"].get(wildcards.arch) or {}).get("arch_opts") or {}
@@ -212,14 +221,8 @@ def arch_opts(wildcards):
 
 
 def surrogate(wildcards):
-    """The control's path label `none` runs lambda 0 with nuclear_fro (only logged)."""
-    if wildcards.surrogate == "none":
-        if float(wildcards.lam) != 0:
-            raise ValueError(
-                f"prehab~none is the lambda 0 control, got lam~{wildcards.lam}"
-            )
-        return "nuclear_fro"
-    return wildcards.surrogate
+    """The `--surrogate` of a prehab~P/lam~L folder (the control's label `none` -> logged only)."""
+    return cli_surrogate(wildcards.surrogate, wildcards.lam)
 
 
 # ---- input functions ------------------------------------------------------------------------
@@ -229,14 +232,14 @@ def svd_llm_source(wildcards):
     """The model SVD-LLM compresses: the dense model for start `dense` (it lives above the
     calibration folder), else the Prehab/control model at `<calibration>/<start>`."""
     folder = DENSE if wildcards.start == "dense" else f"{CALIBRATION}/{wildcards.start}"
-    return run_file(folder, "model.pt").format(**dict(wildcards.items()))
+    return run_file(folder, MODEL_FILE).format(**dict(wildcards.items()))
 
 
 def svd_llm_grams(wildcards):
     """The whitening of an SVD-LLM surgery: the dense calibration, or (config
     `prehab.recalibrate`) the same calibration re-done on the Prehab/control model."""
-    if wildcards.start != "dense" and config["prehab"].get("recalibrate", True):
-        folder = f"{CALIBRATION}/{wildcards.start}/recal"
+    if wildcards.start != "dense" and config["prehab"]["recalibrate"]:
+        folder = f"{CALIBRATION}/{wildcards.start}/{layout.RECAL_DIR}"
     else:
         folder = CALIBRATION
-    return run_file(folder, "grams.pt").format(**dict(wildcards.items()))
+    return run_file(folder, layout.GRAMS_FILE).format(**dict(wildcards.items()))

@@ -3,9 +3,9 @@ rule compress_svd:
     input:
         model=rules.pretrain.output.model,
     output:
-        models=big_models(per_ratio(SVD, "model.pt", RATIOS)),
-        metrics=per_ratio(SVD, "metrics.json", RATIOS),
-        evals=per_ratio(SVD, "eval/metrics.json", RATIOS),
+        models=big_models(per_ratio(SVD, MODEL_FILE, RATIOS)),
+        metrics=per_ratio(SVD, METRICS_FILE, RATIOS),
+        evals=per_ratio(SVD, EVAL_METRICS, RATIOS),
     log:
         log_file(SVD, "compress_svd"),
     benchmark:
@@ -13,13 +13,14 @@ rule compress_svd:
     conda:
         "../../envs/prehab.yaml"
     params:
+        prehab=PREHAB,
         ratios=RATIOS,
         outs=out_dirs,
         eval_batch_size=flag("--eval-batch-size", "eval_batch_size"),
         arch_opts=arch_opts,
         code=CODE,
     shell:
-        "prehab compress --method svd --model {input.model:q} --ratio {params.ratios}"
+        "{params.prehab} compress --method svd --model {input.model:q} --ratio {params.ratios}"
         " --evaluate {params.eval_batch_size} {params.arch_opts} --out {params.outs} > {log} 2>&1"
 
 
@@ -32,9 +33,9 @@ rule compress_svd_llm:
         model=svd_llm_source,
         grams=svd_llm_grams,
     output:
-        models=big_models(per_ratio(SVD_LLM, "model.pt", RATIOS)),
-        metrics=per_ratio(SVD_LLM, "metrics.json", RATIOS),
-        evals=per_ratio(SVD_LLM, "eval/metrics.json", RATIOS),
+        models=big_models(per_ratio(SVD_LLM, MODEL_FILE, RATIOS)),
+        metrics=per_ratio(SVD_LLM, METRICS_FILE, RATIOS),
+        evals=per_ratio(SVD_LLM, EVAL_METRICS, RATIOS),
     log:
         log_file(SVD_LLM, "compress_svd_llm"),
     benchmark:
@@ -42,12 +43,13 @@ rule compress_svd_llm:
     conda:
         "../../envs/prehab.yaml"
     params:
+        prehab=PREHAB,
         ratios=RATIOS,
         outs=out_dirs,
         eval_batch_size=flag("--eval-batch-size", "eval_batch_size"),
         arch_opts=arch_opts,
         code=CODE,
     shell:
-        "prehab compress --method svd-llm --model {input.model:q} --grams {input.grams:q}"
+        "{params.prehab} compress --method svd-llm --model {input.model:q} --grams {input.grams:q}"
         " --ratio {params.ratios} --evaluate {params.eval_batch_size} {params.arch_opts}"
         " --out {params.outs} > {log} 2>&1"

@@ -1,8 +1,8 @@
 rule pretrain:
     """The dense starting model of one architecture and seed."""
     output:
-        model=run_file(DENSE, "model.pt"),
-        metrics=run_file(DENSE, "metrics.json"),
+        model=run_file(DENSE, MODEL_FILE),
+        metrics=run_file(DENSE, METRICS_FILE),
     log:
         log_file(DENSE, "pretrain"),
     benchmark:
@@ -10,6 +10,7 @@ rule pretrain:
     conda:
         "../../envs/prehab.yaml"
     params:
+        prehab=PREHAB,
         out=lambda wildcards, output: os.path.dirname(output.model),
         steps=flag("--steps", "pretrain_steps"),
         lr=flag("--lr", "pretrain_lr"),
@@ -17,6 +18,6 @@ rule pretrain:
         arch_opts=arch_opts,
         code=CODE,
     shell:
-        "prehab pretrain --arch {wildcards.arch} --seed {wildcards.seed}"
+        "{params.prehab} pretrain --arch {wildcards.arch} --seed {wildcards.seed}"
         " {params.steps} {params.lr} {params.batch_size} {params.arch_opts}"
         " --out {params.out:q} > {log} 2>&1"

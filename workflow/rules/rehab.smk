@@ -2,11 +2,11 @@ rule rehab:
     """LoRA recovery (joint or sequential, merged afterwards) of one model compressed at every
     LoRA ratio, each evaluated."""
     input:
-        models=per_ratio(COMPRESSED, "model.pt", LORA_RATIOS),
+        models=per_ratio(COMPRESSED, MODEL_FILE, LORA_RATIOS),
     output:
-        models=big_models(per_ratio(COMPRESSED, "lora~{lora}/model.pt", LORA_RATIOS)),
-        metrics=per_ratio(COMPRESSED, "lora~{lora}/metrics.json", LORA_RATIOS),
-        evals=per_ratio(COMPRESSED, "lora~{lora}/eval/metrics.json", LORA_RATIOS),
+        models=big_models(per_ratio(COMPRESSED, f"{LORA}/{MODEL_FILE}", LORA_RATIOS)),
+        metrics=per_ratio(COMPRESSED, f"{LORA}/{METRICS_FILE}", LORA_RATIOS),
+        evals=per_ratio(COMPRESSED, f"{LORA}/{EVAL_METRICS}", LORA_RATIOS),
     log:
         log_file(COMPRESSED, "rehab_{lora}"),
     benchmark:
@@ -15,10 +15,9 @@ rule rehab:
     conda:
         "../../envs/prehab.yaml"
     params:
+        prehab=PREHAB,
         outs=out_dirs,
-        rank=lookup(dpath="lora/rank", within=config),
-        alpha=lookup(dpath="lora/alpha", within=config),
-        dropout=lookup(dpath="lora/dropout", within=config),
+        lora=section_flags("lora", ["rank", "alpha", "dropout"]),
         steps=flag("--steps", "rehab_steps"),
         lr=flag("--lr", "rehab_lr"),
         batch_size=flag("--batch-size", "batch_size"),
@@ -26,7 +25,7 @@ rule rehab:
         arch_opts=arch_opts,
         code=CODE,
     shell:
-        "prehab rehab --model {input.models:q} --schedule {wildcards.lora}"
-        " --rank {params.rank} --alpha {params.alpha} --dropout {params.dropout}"
+        "{params.prehab} rehab --model {input.models:q} --schedule {wildcards.lora}"
+        " {params.lora}"
         " --seed {wildcards.seed} {params.steps} {params.lr} {params.batch_size}"
         " --evaluate {params.eval_batch_size} {params.arch_opts} --out {params.outs} > {log} 2>&1"

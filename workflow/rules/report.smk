@@ -7,7 +7,7 @@ rule mlflow:
     """One writer rebuilds the MLflow SQLite db from the runs' metrics.json (WORKFLOW.md)."""
     input:
         evals=eval_metrics(),
-        prehab=[run_file(folder, "metrics.json") for folder in prehab_runs()],
+        prehab=[run_file(folder, METRICS_FILE) for folder in prehab_runs()],
     output:
         db=MLFLOW_DB,
     log:
@@ -15,12 +15,13 @@ rule mlflow:
     conda:
         "../../envs/prehab.yaml"
     params:
+        prehab=PREHAB,
         runs=runs_root,
         studies=STUDIES_JSON,
         artifacts=MLFLOW_ARTIFACTS,
         code=CODE_REPORT,
     shell:
-        "prehab mlflow-log --runs {params.runs:q} --studies {params.studies:q}"
+        "{params.prehab} mlflow-log --runs {params.runs:q} --studies {params.studies:q}"
         " --db {output.db:q} --artifacts {params.artifacts:q} > {log} 2>&1"
 
 
@@ -28,8 +29,8 @@ rule report:
     """The long results table, one table per enabled study and the fixed figures."""
     input:
         evals=eval_metrics(),
-        prehab=[run_file(folder, "metrics.json") for folder in prehab_runs()],
-        spectra=[run_file(folder, "spectra.pt") for folder in prehab_runs()],
+        prehab=[run_file(folder, METRICS_FILE) for folder in prehab_runs()],
+        spectra=[run_file(folder, layout.SPECTRA_FILE) for folder in prehab_runs()],
     output:
         runs=report(
             f"{TABLES}/runs.csv",
@@ -61,11 +62,12 @@ rule report:
     conda:
         "../../envs/prehab.yaml"
     params:
+        prehab=PREHAB,
         runs=runs_root,
         studies=STUDIES_JSON,
         tables=lambda wildcards, output: os.path.dirname(output.runs),
         figures=lambda wildcards, output: os.path.dirname(output.figures[0]),
         code=CODE_REPORT,
     shell:
-        "prehab report --runs {params.runs:q} --studies {params.studies:q}"
+        "{params.prehab} report --runs {params.runs:q} --studies {params.studies:q}"
         " --tables {params.tables:q} --figures {params.figures:q} > {log} 2>&1"

@@ -25,8 +25,14 @@ from prehab.registry import Registry
 
 RIDGE = 1e-6
 
-Surrogate = Callable[[torch.Tensor], torch.Tensor]
-SURROGATES: Registry[Surrogate] = Registry("surrogate")
+# Each surrogate as a function of the Gram eigenvalues lam = sigma^2 (any order): the training
+# path differentiates through them, the diagnostics reuse one eigen-decomposition for all.
+FromEigenvalues = Callable[[torch.Tensor], torch.Tensor]
+SURROGATES: Registry[FromEigenvalues] = Registry("surrogate")
+SURROGATES.register("nuclear", lambda lam: lam.sqrt().sum())
+SURROGATES.register("nuclear_fro", lambda lam: lam.sqrt().sum() / lam.sum().sqrt())
+SURROGATES.register("stable", lambda lam: lam.sum() / lam.max())
+SURROGATES.register("nuclear_rank", lambda lam: lam.sqrt().sum() ** 2 / lam.sum())
 SCALE_FREE = {"nuclear_fro", "stable", "nuclear_rank"}
 
 
@@ -47,38 +53,10 @@ def singular_values(A: torch.Tensor) -> torch.Tensor:
     return gram_eigenvalues(A).sqrt()
 
 
-# Each surrogate as a function of the Gram eigenvalues lam = sigma^2 (any order): the training
-# path differentiates through them, the diagnostics reuse one eigen-decomposition for all.
-FROM_EIGENVALUES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "nuclear": lambda lam: lam.sqrt().sum(),
-    "nuclear_fro": lambda lam: lam.sqrt().sum() / lam.sum().sqrt(),
-    "stable": lambda lam: lam.sum() / lam.max(),
-    "nuclear_rank": lambda lam: lam.sqrt().sum() ** 2 / lam.sum(),
-}
-
-
-@SURROGATES("nuclear")
-def nuclear(A: torch.Tensor) -> torch.Tensor:
-    return FROM_EIGENVALUES["nuclear"](gram_eigenvalues(A))
-
-
-@SURROGATES("nuclear_fro")
-def nuclear_fro(A: torch.Tensor) -> torch.Tensor:
-    return FROM_EIGENVALUES["nuclear_fro"](gram_eigenvalues(A))
-
-
-@SURROGATES("stable")
-def stable(A: torch.Tensor) -> torch.Tensor:
-    return FROM_EIGENVALUES["stable"](gram_eigenvalues(A))
-
-
-@SURROGATES("nuclear_rank")
-def nuclear_rank(A: torch.Tensor) -> torch.Tensor:
-    return FROM_EIGENVALUES["nuclear_rank"](gram_eigenvalues(A))
-
-
-def get_surrogate(name: str) -> Surrogate:
-    return SURROGATES.get(name)
+def get_surrogate(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """R(A) of the named surrogate, differentiable in A (unknown names: the allowed ones)."""
+    from_eigenvalues = SURROGATES.get(name)
+    return lambda A: from_eigenvalues(gram_eigenvalues(A))
 
 
 @torch.no_grad()

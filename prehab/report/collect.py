@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from prehab.errors import UsageError
-from prehab.layout import METRICS_FILE, NO_LORA, SPECTRA_FILE, Run, parse_eval_dir
+from prehab.layout import EVAL_DIR, METRICS_FILE, NO_LORA, SPECTRA_FILE, Run, parse_eval_dir
 from prehab.studies import BY_PRODUCTS, expand
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,16 @@ def study_names(cfg: dict[str, Any]) -> list[str]:
 
 def is_enabled(cfg: dict[str, Any], study: str) -> bool:
     return bool(cfg["studies"][study].get("enabled", True))
+
+
+def declared(cfg: dict[str, Any], figure: str) -> list[str]:
+    """The enabled studies that list `figure` in their `figures`, in config order."""
+    return [name for name, study in cfg["studies"].items()
+            if is_enabled(cfg, name) and figure in study.get("figures", [])]
+
+
+def no_study_text(figure: str) -> str:
+    return f"no enabled study declares this figure (add `{figure}` to a study's `figures`)"
 
 
 # --------------------------------------------------------------------------- records
@@ -143,14 +153,34 @@ def read_records(runs_dir: str | Path, cfg: dict[str, Any], allow_missing: bool 
 
 
 def _by_products(runs_dir: Path, named: set[str]) -> list[Record]:
-    """Evaluations under `runs_dir` that no study names, in path order."""
+    """Evaluations under `runs_dir` that no study names, in path order. The cut (ratio, LoRA)
+    is the one their metrics.json states; the folder supplies only what no step records (the
+    calibration's source and size, the control's label), and must agree with it."""
     found = []
-    for path in sorted(runs_dir.rglob(f"eval/{METRICS_FILE}")):
+    for path in sorted(runs_dir.rglob(f"{EVAL_DIR}/{METRICS_FILE}")):
         eval_dir = path.parent.relative_to(runs_dir).as_posix()
         run = parse_eval_dir(eval_dir) if eval_dir not in named else None
-        if run is not None:
-            found.append(Record(run, [BY_PRODUCTS], _read_evaluation(path)))
+        if run is None:
+            continue
+        data = _read_evaluation(path)
+        ratio, lora = stated_cut(data)
+        stated = dataclasses.replace(run, compressed=ratio is not None, ratio=ratio, lora=lora)
+        if stated.eval_dir != eval_dir:
+            raise UsageError(f"{path}: its metrics.json states ratio {ratio} and LoRA {lora}, "
+                             f"which is not the folder it sits in")
+        found.append(Record(stated, [BY_PRODUCTS], data))
     return found
+
+
+def stated_cut(data: dict[str, Any]) -> tuple[float | None, str]:
+    """(compression ratio, LoRA schedule) an evaluation's history states; (None, none) if uncut."""
+    ratio, lora = None, NO_LORA
+    for step in data.get("history") or []:
+        if step.get("step") == "compress":
+            ratio = float(step["ratio"])
+        elif step.get("step") == "rehab":
+            lora = step["schedule"]
+    return ratio, lora
 
 
 def _read_evaluation(path: Path) -> dict[str, Any]:

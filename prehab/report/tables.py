@@ -26,7 +26,6 @@ REF_KEYS = ("arch", "ratio", "lora", "cal_source", "cal_samples")  # SVD-LLM ref
 PRE_KEYS = ("arch", "method", "cal_source", "cal_samples", "surrogate", "lam", "space")  # uncompressed twin
 CSV_COLUMNS = GROUP + ["label", "n", "seeds", "mean", "std", "model_params", "ref_mean", "ref_std", "ref_n",
                        "rel_change_pct", "verdict", "pre_mean", "pre_std", "pre_n"]
-MAIN_STUDY = "main"
 SHORT = {"lam": "λ", "cal_samples": "cal n", "cal_source": "cal"}
 NOTE = ("Mean ± std over seeds (sample std, ddof=1; std shown only when n > 1). "
         "**vs SVD-LLM**: relative change of the mean against SVD-LLM at the same architecture, ratio, "
@@ -318,7 +317,7 @@ def write_tables(df, cfg: dict[str, Any], out_dir: str | Path) -> list[Path]:
 
             dirs = {r.eval_dir for r in study_runs(study, cfg["studies"][study], cfg["archs"])}
             missing = [m for m in missing_all if m in dirs]
-            page = main_markdown if study == MAIN_STUDY else study_markdown
+            page = main_markdown if cfg["studies"][study].get("page") == "by_ratio" else study_markdown
             md.write_text(page(table, study, missing))
         written += [csv, md]
     log.info("wrote %d table files to %s", len(written), out_dir)

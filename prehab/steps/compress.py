@@ -16,8 +16,9 @@ from prehab.layers import find_targets
 from prehab.method.calibrate import load_whitening
 from prehab.method.compress import METHODS, RATIO_RULE, compress_model, valid_ratio
 from prehab.outputs import StepRecord, atomic_dir
-from prehab.steps.common import checkpoint_options, evaluate_saved
-from prehab.steps.options import COUNT, StepOptions, distinct_outputs, option
+from prehab.method.evaluate import evaluate_saved
+from prehab.steps.common import checkpoint_options
+from prehab.steps.options import COUNT, StepOptions, distinct_outputs, option, step_default
 
 HELP = "truncate every target layer at compression ratio R (fraction of target parameters removed)"
 
@@ -69,6 +70,6 @@ def run(opts: Options) -> dict | list[dict]:
             records.append(record.write(out))
         if opts.evaluate:
             evaluate_saved(model, spec, options, n_factorized=len(ranks), history=history, model_dir=out_dir,
-                           batch_size=opts.eval_batch_size)
+                           batch_size=step_default(opts.eval_batch_size, spec, "eval_batch_size"))
         del model
     return records if len(records) > 1 else records[0]

@@ -8,8 +8,9 @@ from pathlib import Path
 from prehab import checkpoint
 from prehab.device import resolve_device
 from prehab.outputs import atomic_dir
-from prehab.steps.common import checkpoint_options, evaluation_record
-from prehab.steps.options import COUNT, StepOptions, option
+from prehab.method.evaluate import evaluation_record
+from prehab.steps.common import checkpoint_options
+from prehab.steps.options import COUNT, StepOptions, option, step_default
 
 HELP = "measure top-1 accuracy or perplexity (non-finite outputs counted, never skipped) and model size"
 
@@ -27,6 +28,7 @@ def run(opts: Options) -> dict:
     options = checkpoint_options(ckpt, opts)
     ckpt.model.to(resolve_device(opts.device))
     record = evaluation_record(ckpt.model, ckpt.spec, options, n_factorized=len(ckpt.factorized),
-                               history=ckpt.history, model_file=path, batch_size=opts.batch_size)
+                               history=ckpt.history, model_file=path,
+                               batch_size=step_default(opts.batch_size, ckpt.spec, "eval_batch_size"))
     with atomic_dir(opts.out) as out:
         return record.write(out)

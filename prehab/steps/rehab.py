@@ -12,7 +12,8 @@ from prehab import checkpoint
 from prehab.device import resolve_device
 from prehab.method.rehab import SCHEDULES, lora_rehab
 from prehab.outputs import StepRecord, atomic_dir
-from prehab.steps.common import checkpoint_options, evaluate_saved, seed_everything
+from prehab.method.evaluate import evaluate_saved
+from prehab.steps.common import checkpoint_options, seed_everything
 from prehab.steps.options import COUNT, NON_NEGATIVE, POSITIVE, StepOptions, distinct_outputs, option, step_default
 
 HELP = "recover a compressed model with LoRA on its factors (joint, or sequential U then V as SVD-LLM)"
@@ -72,5 +73,5 @@ def rehab_one(opts: Options, model_path: Path, out_dir: Path) -> dict:
         written = record.write(out)
     if opts.evaluate:
         evaluate_saved(model, spec, options, n_factorized=len(ckpt.factorized), history=history, model_dir=out_dir,
-                       batch_size=opts.eval_batch_size)
+                       batch_size=step_default(opts.eval_batch_size, spec, "eval_batch_size"))
     return written

@@ -14,6 +14,7 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from prehab import layout
 from prehab.layout import NO_LORA, fmt
 from prehab.provenance import source_hash, step_source_hash
+from prehab.studies import FIGURES as FIGURE_NAMES  # every one is written (drawn or a note)
 from prehab.studies import cli_surrogate
 from prehab.studies import expand as expand_studies
 
@@ -46,13 +47,6 @@ TABLES = f"{RESULTS}/tables"
 FIGURES = f"{RESULTS}/figures"
 MLFLOW_DB = f"{RESULTS}/mlflow.db"
 MLFLOW_ARTIFACTS = f"{RESULTS}/mlflow-artifacts"
-FIGURE_NAMES = [
-    "metric_vs_ratio",
-    "lambda_tradeoff",
-    "spectra",
-    "trajectories",
-    "calibration_size",
-]
 
 # Folder patterns relative to RUNS (prehab/layout.py); the multi-level wildcards: `start` is
 # what SVD-LLM cuts below a calibration, `compressed` <model>/method~M (cut at every ratio),

@@ -14,7 +14,7 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from prehab import layout
 from prehab.layout import NO_LORA, fmt
 from prehab.provenance import source_hash, step_source_hash
-from prehab.studies import FIGURES as FIGURE_NAMES  # every one is written (drawn or a note)
+from prehab.studies import FIGURES as FIGURE_NAMES
 from prehab.studies import cli_surrogate
 from prehab.studies import expand as expand_studies
 
@@ -171,6 +171,7 @@ def runs_root(wildcards, input):
 
 
 def final_output():
+    # every figure is written, drawn or as a note saying why it is empty
     return [
         *expand(f"{TABLES}/{{study}}.{{ext}}", study=STUDIES, ext=["csv", "md"]),
         f"{TABLES}/runs.csv",

@@ -141,6 +141,19 @@ def test_dry_run_test_config_counts_every_rule(tmp_path):
     assert set(TEST_CONFIG_COUNTS) == set(RULES)
 
 
+def test_dry_run_testbeds_config_runs_only_its_study(tmp_path):
+    # 3 testbeds x 3 seeds: the dense model (evaluated), its calibration, plain SVD and SVD-LLM
+    # at R = 0.6; every study of config/config.yaml that it merges over is switched off.
+    per_model = {"pretrain": 1, "evaluate": 1, "calibrate": 1, "compress_svd": 1, "compress_svd_llm": 1}
+    expected = {rule: 3 * 3 * n for rule, n in per_model.items()} | {"mlflow": 1, "report": 1, "all": 1}
+    assert dry_run(tmp_path, REPO / "config" / "testbeds.yaml") == expected
+
+
+def test_dry_run_paper_config_plans(tmp_path):
+    counts = dry_run(tmp_path, REPO / "config" / "paper.yaml")
+    assert counts["pretrain"] == 3 * 3 and counts["all"] == 1  # vit-b16, bert-base, llama-7b x 3 seeds
+
+
 def test_invalid_value_fails_naming_the_key(tmp_path):
     config = yaml.safe_load(TEST_CONFIG.read_text())
     config["studies"]["lambda_sweep"]["ratios"] = [1.5]

@@ -4,6 +4,8 @@ C = (1/N) sum_t x_t x_t^T over calibration tokens, in float64, streamed batch by
 read the same input tensor (q/k/v of one attention block, gate/up of one LLaMA MLP) share ONE
 matrix: the sharing is detected at run time (consecutive hook calls on the same tensor object),
 so no per-architecture table is needed. C = L L^T with a damping ladder that never fails.
+
+docs/method.md, section 2, says why.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ convention). For an (m x n) matrix the kept rank is k = floor(m n (1 - R) / (m +
 SVD-LLM: A = W L (L: Cholesky factor of the input second moment), SVD(A) = U S V^T,
 W_u = U_k S_k^{1/2} (m x k), W_v = S_k^{1/2} V_k^T L^{-1} (k x n) by a triangular solve. With
 C = X X^T / N = L L^T this loses exactly ||(W - W_k) X||_F = sqrt(N) * ||S_tail||_2 (SVD-LLM Thm 3.2).
+
+docs/method.md, section 5, says why.
 """
 
 from __future__ import annotations

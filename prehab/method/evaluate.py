@@ -2,6 +2,8 @@
 
 accuracy (classification) or perplexity (language modelling, non-overlapping windows), always
 over the whole test split, counting non-finite outputs instead of skipping them.
+
+docs/method.md, section 7, says why.
 """
 
 from __future__ import annotations

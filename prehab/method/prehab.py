@@ -9,7 +9,7 @@ Spaces (what is trained, and which matrix the penalty reads):
 - `raw` (unwhitened Prehab): train W itself, penalty on W (no whitening anywhere).
 Only the target matrices train; everything else is frozen. lambda = 0 is the control: the same
 fine-tuning without the penalty. The mean entropy effective rank of the WHITENED weights is
-logged in every space, so curves are comparable.
+logged in every space, so curves are comparable. docs/method.md, section 4, says why.
 """
 
 from __future__ import annotations

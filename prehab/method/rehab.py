@@ -6,6 +6,8 @@ every `v`):
 - `sequential`: phase 1 on `u`, merge, phase 2 on `v`, merge.
 Each phase trains `steps` steps; adapters are merged, so the result is again a plain
 factorised model of the same size.
+
+docs/method.md, section 6, says why.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ authors), so gradients stay finite when a singular value reaches zero.
 
 `stable` is the stable rank of the paper's BERT code; `nuclear_rank` is the different
 effective-rank measure the seed summary called "stable rank": both are offered, by name.
+
+docs/method.md, section 3, says why.
 """
 
 from __future__ import annotations

@@ -1,55 +1,77 @@
-"""Overhead of the rank penalty: wall time and peak memory of Prehab steps with the surrogate
-(lambda > 0) relative to the same steps without it (lambda = 0, the control), per surrogate.
-Each configuration runs in a fresh process (peak RSS is per process); ratios come from this run.
+"""What the rank penalty costs per Prehab step, by estimator, on the embedded testbeds.
 
-    .venv/bin/python benchmarks/prehab_overhead.py [ARCH] [STEPS]     (default: bert-tiny 20)
+For each testbed at its default batch size (`prehab archs`), in one run of this script, each
+configuration in a fresh process (one BLAS thread, as the workflow runs): ms per step of the
+control (lambda = 0), of the exact penalty and of the fast penalty, with the penalty on EVERY
+step, and of both staggered over k steps (a rotating 1/k of the matrices per step), each as a
+ratio to the control step. Target: fast <= 1.3x the control step.
+
+    .venv/bin/python benchmarks/prehab_overhead.py [--archs A ...] [--steps N] [--stagger K]
 """
 
+from __future__ import annotations
+
+import argparse
 import json
 import os
 import subprocess
 import sys
 
 PROBE = r"""
-import json, resource, sys, time, torch
+import json, sys, time, torch
 from prehab.registry import get_arch
 from prehab.layers import find_targets
 from prehab.method.calibrate import second_moments, whitening_from_moments
-from prehab.method.prehab import LambdaSchedule, run_prehab
-arch, steps, surrogate, lam = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+from prehab.method.prehab import run_prehab
+from prehab.method.schedule import LambdaSchedule
+from prehab.method.surrogates import Surrogate
+arch, steps, lam, estimator, every, stagger = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6] == "1"
 spec = get_arch(arch)
 options = spec.resolve_options({})
 torch.manual_seed(0)
 model, _ = spec.build_pretrained(options)
 batch = spec.defaults.get("batch_size", 32)
-train = spec.load_split(options, "train", 4 * batch, 0)
+train = spec.load_split(options, "train", 8 * batch, 0)
 targets = find_targets(model, spec.targets)
-whitening = whitening_from_moments(*second_moments(model, spec.task, train, targets, batch))
+whitening = whitening_from_moments(*second_moments(model, spec.task, train, targets, spec.defaults.get("eval_batch_size", 64)))
+kwargs = dict(surrogate=Surrogate("nuclear_fro"), schedule=LambdaSchedule(lam), space="weight", lr=1e-4, batch_size=batch,
+              seed=0, log_every=10**9, penalty_every=every, stagger=stagger, estimator=estimator)
+run_prehab(model, spec.task, train, whitening, targets, steps=2, **kwargs)  # warm-up: allocator, threads
 start = time.perf_counter()
-run_prehab(model, spec.task, train, whitening, targets, surrogate=surrogate, schedule=LambdaSchedule(lam),
-           space="whitened", steps=steps, lr=1e-5, batch_size=batch, seed=0, log_every=10**9)
-seconds = (time.perf_counter() - start) / steps
-print(json.dumps({"step_s": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+run_prehab(model, spec.task, train, whitening, targets, steps=steps, **kwargs)  # includes the cold start
+print(json.dumps({"step_ms": (time.perf_counter() - start) / steps * 1e3, "targets": len(targets), "batch": batch}))
 """
 
-
-def measure(arch: str, steps: int, surrogate: str, lam: float) -> dict:
+def run(code: str, *args) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-c", PROBE, arch, str(steps), surrogate, str(lam)],
-                         env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"probe failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def overhead(arch: str, steps: int, stagger_k: int) -> None:
+    control = run(PROBE, arch, steps, 0.0, "exact", 1, 0)
+    rows = [("control (lambda 0)", control),
+            ("exact, every step", run(PROBE, arch, steps, 1.0, "exact", 1, 0)),
+            ("fast, every step", run(PROBE, arch, steps, 1.0, "fast", 1, 0)),
+            (f"exact, staggered over {stagger_k}", run(PROBE, arch, steps, 1.0, "exact", stagger_k, 1)),
+            (f"fast, staggered over {stagger_k}", run(PROBE, arch, steps, 1.0, "fast", stagger_k, 1))]
+    print(f"\n{arch}: {control['targets']} target matrices, batch {control['batch']}, {steps} timed steps")
+    print(f"  {'configuration':28s} {'ms/step':>9s} {'x control':>10s}")
+    for name, m in rows:
+        print(f"  {name:28s} {m['step_ms']:9.1f} {m['step_ms'] / control['step_ms']:10.2f}")
+
+
 def main() -> None:
-    arch = sys.argv[1] if len(sys.argv) > 1 else "bert-tiny"
-    steps = int(sys.argv[2]) if len(sys.argv) > 2 else 20
-    base = measure(arch, steps, "nuclear_fro", 0.0)
-    print(f"{arch}: control step {base['step_s'] * 1e3:.1f} ms, peak RSS {base['peak_rss_mb']:.0f} MB")
-    print(f"{'surrogate':14s} {'step ms':>9s} {'time ratio':>11s} {'RSS ratio':>10s}")
-    for surrogate in ("nuclear", "nuclear_fro", "stable", "nuclear_rank"):
-        m = measure(arch, steps, surrogate, 1.0)
-        print(f"{surrogate:14s} {m['step_s'] * 1e3:9.1f} {m['step_s'] / base['step_s']:11.2f} "
-              f"{m['peak_rss_mb'] / base['peak_rss_mb']:10.2f}")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--archs", nargs="+", default=["vit-small", "bert-small", "llama-small"])
+    parser.add_argument("--steps", type=int, default=12, help="timed steps per configuration")
+    parser.add_argument("--stagger", type=int, default=4, help="k of the staggered configuration")
+    args = parser.parse_args()
+    print(f"one BLAS thread per process; CPU: {os.cpu_count()} cores")
+    for arch in args.archs:
+        overhead(arch, args.steps, args.stagger)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from prehab.method import names
+
 # ---- file names -----------------------------------------------------------------------------
 MODEL_FILE = "model.pt"  # checkpoint of every step that makes a model
 METRICS_FILE = "metrics.json"  # what a step measured, its parameters and code version
@@ -34,7 +36,7 @@ RECAL_DIR = "recal"  # re-calibration below a Prehab/control model
 METHODS = ("dense", "svd", "svd-llm", "control", "prehab")
 CONTROL_SURROGATE = "none"  # path label of the lambda = 0 control (no penalty, surrogate irrelevant)
 NO_LORA = "none"
-LORA_SCHEDULES = ("joint", "sequential")
+LORA_SCHEDULES = names.LORA_SCHEDULES
 
 # ---- the grammar ----------------------------------------------------------------------------
 FIELDS = {  # field -> regex of its value (one path segment)

@@ -105,3 +105,14 @@ def test_every_step_has_help(tmp_path):
         with pytest.raises(SystemExit) as exit_:
             parser.parse_args([step, "--help"])
         assert exit_.value.code == 0
+
+
+@pytest.mark.parametrize("argv", [["--help"], *([step, "--help"] for step in
+                                   ("pretrain", "calibrate", "prehab", "compress", "rehab", "evaluate"))])
+def test_help_loads_no_deep_learning_library(argv, tmp_path):
+    """`--help` is instant: torch, transformers, timm and peft load only when a step runs."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "prehab", *argv], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+    assert not imported & {"torch", "transformers", "timm", "peft"}

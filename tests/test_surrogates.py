@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from prehab.method.surrogates import SCALE_FREE, SURROGATES, entropy_rank, get_surrogate, singular_values, tail_energy
+from prehab.method.surrogates import (
+    NEEDS_RATIO, SCALE_FREE, SURROGATES, entropy_rank, get_surrogate as named, singular_values, tail_energy,
+)
+
+
+def get_surrogate(name):
+    return named(name, 0.5 if name in NEEDS_RATIO else None)
 from prehab.errors import UsageError
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from prehab.method.calibrate import JITTER_LADDER, robust_cholesky
-from prehab.method.compress import rank_for_ratio, truncated_factors
+from prehab.method.compress import truncated_factors
+from prehab.method.ratio import rank_for_ratio
 from prehab.errors import UsageError
 
 

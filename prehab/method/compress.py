@@ -12,35 +12,17 @@ docs/method.md, section 5, says why.
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn as nn
 
 from prehab.method.calibrate import Whitening, whiten
+from prehab.method import names
+from prehab.method.ratio import check_ratio, rank_for_ratio
 from prehab.errors import UsageError
 from prehab.layers import FactorizedLinear, count_params, replace_modules
 
-METHODS = ("svd", "svd-llm")
-
-
-RATIO_RULE = "a number in (0, 1): the fraction of the target matrices' parameters removed"
-
-
-def valid_ratio(ratio: float) -> bool:
-    return 0.0 < ratio < 1.0  # False for NaN too
-
-
-def check_ratio(ratio: float) -> float:
-    if not valid_ratio(ratio):
-        raise UsageError(f"compression ratio {ratio} is outside (0, 1); it is the fraction of target parameters removed")
-    return ratio
-
-
-def rank_for_ratio(m: int, n: int, ratio: float) -> int:
-    """k = floor(m n (1 - R) / (m + n)), at least 1 (a rank-0 layer would delete the layer)."""
-    check_ratio(ratio)
-    return max(1, math.floor(m * n * (1.0 - ratio) / (m + n)))
+METHODS = names.COMPRESSION_METHODS
 
 
 SVD = tuple[torch.Tensor, torch.Tensor, torch.Tensor]

@@ -14,8 +14,6 @@ logged in every space, so curves are comparable. docs/method.md, section 4, says
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -23,31 +21,14 @@ import torch.nn.functional as F
 
 from prehab.errors import UsageError
 from prehab.layers import get_module, replace_modules
+from prehab.method import names
 from prehab.method.calibrate import Whitening, whiten
-from prehab.method.surrogates import SURROGATES, entropy_rank_of, get_surrogate, gram_eigenvalues
+from prehab.method.schedule import LambdaSchedule
+from prehab.method.estimators import Penalty
+from prehab.method.surrogates import Surrogate, entropy_rank_of, gram_eigenvalues
 from prehab.train import train_steps
 
-SPACES = ("whitened", "weight", "raw")
-
-
-@dataclass(frozen=True)
-class LambdaSchedule:
-    """lambda(t): 1) geometric warm-up from `start` to `lam` over `warmup` steps; 2) constant `lam`."""
-
-    lam: float
-    start: float = 0.0
-    warmup: int = 0
-
-    def __post_init__(self):
-        if not (self.lam >= 0 and math.isfinite(self.lam)):
-            raise UsageError(f"lambda {self.lam} must be a finite number >= 0")
-        if self.warmup and not (0 < self.start <= self.lam):
-            raise UsageError(f"lambda warm-up start {self.start} must lie in (0, lambda={self.lam}] when warm-up steps > 0")
-
-    def __call__(self, step: int) -> float:
-        if self.warmup and step <= self.warmup:
-            return self.start * (self.lam / self.start) ** ((step - 1) / max(self.warmup - 1, 1))
-        return self.lam
+SPACES = names.SPACES
 
 
 class WhitenedDelta(nn.Module):
@@ -101,12 +82,13 @@ class _Targets:
         for p in self.params:
             p.requires_grad_(True)
 
-    def penalised(self) -> list[torch.Tensor]:
+    def penalised(self, chosen: list[int]) -> list[torch.Tensor]:
+        """The matrices R reads, of the targets numbered `chosen`."""
         if self.space == "whitened":
-            return [m.whitened() for m in self.modules]
+            return [self.modules[i].whitened() for i in chosen]
         if self.space == "weight":
-            return [whiten(m.weight, L, m.weight.dtype) for m, L in zip(self.modules, self.factors)]  # (out, in)
-        return [m.weight for m in self.modules]
+            return [whiten(self.modules[i].weight, self.factors[i], self.modules[i].weight.dtype) for i in chosen]
+        return [self.modules[i].weight for i in chosen]
 
     @torch.no_grad()
     def whitened(self) -> list[torch.Tensor]:
@@ -140,7 +122,7 @@ def run_prehab(
     whitening: Whitening,
     targets: list[str],
     *,
-    surrogate: str,
+    surrogate: Surrogate,
     schedule: LambdaSchedule,
     space: str,
     steps: int,
@@ -149,47 +131,56 @@ def run_prehab(
     seed: int,
     log_every: int = 10,
     penalty_every: int = 1,
+    stagger: bool = False,
+    estimator: str = "exact",
 ) -> list[dict[str, float]]:
     """Regularised fine-tuning in place; returns the curve (task loss, surrogate, lambda, entropy rank).
 
-    `penalty_every` = k > 1 applies k * lambda(t) * R on every k-th step only (same average
-    weight, 1/k of the spectral cost, which dominates a small model's step).
+    `penalty_every` = k > 1 applies k * lambda(t) * R to each matrix on every k-th step only
+    (same average weight, 1/k of the spectral cost): all matrices on the same steps, or with
+    `stagger` a rotating 1/k of them on every step (matrix i on steps t = i + 1 mod k).
+    `estimator`: how R and its gradient are computed (estimators.py); the logged diagnostics
+    always use the exact spectrum.
     """
-    R = get_surrogate(surrogate)
     for p in model.parameters():
         p.requires_grad_(False)
     mats = _Targets(model, targets, whitening, space)
+    n = len(targets)
+    estimate = Penalty(surrogate, estimator, n)
 
-    def mean_surrogate() -> torch.Tensor:
-        values = [R(A) for A in mats.penalised()]
-        return torch.stack(values).mean()
-
-    def penalised_at(step: int) -> bool:
-        return schedule(step) > 0 and (step - 1) % penalty_every == 0
+    def chosen_at(step: int) -> list[int]:
+        """The matrices penalised at this step."""
+        if schedule(step) == 0:
+            return []
+        if stagger:
+            return [i for i in range(n) if (step - 1 - i) % penalty_every == 0]
+        return list(range(n)) if (step - 1) % penalty_every == 0 else []
 
     def penalty(step: int):
-        lam = schedule(step)
-        if not penalised_at(step):
+        lam, chosen = schedule(step), chosen_at(step)
+        if not chosen:
             return None, {"lambda": lam}
-        value = mean_surrogate()
-        return (penalty_every * lam * value).to(torch.float32), {"lambda": lam, "surrogate": float(value.detach())}
+        value = estimate(mats.penalised(chosen), chosen)  # sum over `chosen` / n
+        logged = {"surrogate": float(value.detach())} if len(chosen) == n else {}
+        return (penalty_every * lam * value).to(torch.float32), {"lambda": lam, **logged}
 
     def log_extra(step: int) -> dict[str, float]:
         with torch.no_grad():  # one eigen-decomposition per matrix serves both numbers
-            eigenvalues = [gram_eigenvalues(A) for A in mats.whitened()]
+            whitened = mats.whitened()
+            eigenvalues = [gram_eigenvalues(A) for A in whitened]
             ranks = [entropy_rank_of(lam.sqrt()) for lam in eigenvalues]
             row = {"entropy_rank": sum(ranks) / len(ranks)}
-            if not penalised_at(step):  # else penalty() logged it at this step already
+            if len(chosen_at(step)) < n:  # else penalty() logged it at this step already
                 if space == "raw":  # penalised matrices are not the whitened ones
-                    row["surrogate"] = float(mean_surrogate())
+                    row["surrogate"] = float(torch.stack([surrogate(A) for A in mats.penalised(range(n))]).mean())
                 else:
-                    values = [SURROGATES.get(surrogate)(lam) for lam in eigenvalues]
+                    values = [surrogate.of_eigenvalues(lam, tuple(A.shape)) for lam, A in zip(eigenvalues, whitened)]
                     row["surrogate"] = float(torch.stack(values).mean())
         return row
 
     curve = train_steps(
         model, task, data, mats.params, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
-        penalty=penalty, log_every=log_every, log_extra=log_extra, desc=f"prehab {surrogate} lam={schedule.lam:g}",
+        penalty=penalty, log_every=log_every, log_extra=log_extra, desc=f"prehab {surrogate.name} lam={schedule.lam:g}",
     )
     mats.fold(model)
     for p in model.parameters():

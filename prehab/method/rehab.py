@@ -15,12 +15,14 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 from prehab.errors import UsageError
+from prehab.method import names
 from prehab.registry import Registry
 from prehab.train import train_steps
 
 SCHEDULES: Registry[tuple[tuple[str, ...], ...]] = Registry("LoRA schedule")
 SCHEDULES.register("joint", (("u", "v"),))
 SCHEDULES.register("sequential", (("u",), ("v",)))
+assert tuple(SCHEDULES.names()) == tuple(sorted(names.LORA_SCHEDULES)), SCHEDULES.names()
 
 
 def lora_rehab(

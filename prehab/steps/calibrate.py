@@ -6,16 +6,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
-from prehab import checkpoint
-from prehab.device import resolve_device
 from prehab.errors import UsageError
-from prehab.layers import find_targets
 from prehab.layout import GRAMS_FILE
-from prehab.method.calibrate import second_moments, whitening_from_moments
-from prehab.outputs import StepRecord, atomic_dir
-from prehab.steps.common import checkpoint_options, seed_everything
 from prehab.steps.options import COUNT, StepOptions, option, step_default
 
 HELP = "accumulate each target layer's input second moment (float64) and factor it (Cholesky + damping ladder)"
@@ -34,6 +27,15 @@ class Options(StepOptions):
 
 
 def run(opts: Options) -> dict:
+    # imported here: `prehab --help` and `prehab STEP --help` must not load torch
+    import torch
+    from prehab import checkpoint
+    from prehab.device import resolve_device
+    from prehab.layers import find_targets
+    from prehab.method.calibrate import second_moments, whitening_from_moments
+    from prehab.outputs import StepRecord, atomic_dir
+    from prehab.steps.common import checkpoint_options, seed_everything
+
     ckpt = checkpoint.load(opts.model)
     spec = ckpt.spec
     options = checkpoint_options(ckpt, opts)

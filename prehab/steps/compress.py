@@ -9,15 +9,9 @@ import copy
 from dataclasses import dataclass
 from pathlib import Path
 
-from prehab import checkpoint
-from prehab.device import resolve_device
 from prehab.errors import UsageError
-from prehab.layers import find_targets
-from prehab.method.calibrate import load_whitening
-from prehab.method.compress import METHODS, RATIO_RULE, compress_model, valid_ratio
-from prehab.outputs import StepRecord, atomic_dir
-from prehab.method.evaluate import evaluate_saved
-from prehab.steps.common import checkpoint_options
+from prehab.method.names import COMPRESSION_METHODS
+from prehab.method.ratio import RATIO_RULE, valid_ratio
 from prehab.steps.options import COUNT, StepOptions, distinct_outputs, option, step_default
 
 HELP = "truncate every target layer at compression ratio R (fraction of target parameters removed)"
@@ -26,7 +20,7 @@ HELP = "truncate every target layer at compression ratio R (fraction of target p
 @dataclass(kw_only=True)
 class Options(StepOptions):
     model: Path = option("input model: a step's output folder or its model.pt", type=Path)
-    method: str = option("svd: plain SVD of W; svd-llm: SVD of W L", "svd-llm", choices=METHODS)
+    method: str = option("svd: plain SVD of W; svd-llm: SVD of W L", "svd-llm", choices=COMPRESSION_METHODS)
     ratio: list[float] = option("R in (0, 1): fraction of the target matrices' parameters removed; "
                                 "k = floor(mn(1-R)/(m+n)). Several values: one --out each, one SVD per layer "
                                 "for all", type=float, many=True, check=(RATIO_RULE, valid_ratio))
@@ -45,6 +39,16 @@ class Options(StepOptions):
 
 
 def run(opts: Options) -> dict | list[dict]:
+    # imported here: `prehab --help` and `prehab STEP --help` must not load torch
+    from prehab import checkpoint
+    from prehab.device import resolve_device
+    from prehab.layers import find_targets
+    from prehab.method.calibrate import load_whitening
+    from prehab.method.compress import compress_model
+    from prehab.method.evaluate import evaluate_saved
+    from prehab.outputs import StepRecord, atomic_dir
+    from prehab.steps.common import checkpoint_options
+
     ckpt = checkpoint.load(opts.model)
     if ckpt.factorized:
         raise UsageError(f"model {opts.model} is already compressed; compress the dense model instead")

@@ -5,11 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from prehab import checkpoint
-from prehab.device import resolve_device
-from prehab.outputs import atomic_dir
-from prehab.method.evaluate import evaluation_record
-from prehab.steps.common import checkpoint_options
 from prehab.steps.options import COUNT, StepOptions, option, step_default
 
 HELP = "measure top-1 accuracy or perplexity (non-finite outputs counted, never skipped) and model size"
@@ -23,6 +18,13 @@ class Options(StepOptions):
 
 
 def run(opts: Options) -> dict:
+    # imported here: `prehab --help` and `prehab STEP --help` must not load torch
+    from prehab import checkpoint
+    from prehab.device import resolve_device
+    from prehab.method.evaluate import evaluation_record
+    from prehab.outputs import atomic_dir
+    from prehab.steps.common import checkpoint_options
+
     path = checkpoint.model_path(opts.model)
     ckpt = checkpoint.load(path)
     options = checkpoint_options(ckpt, opts)

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 
-from prehab import checkpoint
-from prehab.device import resolve_device
 from prehab.errors import UsageError
-from prehab.layers import find_targets
 from prehab.layout import SPECTRA_FILE
-from prehab.method.calibrate import load_whitening
-from prehab.method.prehab import SPACES, LambdaSchedule, run_prehab, whitened_spectra
-from prehab.method.surrogates import SURROGATES, entropy_rank_of
-from prehab.outputs import StepRecord, atomic_dir
-from prehab.steps.common import checkpoint_options, seed_everything
+from prehab.method.names import ESTIMATORS, NEEDS_RATIO, SPACES, SURROGATES
+from prehab.method.ratio import RATIO_RULE, valid_ratio
+from prehab.method.schedule import LambdaSchedule
 from prehab.steps.options import COUNT, NON_NEGATIVE, POSITIVE, StepOptions, option, step_default
+
+if TYPE_CHECKING:
+    import torch
 
 HELP = "fine-tune with task loss + lambda * rank surrogate of the whitened weights (lambda 0 = control)"
 
@@ -26,7 +24,12 @@ HELP = "fine-tune with task loss + lambda * rank surrogate of the whitened weigh
 class Options(StepOptions):
     model: Path = option("input model: a step's output folder or its model.pt", type=Path)
     grams: Path = option("`prehab calibrate` output (folder or grams.pt): the whitening factors L", type=Path)
-    surrogate: str = option("rank surrogate", "nuclear", choices=SURROGATES.names())
+    surrogate: str = option("rank surrogate", "nuclear", choices=SURROGATES)
+    tail_ratio: float | None = option("the compression ratio whose truncation `--surrogate tail` prices (needed "
+                                      "by tail only)", None, type=float, check=(RATIO_RULE, valid_ratio))
+    estimator: str = option("exact: autograd through an fp64 eigen-decomposition per matrix per step (the "
+                            "reference); fast: warm-started eigenbasis per matrix, a few matrix products per step",
+                            "exact", choices=ESTIMATORS)
     lam: float = option("penalty weight lambda; 0 = the control run", 1.0, type=float, check=NON_NEGATIVE)
     lam_start: float = option("first lambda of the geometric warm-up (needs --lam-warmup-steps)", 0.0, type=float,
                               check=NON_NEGATIVE)
@@ -39,6 +42,8 @@ class Options(StepOptions):
     batch_size: int | None = option("batch size", None, type=int, check=COUNT)
     penalty_every: int = option("apply k * lambda * R every k-th step only (1/k of the spectral cost; 1 = every "
                                 "step)", 1, type=int, check=COUNT)
+    penalty_stagger: bool = option("with --penalty-every k: penalise a rotating 1/k of the matrices on every step "
+                                   "instead of all of them on every k-th step", False, action="store_true")
     log_every: int = option("curve logging interval in steps", 10, type=int, check=COUNT)
     seed: int = option("seed of data order", 0, type=int)
     out: Path = option("output folder (written atomically: all or nothing)", type=Path)
@@ -46,9 +51,24 @@ class Options(StepOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.schedule = LambdaSchedule(self.lam, self.lam_start, self.lam_warmup_steps)  # checks the warm-up
+        if (self.surrogate in NEEDS_RATIO) != (self.tail_ratio is not None):
+            raise UsageError(f"--surrogate {self.surrogate} {'needs' if self.surrogate in NEEDS_RATIO else 'takes no'} "
+                             "--tail-ratio (the compression ratio whose truncation `tail` prices)")
 
 
 def run(opts: Options) -> dict:
+    # imported here: `prehab --help` and `prehab STEP --help` must not load torch
+    import torch
+    from prehab import checkpoint
+    from prehab.device import resolve_device
+    from prehab.layers import find_targets, get_module
+    from prehab.method.calibrate import load_whitening
+    from prehab.method.prehab import run_prehab, whitened_spectra
+    from prehab.method.surrogates import Surrogate, entropy_rank_of
+    from prehab.outputs import StepRecord, atomic_dir
+    from prehab.steps.common import checkpoint_options, seed_everything
+
+    penalty = Surrogate(opts.surrogate, opts.tail_ratio)
     ckpt = checkpoint.load(opts.model)
     spec = ckpt.spec
     options = checkpoint_options(ckpt, opts)
@@ -57,7 +77,9 @@ def run(opts: Options) -> dict:
     lr = step_default(opts.lr, spec, "prehab_lr")
     batch_size = step_default(opts.batch_size, spec, "batch_size")
     params = {"model": str(opts.model), "grams": str(opts.grams), "arch": spec.name, "surrogate": opts.surrogate,
-              "lam": opts.lam, "lam_start": opts.lam_start, "lam_warmup_steps": opts.lam_warmup_steps,
+              **({"tail_ratio": opts.tail_ratio} if opts.tail_ratio is not None else {}),
+              **({"estimator": opts.estimator} if opts.estimator != "exact" else {}),
+              **({"penalty_stagger": True} if opts.penalty_stagger else {}), "lam": opts.lam, "lam_start": opts.lam_start, "lam_warmup_steps": opts.lam_warmup_steps,
               "space": opts.space, "penalty_every": opts.penalty_every, "steps": steps, "lr": lr,
               "batch_size": batch_size, "seed": opts.seed}
     record = StepRecord("prehab", params)
@@ -69,16 +91,22 @@ def run(opts: Options) -> dict:
         raise UsageError(f"calibration {opts.grams} has no factor for {missing[0]} (it was made for another model)")
     data = spec.load_split(options, "train", None, opts.seed)
     before = whitened_spectra(ckpt.model, targets, whitening)
-    curve = run_prehab(ckpt.model, spec.task, data, whitening, targets, surrogate=opts.surrogate,
+    curve = run_prehab(ckpt.model, spec.task, data, whitening, targets, surrogate=penalty,
                        schedule=opts.schedule, space=opts.space, steps=steps, lr=lr, batch_size=batch_size,
-                       seed=opts.seed, log_every=opts.log_every, penalty_every=opts.penalty_every)
+                       seed=opts.seed, log_every=opts.log_every, penalty_every=opts.penalty_every,
+                       stagger=opts.penalty_stagger, estimator=opts.estimator)
     after = whitened_spectra(ckpt.model, targets, whitening)
-    R = SURROGATES.get(opts.surrogate)
+    shapes = {name: tuple(get_module(ckpt.model, name).weight.shape) for name in targets}
+
+    def R(spectra: dict[str, torch.Tensor]) -> float:
+        return _mean_over(lambda name, s: float(penalty.of_eigenvalues(s.double() ** 2, shapes[name])), spectra)
+
     # Both measured on the WHITENED weights (in every space), from the stored spectra.
     record.metrics.update(
-        whitened_surrogate_before=_mean_over(lambda s: float(R(s.double() ** 2)), before),
-        whitened_surrogate_after=_mean_over(lambda s: float(R(s.double() ** 2)), after),
-        entropy_rank_before=_mean_over(entropy_rank_of, before), entropy_rank_after=_mean_over(entropy_rank_of, after),
+        whitened_surrogate_before=R(before),
+        whitened_surrogate_after=R(after),
+        entropy_rank_before=_mean_over(lambda name, s: entropy_rank_of(s), before),
+        entropy_rank_after=_mean_over(lambda name, s: entropy_rank_of(s), after),
         final_task_loss=curve[-1]["task_loss"] if curve else None,
     )
     record.extra["curve"] = curve
@@ -89,7 +117,6 @@ def run(opts: Options) -> dict:
         return record.write(out)
 
 
-@torch.no_grad()
 def _mean_over(fn, spectra: dict[str, torch.Tensor]) -> float:
-    """Mean over layers of a function of the singular values."""
-    return float(sum(float(fn(s.double())) for s in spectra.values()) / len(spectra))
+    """Mean over layers of a function of (layer name, singular values)."""
+    return float(sum(float(fn(name, s.double())) for name, s in spectra.items()) / len(spectra))

@@ -5,14 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from prehab import checkpoint
-from prehab.checkpoint import Checkpoint
-from prehab.device import resolve_device
-from prehab.outputs import StepRecord, atomic_dir
-from prehab.registry import get_arch
-from prehab.steps.common import seed_everything
 from prehab.steps.options import COUNT, NON_NEGATIVE, POSITIVE, StepOptions, option, step_default
-from prehab.train import train_steps
 
 HELP = "build the dense model (random init or pretrained weights) and train it on the task"
 
@@ -28,6 +21,15 @@ class Options(StepOptions):
 
 
 def run(opts: Options) -> dict:
+    # imported here: `prehab --help` and `prehab STEP --help` must not load torch
+    from prehab import checkpoint
+    from prehab.checkpoint import Checkpoint
+    from prehab.device import resolve_device
+    from prehab.outputs import StepRecord, atomic_dir
+    from prehab.registry import get_arch
+    from prehab.steps.common import seed_everything
+    from prehab.train import train_steps
+
     spec = get_arch(opts.arch)
     options = spec.resolve_options(opts.arch_overrides())
     steps = step_default(opts.steps, spec, "pretrain_steps")

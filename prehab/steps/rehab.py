@@ -8,12 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from prehab import checkpoint
-from prehab.device import resolve_device
-from prehab.method.rehab import SCHEDULES, lora_rehab
-from prehab.outputs import StepRecord, atomic_dir
-from prehab.method.evaluate import evaluate_saved
-from prehab.steps.common import checkpoint_options, seed_everything
+from prehab.method.names import LORA_SCHEDULES
 from prehab.steps.options import COUNT, NON_NEGATIVE, POSITIVE, StepOptions, distinct_outputs, option, step_default
 
 HELP = "recover a compressed model with LoRA on its factors (joint, or sequential U then V as SVD-LLM)"
@@ -24,7 +19,7 @@ class Options(StepOptions):
     model: list[Path] = option("compressed model(s): a step's output folder or its model.pt; one --out each",
                                type=Path, many=True)
     schedule: str = option("joint: u and v together; sequential: u, merge, then v", "sequential",
-                           choices=SCHEDULES.names())
+                           choices=LORA_SCHEDULES)
     rank: int = option("LoRA rank r", 8, type=int, check=COUNT)
     alpha: float = option("LoRA alpha", 16.0, type=float, check=POSITIVE)
     dropout: float = option("LoRA dropout", 0.05, type=float, check=NON_NEGATIVE)
@@ -49,6 +44,14 @@ def run(opts: Options) -> dict | list[dict]:
 
 
 def rehab_one(opts: Options, model_path: Path, out_dir: Path) -> dict:
+    # imported here: `prehab --help` and `prehab STEP --help` must not load torch
+    from prehab import checkpoint
+    from prehab.device import resolve_device
+    from prehab.method.evaluate import evaluate_saved
+    from prehab.method.rehab import lora_rehab
+    from prehab.outputs import StepRecord, atomic_dir
+    from prehab.steps.common import checkpoint_options, seed_everything
+
     ckpt = checkpoint.load(model_path)
     spec = ckpt.spec
     options = checkpoint_options(ckpt, opts)

@@ -198,11 +198,14 @@ def section_flags(section, keys):
     """Params value: `--key-with-dashes VALUE` for each of `keys` set in config[section] (a key
     left out is not passed: the step's Options hold the one default)."""
     values = config.get(section) or {}
-    return " ".join(
-        f"--{key.replace('_', '-')} {shlex.quote(str(values[key]))}"
-        for key in keys
-        if values.get(key) is not None
-    )
+    flags = []
+    for key in keys:
+        value = values.get(key)
+        if isinstance(value, bool):  # a switch: present or not
+            flags += [f"--{key.replace('_', '-')}"] if value else []
+        elif value is not None:
+            flags.append(f"--{key.replace('_', '-')} {shlex.quote(str(value))}")
+    return " ".join(flags)
 
 
 def arch_opts(wildcards):

@@ -18,7 +18,15 @@ rule prehab:
         out=lambda wildcards, output: os.path.dirname(output.model),
         surrogate=surrogate,
         schedule=section_flags(
-            "prehab", ["lam_start", "lam_warmup_steps", "log_every", "penalty_every"]
+            "prehab",
+            [
+                "lam_start",
+                "lam_warmup_steps",
+                "log_every",
+                "penalty_every",
+                "penalty_stagger",
+                "estimator",
+            ],
         ),
         steps=flag("--steps", "prehab_steps"),
         lr=flag("--lr", "prehab_lr"),

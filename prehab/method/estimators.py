@@ -45,7 +45,8 @@ class TrackedSpectrum:
     """The warm state of one matrix: its Gram eigenbasis V, carried from step to step.
 
     Args:
-        guard: restart cold when some |O_ij| exceeds `guard` * |d_i - d_j| outside a cluster.
+        guard: re-diagonalise (a block, else all) when some |O_ij| exceeds `guard` * |d_i - d_j|
+            outside a cluster.
         tie: relative size below which a pair's gap and coupling make it one cluster (the
             derivative replaces the divided difference, and V is not rotated within it).
         dtype: of the matrix products. float64: whitened Gram matrices span 8-9 decades here
@@ -110,15 +111,15 @@ class TrackedSpectrum:
             self._cold(P)
         d, O, gap, tied = self._split(P)
         block = torch.zeros(P.shape[0], dtype=torch.bool, device=P.device)
-        for _ in range(MAX_REFRESHES):
+        for attempt in range(MAX_REFRESHES + 1):
             failing = self._failing(O, gap, tied).any(dim=1)
             if not failing.any():
                 break
-            block |= failing  # grow the block until its couplings to the rest are first order
-            self._refresh(P, block)
-            d, O, gap, tied = self._split(P)
-        else:
-            self._cold(P)
+            if attempt == MAX_REFRESHES:  # the block does not settle: start afresh
+                self._cold(P)
+            else:
+                block |= failing  # grow the block until its couplings to the rest are first order
+                self._refresh(P, block)
             d, O, gap, tied = self._split(P)
         self.steps += 1
         value, g, dg = surrogate.spectral.partials(d.clamp(min=torch.finfo(torch.float64).tiny),

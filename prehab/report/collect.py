@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from prehab.errors import UsageError
-from prehab.layout import EVAL_DIR, METRICS_FILE, NO_LORA, SPECTRA_FILE, Run, parse_eval_dir
+from prehab.layout import CONTROL_SURROGATE, EVAL_DIR, METRICS_FILE, NO_LORA, SPECTRA_FILE, Run, parse_eval_dir
 from prehab.studies import BY_PRODUCTS, expand
 
 log = logging.getLogger(__name__)
@@ -153,9 +153,9 @@ def read_records(runs_dir: str | Path, cfg: dict[str, Any], allow_missing: bool 
 
 
 def _by_products(runs_dir: Path, named: set[str]) -> list[Record]:
-    """Evaluations under `runs_dir` that no study names, in path order. The cut (ratio, LoRA)
-    is the one their metrics.json states; the folder supplies only what no step records (the
-    calibration's source and size, the control's label), and must agree with it."""
+    """Evaluations under `runs_dir` that no study names, in path order. Their axes are the ones
+    their metrics.json states; the folder supplies only what no step records (the calibration's
+    source and size), and must agree with the rest."""
     found = []
     for path in sorted(runs_dir.rglob(f"{EVAL_DIR}/{METRICS_FILE}")):
         eval_dir = path.parent.relative_to(runs_dir).as_posix()
@@ -163,24 +163,31 @@ def _by_products(runs_dir: Path, named: set[str]) -> list[Record]:
         if run is None:
             continue
         data = _read_evaluation(path)
-        ratio, lora = stated_cut(data)
-        stated = dataclasses.replace(run, compressed=ratio is not None, ratio=ratio, lora=lora)
+        axes = stated_axes(data)
+        stated = dataclasses.replace(run, compressed=axes["ratio"] is not None, **axes)
         if stated.eval_dir != eval_dir:
-            raise UsageError(f"{path}: its metrics.json states ratio {ratio} and LoRA {lora}, "
-                             f"which is not the folder it sits in")
+            described = ", ".join(f"{k} {v}" for k, v in axes.items())
+            raise UsageError(f"{path}: its metrics.json states {described}, which is not the folder it sits in")
         found.append(Record(stated, [BY_PRODUCTS], data))
     return found
 
 
-def stated_cut(data: dict[str, Any]) -> tuple[float | None, str]:
-    """(compression ratio, LoRA schedule) an evaluation's history states; (None, none) if uncut."""
-    ratio, lora = None, NO_LORA
+def stated_axes(data: dict[str, Any]) -> dict[str, Any]:
+    """The run axes an evaluation's metrics.json states through its history of steps (ratio
+    None: not compressed). The lambda 0 control's surrogate is its folder label."""
+    axes: dict[str, Any] = {"ratio": None, "lora": NO_LORA}
     for step in data.get("history") or []:
-        if step.get("step") == "compress":
-            ratio = float(step["ratio"])
-        elif step.get("step") == "rehab":
-            lora = step["schedule"]
-    return ratio, lora
+        kind = step.get("step")
+        if kind == "pretrain":
+            axes.update(arch=step["arch"], seed=int(step["seed"]))
+        elif kind == "prehab":
+            lam = float(step["lam"])
+            axes.update(lam=lam, space=step["space"], surrogate=step["surrogate"] if lam else CONTROL_SURROGATE)
+        elif kind == "compress":
+            axes["ratio"] = float(step["ratio"])
+        elif kind == "rehab":
+            axes["lora"] = step["schedule"]
+    return axes
 
 
 def _read_evaluation(path: Path) -> dict[str, Any]:

@@ -28,7 +28,8 @@ class Options(StepOptions):
     tail_ratio: float | None = option("the compression ratio whose truncation `--surrogate tail` prices (needed "
                                       "by tail only)", None, type=float, check=(RATIO_RULE, valid_ratio))
     estimator: str = option("exact: autograd through an fp64 eigen-decomposition per matrix per step (the "
-                            "reference); fast: warm-started eigenbasis per matrix, a few matrix products per step",
+                            "reference); fast: warm-started eigenbasis per matrix, matrix products (README \"Performance\": not "
+                            "faster on the embedded testbeds)",
                             "exact", choices=ESTIMATORS)
     lam: float = option("penalty weight lambda; 0 = the control run", 1.0, type=float, check=NON_NEGATIVE)
     lam_start: float = option("first lambda of the geometric warm-up (needs --lam-warmup-steps)", 0.0, type=float,

@@ -208,7 +208,8 @@ def convert_and_cache(path: Path | None = None) -> Path:
 def ensure_cache() -> Path:
     """The cache folder, converting the ONNX file first if needed (config.json marks it complete)."""
     if not (cache_dir() / "config.json").exists():
-        convert_and_cache()
+        with torch.random.fork_rng(devices=[]):  # a cache build must not move the caller's random stream
+            convert_and_cache()
     return cache_dir()
 
 

@@ -73,7 +73,9 @@ def ensure_cache() -> Path:
         return final
     if final.exists():
         raise RuntimeError(f"{final} exists but is incomplete (no {DONE_MARKER}); delete it and rerun")
-    with atomic_folder(final) as tmp:
+    # A one-time cache build must not move the caller's random stream (the conversion builds a
+    # randomly initialised model): else a first run on a fresh machine differs from all later ones.
+    with atomic_folder(final) as tmp, torch.random.fork_rng(devices=[]):
         convert_gguf(tmp)
     return final
 

@@ -47,7 +47,7 @@ FIELDS = {  # field -> regex of its value (one path segment)
     "surrogate": r"[^/]+",
     "lam": r"[^/]+",
     "space": r"[^/]+",
-    "method": r"svd|svd-llm",
+    "method": "|".join(names.COMPRESSION_METHODS),
     "ratio": r"[^/]+",
     "lora": "|".join(LORA_SCHEDULES),
 }
@@ -56,7 +56,9 @@ DENSE = f"{ROOT}/dense"
 CALIBRATION = f"{ROOT}/cal~{{cal}}/ncal~{{ncal}}"
 PREHAB_PART = "prehab~{surrogate}/lam~{lam}/space~{space}"  # below a calibration
 PREHABBED = f"{CALIBRATION}/{PREHAB_PART}"
-CUT_PART = "method~{method}/ratio~{ratio}"  # below the model that was cut
+METHOD_PART = "method~{method}"  # below the model that was cut: one folder per method ...
+RATIO_PART = "ratio~{ratio}"  # ... and one per ratio below it
+CUT_PART = f"{METHOD_PART}/{RATIO_PART}"
 LORA_PART = "lora~{lora}"  # below the compressed model
 
 

@@ -11,8 +11,9 @@ little per step), so a step costs a handful of matrix products instead of an eig
 V then takes one Jacobi-like rotation towards the new eigenbasis (E_ij = O_ij / (d_j - d_i),
 re-orthonormalised by one Newton-Schulz step), so O stays of the order of one step's change.
 The drift guard: when some off-diagonal entry is not small against its eigenvalue gap (the
-first-order formulas would be off), the estimator restarts cold from an fp64 eigen-solve, so
-an estimate can never degrade silently. docs/method.md, section 3.
+first-order formulas would be off), the estimator re-diagonalises exactly the block of
+eigenvalues involved, growing it up to MAX_REFRESHES times, and else restarts cold from an fp64
+eigen-solve, so an estimate can never degrade silently. docs/method.md, section 3.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from prehab.method import names
-from prehab.method.surrogates import RIDGE, Surrogate, gram_eigenvalues
+from prehab.method.surrogates import Surrogate, ridged_gram
 
 ESTIMATORS = names.ESTIMATORS
 MAX_REFRESHES = 3  # block re-diagonalisations per step before a cold restart
@@ -58,16 +59,6 @@ class TrackedSpectrum:
         self.V: Tensor | None = None
         self.restarts = 0  # cold eigen-solves of the whole Gram
         self.refreshes = 0  # exact re-diagonalisations of a block of it
-        self.refreshed = 0  # eigenvalues in those blocks, summed
-        self.steps = 0
-
-    def _gram(self, A: Tensor) -> tuple[Tensor, bool]:
-        """(P: ridged smaller Gram in self.dtype, whether it is A^T A)."""
-        X = A.detach().to(self.dtype)
-        tall = X.shape[0] >= X.shape[1]
-        G = X.T @ X if tall else X @ X.T  # (k, k), k = min(m, n)
-        shift = RIDGE * torch.trace(G) / G.shape[0]
-        return G + shift * torch.eye(G.shape[0], dtype=G.dtype, device=G.device), tall
 
     def _cold(self, P: Tensor) -> None:
         _, V = torch.linalg.eigh(P.double())
@@ -101,12 +92,12 @@ class TrackedSpectrum:
         _, U = torch.linalg.eigh(0.5 * (T + T.T).double())
         self.V[:, block] = self.V[:, block] @ U.to(self.dtype)
         self.refreshes += 1
-        self.refreshed += len(block)
 
     @torch.no_grad()
     def estimate(self, A: Tensor, surrogate: Surrogate) -> tuple[Tensor, Tensor]:
         """(R(A), dR/dA) from the warm eigenbasis, re-diagonalising what no longer fits."""
-        P, tall = self._gram(A)
+        X = A.detach().to(self.dtype)
+        P = ridged_gram(X)  # (k, k), k = min(m, n), as the exact path
         if self.V is None or self.V.shape[0] != P.shape[0]:
             self._cold(P)
         d, O, gap, tied = self._split(P)
@@ -121,7 +112,6 @@ class TrackedSpectrum:
                 block |= failing  # grow the block until its couplings to the rest are first order
                 self._refresh(P, block)
             d, O, gap, tied = self._split(P)
-        self.steps += 1
         value, g, dg = surrogate.spectral.partials(d.clamp(min=torch.finfo(torch.float64).tiny),
                                                    surrogate.keep(tuple(A.shape)))
         g, dg = g.to(self.dtype), dg.to(self.dtype)
@@ -130,8 +120,7 @@ class TrackedSpectrum:
         M = divided * O  # dR/dT, (k, k): first order off the diagonal ...
         M.diagonal().copy_(g)  # ... and the partials on it
         dP = self.V @ M @ self.V.T  # dR/dP
-        X = A.detach().to(self.dtype)
-        grad = 2 * (X @ dP if tall else dP @ X)  # (m, n)
+        grad = 2 * (X @ dP if X.shape[0] >= X.shape[1] else dP @ X)  # (m, n)
         self._rotate(torch.where(tied, torch.zeros_like(O), -O / safe_gap))
         return value, grad.to(A.dtype)
 
@@ -164,14 +153,10 @@ class Penalty:
         stacked = torch.stack(values)
         return stacked.mean() if len(chosen) == self.n else stacked.sum() / self.n
 
-    @property
-    def restarts(self) -> int:
-        return sum(s.restarts for s in self.states)
-
 
 def exact_value_and_grad(A: Tensor, surrogate: Surrogate) -> tuple[Tensor, Tensor]:
     """The reference: R(A) and dR/dA by autograd through the fp64 eigen-decomposition."""
     X = A.detach().double().requires_grad_(True)
-    value = surrogate.of_eigenvalues(gram_eigenvalues(X), tuple(X.shape))
+    value = surrogate(X)
     (grad,) = torch.autograd.grad(value, X)
     return value.detach(), grad

@@ -29,7 +29,6 @@ from typing import Callable
 
 import torch
 
-from prehab.errors import UsageError
 from prehab.method import names
 from prehab.method.ratio import rank_for_ratio
 from prehab.registry import Registry
@@ -101,17 +100,22 @@ NEEDS_RATIO = names.NEEDS_RATIO
 assert sorted(SURROGATES.names()) == sorted(names.SURROGATES), SURROGATES.names()
 
 
-def gram_eigenvalues(A: Tensor, ridge: float = RIDGE) -> Tensor:
-    """Squared singular values of A (ascending), from the smaller Gram, float64, shifted by
-    `ridge` * tr/n (0: the plain spectrum, as the figures want it)."""
+def ridged_gram(A: Tensor, ridge: float = RIDGE) -> Tensor:
+    """The smaller Gram matrix of A (A^T A or A A^T), in A's dtype, shifted by `ridge` * tr/n
+    (the trace detached): the matrix every surrogate is a spectral function of."""
     assert A.dim() == 2, f"expected a matrix, got shape {tuple(A.shape)}"
-    A = A.double()
     gram = A.T @ A if A.shape[0] >= A.shape[1] else A @ A.T  # (min, min)
     if ridge:
         n = gram.shape[0]
         shift = ridge * torch.trace(gram).detach() / n
         gram = gram + shift * torch.eye(n, dtype=gram.dtype, device=gram.device)
-    return torch.linalg.eigvalsh(gram).clamp(min=0)
+    return gram
+
+
+def gram_eigenvalues(A: Tensor, ridge: float = RIDGE) -> Tensor:
+    """Squared singular values of A (ascending), from the smaller Gram, float64, shifted by
+    `ridge` * tr/n (0: the plain spectrum, as the figures want it)."""
+    return torch.linalg.eigvalsh(ridged_gram(A.double(), ridge)).clamp(min=0)
 
 
 def singular_values(A: Tensor) -> Tensor:
@@ -127,9 +131,7 @@ class Surrogate:
 
     def __post_init__(self) -> None:
         SURROGATES.get(self.name)  # unknown names: the allowed ones
-        if (self.name in NEEDS_RATIO) != (self.tail_ratio is not None):
-            raise UsageError(f"surrogate {self.name!r} {'needs' if self.name in NEEDS_RATIO else 'takes no'} "
-                             f"--tail-ratio (the compression ratio whose truncation `tail` prices)")
+        names.check_tail_ratio(self.name, self.tail_ratio)
 
     @property
     def spectral(self) -> Spectral:

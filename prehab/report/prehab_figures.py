@@ -15,22 +15,25 @@ from prehab.report.collect import declared, in_study, no_study_text, read_prehab
 SPECTRA_LAYERS = 3
 
 
-def _prehab_runs(df, cfg, figure: str) -> tuple[Any, list[str], str]:
-    """Uncompressed Prehab/control rows of the enabled studies that declare `figure`, lowest seed
-    and smallest calibration first; (rows, studies used, reason when empty)."""
+def _prehab_runs(df, cfg, figure: str, title: str, path: Path) -> tuple[Any, list[str]] | None:
+    """(uncompressed Prehab/control rows of the enabled studies that declare `figure`, lowest
+    seed and smallest calibration first; those studies); None, after writing a note saying why,
+    when there are none (as figures._declared_table)."""
     used = declared(cfg, figure)
     if not used:
-        return None, used, no_study_text(figure)
+        plotting.note(path, title, no_study_text(figure))
+        return None
     import pandas as pd
 
     rows = pd.concat([in_study(df, s) for s in used]).drop_duplicates("eval_dir")
     rows = rows[~rows["compressed"].astype(bool) & rows["method"].isin(["prehab", "control"])]
     if rows.empty:
-        return None, used, "no uncompressed Prehab/control models evaluated"
+        plotting.note(path, title, "no uncompressed Prehab/control models evaluated")
+        return None
     rows = rows.sort_values(["seed", "cal_samples", "cal_source"], kind="stable")
     first = rows.groupby("arch", sort=False)[["seed", "cal_source", "cal_samples"]].first()
     keep = rows.apply(lambda r: (r["seed"], r["cal_source"], r["cal_samples"]) == tuple(first.loc[r["arch"]]), axis=1)
-    return rows[keep], used, ""
+    return rows[keep], used
 
 
 def _run_of(r) -> Run:
@@ -40,9 +43,10 @@ def _run_of(r) -> Run:
 
 def spectra(df, cfg, runs_dir: Path, path: Path) -> None:
     title = "normalised whitened singular values"
-    rows, used, why = _prehab_runs(df, cfg, "spectra")
-    if rows is None:
-        return plotting.note(path, title, why)
+    found = _prehab_runs(df, cfg, "spectra", title, path)
+    if found is None:
+        return
+    rows, used = found
     import torch
 
     archs = plotting.arch_order(rows, cfg)
@@ -103,9 +107,10 @@ def _spectrum(ax, s, label: str, color: str, ls: str = "-") -> None:
 
 def trajectories(df, cfg, runs_dir: Path, path: Path) -> None:
     title = "Prehab trajectories"
-    rows, used, why = _prehab_runs(df, cfg, "trajectories")
-    if rows is None:
-        return plotting.note(path, title, why)
+    found = _prehab_runs(df, cfg, "trajectories", title, path)
+    if found is None:
+        return
+    rows, used = found
     import matplotlib
 
     archs = plotting.arch_order(rows, cfg)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from prehab.errors import UsageError
 from prehab.layout import SPECTRA_FILE
-from prehab.method.names import ESTIMATORS, NEEDS_RATIO, SPACES, SURROGATES
+from prehab.method.names import ESTIMATORS, SPACES, SURROGATES, check_tail_ratio
 from prehab.method.ratio import RATIO_RULE, valid_ratio
 from prehab.method.schedule import LambdaSchedule
 from prehab.steps.options import COUNT, NON_NEGATIVE, POSITIVE, StepOptions, option, step_default
@@ -52,9 +52,7 @@ class Options(StepOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.schedule = LambdaSchedule(self.lam, self.lam_start, self.lam_warmup_steps)  # checks the warm-up
-        if (self.surrogate in NEEDS_RATIO) != (self.tail_ratio is not None):
-            raise UsageError(f"--surrogate {self.surrogate} {'needs' if self.surrogate in NEEDS_RATIO else 'takes no'} "
-                             "--tail-ratio (the compression ratio whose truncation `tail` prices)")
+        check_tail_ratio(self.surrogate, self.tail_ratio)
 
 
 def run(opts: Options) -> dict:

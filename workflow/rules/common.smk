@@ -55,8 +55,8 @@ DENSE = layout.DENSE
 CALIBRATION = layout.CALIBRATION
 PREHABBED = layout.PREHABBED
 RECALIBRATION = f"{PREHABBED}/{layout.RECAL_DIR}"
-SVD = f"{DENSE}/method~svd"
-SVD_LLM = f"{CALIBRATION}/{{start}}/method~svd-llm"
+SVD = f"{DENSE}/{layout.METHOD_PART.format(method='svd')}"
+SVD_LLM = f"{CALIBRATION}/{{start}}/{layout.METHOD_PART.format(method='svd-llm')}"
 COMPRESSED = f"{layout.ROOT}/{{compressed}}"
 MODEL = f"{layout.ROOT}/{{model}}"
 LORA = layout.LORA_PART
@@ -127,7 +127,7 @@ LORA_RATIOS = ratios(with_lora=True)
 def per_ratio(folder, name, ratio_list):
     """`name` in folder/ratio~R (and below) for every R: a compress or rehab job's outputs."""
     return expand(
-        run_file(f"{folder}/ratio~{{ratio}}", name),
+        run_file(f"{folder}/{layout.RATIO_PART}", name),
         ratio=ratio_list,
         allow_missing=True,
     )

@@ -50,8 +50,8 @@ class TrackedSpectrum:
             outside a cluster.
         tie: relative size below which a pair's gap and coupling make it one cluster (the
             derivative replaces the divided difference, and V is not rotated within it).
-        dtype: of the matrix products. float64: whitened Gram matrices span 8-9 decades here
-            (vit-small), below float32's resolution.
+        dtype: of the matrix products. float64: whitened Gram matrices span more decades than
+            float32 resolves (benchmarks/whitened_spectra.py).
     """
 
     def __init__(self, guard: float = 0.05, tie: float = 1e-3, dtype: torch.dtype = torch.float64):

@@ -28,6 +28,7 @@ from prehab.method import names
 MODEL_FILE = "model.pt"  # checkpoint of every step that makes a model
 METRICS_FILE = "metrics.json"  # what a step measured, its parameters and code version
 GRAMS_FILE = "grams.pt"  # whitening factors (calibrate)
+SCORES_FILE = "scores.json"  # per-row test (and validation) scores of an evaluation, for paired statistics
 SPECTRA_FILE = "spectra.pt"  # whitened singular values before/after (prehab)
 EVAL_DIR = "eval"  # evaluation folder below a model
 RECAL_DIR = "recal"  # re-calibration below a Prehab/control model

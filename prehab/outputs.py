@@ -91,6 +91,7 @@ class StepRecord:
         self.params = params
         self.metrics: dict[str, Any] = {}
         self.extra: dict[str, Any] = {}
+        self.files: dict[str, Any] = {}  # file name -> JSON data written beside metrics.json
         self._start = time.perf_counter()
 
     def write(self, folder: Path) -> dict:
@@ -102,5 +103,7 @@ class StepRecord:
             "code": code_version(),
             **self.extra,
         }
+        for name, data in self.files.items():
+            write_json(Path(folder) / name, data)
         write_json(Path(folder) / METRICS_FILE, record)
         return record

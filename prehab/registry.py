@@ -60,10 +60,11 @@ class ArchSpec:
             arbitrary: used to load checkpoints without touching the original weights.
         load_split: `(options, split, n, seed) -> dict[str, Tensor]` of tensors aligned on dim 0;
             `split` is `train`, `test` or a calibration source (`train`, `shift`). `n=None` = all.
-            Raises UsageError when `n` exceeds what exists.
+            Raises UsageError when `n` exceeds what exists. Steps call `load`, never this.
         targets: regex patterns (fullmatch on `named_modules()` names) of the nn.Linear layers
             that Prehab regularises and surgery factorises. Heads and embeddings stay dense.
-        options: typed defaults of the architecture's own knobs (paths, seq_len, image size...),
+        options: typed defaults of the architecture's own knobs (paths, seq_len, image size,
+            `n_val`: training rows held out as the validation split, prehab.data.holdout...),
             overridden by `--arch-opt key=value` with the default's type.
         defaults: per-architecture defaults of step options (steps, lr, batch size) used when
             the CLI flag is not given.
@@ -92,6 +93,13 @@ class ArchSpec:
                 raise UsageError(f"unknown option {key!r} for architecture {self.name}; known: {known}")
             opts[key] = cast_like(opts[key], raw, f"{self.name} option {key}")
         return opts
+
+    def load(self, options: dict[str, Any], split: str, n: int | None = None, seed: int = 0) -> dict:
+        """`split` as every step must read it: `load_split` plus the validation hold-out
+        (prehab.data.holdout): `val` rows never appear in `train`."""
+        from prehab.data import holdout
+
+        return holdout.load(self.load_split, options, split, n, seed, self.name)
 
 
 def cast_like(default: Any, raw: str, what: str) -> Any:

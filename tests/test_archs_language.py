@@ -90,7 +90,7 @@ def test_paper_scale_options_are_the_documented_knobs():
         "model": "huggyllama/llama-7b", "dataset": "wikitext2", "data_dir": "",
         "seq_len": 2048, "torch_dtype": "float32",
     }  # fmt: skip
-    assert get_arch("bert-small").options == {"seq_len": 48, "n_test": 2000}
+    assert get_arch("bert-small").options == {"seq_len": 48, "n_test": 2000, "n_val": 1000}
 
 
 # ----------------------------------------------------------------------------- builds

@@ -39,7 +39,7 @@ CASES = {
     "unknown surrogate": (["prehab", "--model", "{dense}", "--grams", "{grams}", "--surrogate", "trace"], ["trace", "nuclear"]),
     "missing checkpoint": (["evaluate", "--model", "{root}/nope"], ["nope", "does not exist"]),
     "corrupt checkpoint": (["evaluate", "--model", "{root}/corrupt"], ["corrupt"]),
-    "too many calibration samples": (["calibrate", "--model", "{dense}", "--samples", "99999"], ["99999", "1400"]),
+    "too many calibration samples": (["calibrate", "--model", "{dense}", "--samples", "99999"], ["99999", "1336"]),
     "unknown calibration source": (["calibrate", "--model", "{dense}", "--source", "moon"], ["moon", "train"]),
     "unknown arch option": (["pretrain", "--arch", "tiny-mlp", "--arch-opt", "depth=3"], ["depth", "hidden"]),
     "mistyped arch option": (["pretrain", "--arch", "tiny-mlp", "--arch-opt", "hidden=wide"], ["wide", "int"]),
@@ -83,7 +83,7 @@ def test_bad_input_fails_cleanly(chain, case, capsys):
 
 @pytest.mark.parametrize("argv, needles", [
     (["compress", "--model", "{dense}", "--grams", "{grams}", "--ratio", "2"], ["2", "(0, 1)"]),
-    (["calibrate", "--model", "{dense}", "--samples", "99999"], ["99999", "1400"]),
+    (["calibrate", "--model", "{dense}", "--samples", "99999"], ["99999", "1336"]),
 ])
 def test_real_process_exit_code_and_one_line(chain, argv, needles):
     fmt = {"dense": chain / "dense", "grams": chain / "grams"}

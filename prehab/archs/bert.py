@@ -111,7 +111,7 @@ register_arch(
         from_config=bert_from_config,
         load_split=load_rotten_tomatoes,
         targets=BERT_TARGETS,
-        options={"seq_len": 32, "n_test": 512},
+        options={"seq_len": 32, "n_test": 512, "n_val": 128},
         defaults={
             "pretrain_steps": 30,
             "pretrain_lr": 1e-3,
@@ -145,7 +145,7 @@ register_arch(
         from_config=bert_from_config,
         load_split=load_rotten_tomatoes,
         targets=BERT_TARGETS,
-        options={"seq_len": 48, "n_test": 2000},
+        options={"seq_len": 48, "n_test": 2000, "n_val": 1000},
         defaults={
             "pretrain_steps": 250,  # ~82% test accuracy on 2 CPU cores in a few minutes
             "pretrain_lr": 5e-5,

@@ -113,7 +113,7 @@ register_arch(
         from_config=llama_from_config,
         load_split=load_embedded_lm,
         targets=LLAMA_TARGETS,
-        options={"seq_len": 32, "n_test": 128},
+        options={"seq_len": 32, "n_test": 128, "n_val": 32},
         defaults={
             "pretrain_steps": 30,
             "pretrain_lr": 1e-3,
@@ -147,7 +147,7 @@ register_arch(
         from_config=llama_from_config,
         load_split=load_embedded_lm,
         targets=LLAMA_TARGETS,
-        options={"seq_len": 64, "n_test": 64},
+        options={"seq_len": 64, "n_test": 64, "n_val": 64},
         defaults={
             "pretrain_steps": 0,  # used as loaded
             "pretrain_lr": 1e-5,

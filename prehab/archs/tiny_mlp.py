@@ -64,7 +64,7 @@ register_arch(ArchSpec(
     from_config=_from_config,
     load_split=_load_split,
     targets=(r"fc1", r"fc2"),
-    options={"hidden": 48},
+    options={"hidden": 48, "n_val": 64},
     defaults={"pretrain_steps": 300, "pretrain_lr": 3e-3, "batch_size": 64, "eval_batch_size": 512,
               "prehab_steps": 100, "prehab_lr": 1e-3, "rehab_steps": 100, "rehab_lr": 3e-3, "calib_samples": 512},
     note="engine test fixture",

@@ -67,7 +67,7 @@ register_arch(ArchSpec(
     from_config=tiny_from_config,
     load_split=tiny_load_split,
     targets=TIMM_TARGETS,
-    options={"n_train": 2048, "n_test": 512},
+    options={"n_train": 2048, "n_test": 512, "n_val": 128},
     defaults={
         "pretrain_steps": 300, "pretrain_lr": 1e-3, "batch_size": 128, "eval_batch_size": 512,
         "prehab_steps": 100, "prehab_lr": 5e-4, "rehab_steps": 100, "rehab_lr": 5e-4, "calib_samples": 256,
@@ -133,7 +133,7 @@ register_arch(ArchSpec(
     from_config=small_from_config,
     load_split=small_load_split,
     targets=DINOV2_TARGETS,
-    options={"image_size": 42, "n_train": 10000, "n_test": 1000, "train_backbone": False},
+    options={"image_size": 42, "n_train": 10000, "n_test": 1000, "n_val": 1000, "train_backbone": False},
     defaults={
         # Linear probe 300 x 64 at lr 1e-3: 81.0% on 1,000 test images; SVD-LLM R=0.6: 72.9%.
         "pretrain_steps": 300, "pretrain_lr": 1e-3, "batch_size": 64, "eval_batch_size": 128,

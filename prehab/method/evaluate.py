@@ -1,7 +1,9 @@
 """Evaluation: the task metric of a model and its size, as one record (metrics.json).
 
 accuracy (classification) or perplexity (language modelling, non-overlapping windows), always
-over the whole test split, counting non-finite outputs instead of skipping them.
+over the whole test split (and the validation split where the architecture holds one out),
+counting non-finite outputs instead of skipping them; the per-row scores behind them go to
+scores.json for paired comparisons.
 
 docs/method.md, section 7, says why.
 """
@@ -18,63 +20,96 @@ import torch.nn.functional as F
 
 from prehab import checkpoint, tasks
 from prehab.layers import count_params
-from prehab.layout import EVAL_DIR
+from prehab.data.holdout import VAL_SPLIT
+from prehab.layout import EVAL_DIR, SCORES_FILE
 from prehab.outputs import StepRecord, atomic_dir
 from prehab.registry import ArchSpec
 
 
 @torch.no_grad()
-def task_metrics(model: nn.Module, task: str, data: dict[str, torch.Tensor], batch_size: int) -> dict[str, float]:
-    """The task metric over a whole split, counting (never skipping) non-finite outputs.
+def item_scores(model: nn.Module, task: str, data: dict[str, torch.Tensor], batch_size: int) -> dict[str, list]:
+    """Per-row scores of a split, in the split's row order, so that two models scored on the same
+    split can be compared item by item (the paired statistics of prehab.report.paired).
 
-    accuracy: fraction of rows whose argmax is the label; a row with non-finite logits counts as
-    wrong. perplexity: exp(total next-token NLL / tokens) over non-overlapping windows; a window
-    with non-finite logits is counted in `nonfinite_rows` (its NLL, if non-finite, makes perplexity inf).
+    accuracy tasks: `correct` (1/0; a row with non-finite logits counts as wrong). lm: `nll` (the
+    window's summed next-token NLL, float64) and `tokens` (predicted tokens per window). Both:
+    `finite` (1 when every logit of the row is finite).
     """
     model.eval()
-    if "attention_mask" in data:  # similar lengths per batch: less padding to compute (metric is order-free)
-        data = tasks.take(data, torch.argsort(data["attention_mask"].sum(dim=1), stable=True))
-    n_rows, n_nonfinite = 0, 0
-    correct, nll, tokens = 0, 0.0, 0
+    order = torch.arange(tasks.num_rows(data))
+    if "attention_mask" in data:  # similar lengths per batch: less padding to compute
+        order = torch.argsort(data["attention_mask"].sum(dim=1), stable=True)
+        data = tasks.take(data, order)
+    finite_rows, correct, nll, tokens = [], [], [], []
     for batch in tasks.batches(data, batch_size):
         logits = tasks.forward(model, task, batch)
         batch = tasks.to_device(batch, logits.device)
         finite = torch.isfinite(logits).flatten(1).all(dim=1)  # (B,)
-        n_nonfinite += int((~finite).sum())
-        n_rows += len(finite)
+        finite_rows.append(finite.cpu())
         if task == "lm":
             ids = batch["input_ids"]
             vocab = logits.shape[-1]
             token_nll = F.cross_entropy(
                 logits[:, :-1].reshape(-1, vocab).float(), ids[:, 1:].reshape(-1), reduction="none"
-            )  # (B * (T-1),) per-token NLL; summed in float64 below
-            nll += float(token_nll.double().sum())
-            tokens += token_nll.numel()
+            ).view(ids.shape[0], -1)  # (B, T-1) per-token NLL
+            nll.append(token_nll.double().sum(dim=1).cpu())
+            tokens.append(torch.full((ids.shape[0],), token_nll.shape[1]))
         else:
-            pred = logits.argmax(dim=-1)
-            correct += int(((pred == batch["labels"]) & finite).sum())
-    metrics = {"n_eval": n_rows, "nonfinite_rows": n_nonfinite}
+            correct.append(((logits.argmax(dim=-1) == batch["labels"]) & finite).cpu())
+    inverse = torch.argsort(order)  # back to the split's own row order
+
+    def rows(parts: list[torch.Tensor]) -> list:
+        return torch.cat(parts)[inverse].tolist()
+
+    scores = {"finite": [int(v) for v in rows(finite_rows)]}
     if task == "lm":
-        mean_nll = nll / max(tokens, 1)
+        scores.update(nll=rows(nll), tokens=[int(v) for v in rows(tokens)])
+    else:
+        scores["correct"] = [int(v) for v in rows(correct)]
+    return scores
+
+
+def summary(scores: dict[str, list], task: str) -> dict[str, float]:
+    """The task metric of per-row scores: accuracy, or perplexity = exp(total NLL / tokens)
+    (inf when the NLL is non-finite or overflows), with the row and non-finite counts."""
+    metrics = {"n_eval": len(scores["finite"]), "nonfinite_rows": len(scores["finite"]) - sum(scores["finite"])}
+    if task == "lm":
+        tokens = sum(scores["tokens"])
+        mean_nll = math.fsum(scores["nll"]) / max(tokens, 1)
         metrics.update(
             perplexity=math.exp(mean_nll) if math.isfinite(mean_nll) and mean_nll < 700 else math.inf,
             nll=mean_nll,
             eval_tokens=tokens,
         )
     else:
-        metrics["accuracy"] = correct / max(n_rows, 1)
+        metrics["accuracy"] = sum(scores["correct"]) / max(len(scores["correct"]), 1)
     return metrics
+
+
+def task_metrics(model: nn.Module, task: str, data: dict[str, torch.Tensor], batch_size: int) -> dict[str, float]:
+    """The task metric over a whole split, counting (never skipping) non-finite outputs."""
+    return summary(item_scores(model, task, data, batch_size), task)
 
 
 def evaluate_model(model: nn.Module, spec: ArchSpec, options: dict[str, Any], *, n_factorized: int,
-                   model_file: Path, batch_size: int) -> dict[str, Any]:
-    """The metrics an evaluation records: the task metric on the test split (options `n_test`),
-    the model's parameter count, its checkpoint's size and how many layers are factorised."""
-    data = spec.load_split(options, "test", options.get("n_test"), 0)
-    metrics = task_metrics(model, spec.task, data, batch_size)
-    metrics.update(metric=tasks.METRIC[spec.task], model_params=count_params(model),
+                   model_file: Path, batch_size: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics, per-row scores) an evaluation records: the task metric on the test split (options
+    `n_test`) and, where the architecture holds one out, on the validation split (`val_<metric>`,
+    what lambda is chosen by), the model's parameter count, its checkpoint's size and how many
+    layers are factorised."""
+    metric = tasks.METRIC[spec.task]
+    splits = {"test": spec.load(options, "test", options.get("n_test"), 0)}
+    if options.get("n_val"):
+        splits[VAL_SPLIT] = spec.load(options, VAL_SPLIT, None, 0)
+    scores = {name: item_scores(model, spec.task, data, batch_size) for name, data in splits.items()}
+    metrics = summary(scores["test"], spec.task)
+    if VAL_SPLIT in scores:
+        val = summary(scores[VAL_SPLIT], spec.task)
+        metrics.update({f"{VAL_SPLIT}_{metric}": val[metric], f"{VAL_SPLIT}_n_eval": val["n_eval"],
+                        f"{VAL_SPLIT}_nonfinite_rows": val["nonfinite_rows"]})
+    metrics.update(metric=metric, model_params=count_params(model),
                    checkpoint_bytes=Path(model_file).stat().st_size, n_factorized=n_factorized)
-    return metrics
+    return metrics, scores
 
 
 def evaluation_record(model: nn.Module, spec: ArchSpec, options: dict[str, Any], *, n_factorized: int,
@@ -82,9 +117,11 @@ def evaluation_record(model: nn.Module, spec: ArchSpec, options: dict[str, Any],
     """The `evaluate` step's record of a model in memory (`model_file`: its saved checkpoint)."""
     record = StepRecord("evaluate", {"model": str(model_file), "arch": spec.name, "arch_options": options,
                                      "batch_size": batch_size})
-    record.metrics.update(evaluate_model(model, spec, options, n_factorized=n_factorized, model_file=model_file,
-                                         batch_size=batch_size))
+    metrics, scores = evaluate_model(model, spec, options, n_factorized=n_factorized, model_file=model_file,
+                                     batch_size=batch_size)
+    record.metrics.update(metrics)
     record.extra["history"] = history
+    record.files[SCORES_FILE] = scores
     return record
 
 

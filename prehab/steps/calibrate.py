@@ -47,7 +47,7 @@ def run(opts: Options) -> dict:
                                       "samples": samples, "batch_size": batch_size, "seed": opts.seed})
     ckpt.model.to(resolve_device(opts.device))
     seed_everything(opts.seed)
-    data = spec.load_split(options, opts.source, samples, opts.seed)
+    data = spec.load(options, opts.source, samples, opts.seed)
     targets = find_targets(ckpt.model, spec.targets)
     moments, owner, n_tokens = second_moments(ckpt.model, spec.task, data, targets, batch_size)
     whitening = whitening_from_moments(moments, owner, n_tokens)

@@ -88,7 +88,7 @@ def run(opts: Options) -> dict:
     missing = [t for t in targets if t not in whitening.owner]
     if missing:
         raise UsageError(f"calibration {opts.grams} has no factor for {missing[0]} (it was made for another model)")
-    data = spec.load_split(options, "train", None, opts.seed)
+    data = spec.load(options, "train", None, opts.seed)
     before = whitened_spectra(ckpt.model, targets, whitening)
     curve = run_prehab(ckpt.model, spec.task, data, whitening, targets, surrogate=penalty,
                        schedule=opts.schedule, space=opts.space, steps=steps, lr=lr, batch_size=batch_size,

@@ -40,7 +40,7 @@ def run(opts: Options) -> dict:
     seed_everything(opts.seed)
     model, arch_config = spec.build_pretrained(options)
     model.to(resolve_device(opts.device))
-    train = spec.load_split(options, "train", None, opts.seed) if steps else None
+    train = spec.load(options, "train", None, opts.seed) if steps else None
     curve = train_steps(model, spec.task, train, [p for p in model.parameters() if p.requires_grad],
                         steps=steps, lr=lr, batch_size=batch_size, seed=opts.seed, desc="pretrain") if steps else []
     record.metrics["final_task_loss"] = curve[-1]["task_loss"] if curve else None

@@ -64,7 +64,7 @@ def rehab_one(opts: Options, model_path: Path, out_dir: Path) -> dict:
     record = StepRecord("rehab", params)
     ckpt.model.to(resolve_device(opts.device))
     seed_everything(opts.seed)
-    data = spec.load_split(options, "train", None, opts.seed)
+    data = spec.load(options, "train", None, opts.seed)
     model, curve = lora_rehab(ckpt.model, list(ckpt.factorized), spec.task, data, schedule=opts.schedule,
                               rank=opts.rank, alpha=opts.alpha, dropout=opts.dropout, steps=steps, lr=lr,
                               batch_size=batch_size, seed=opts.seed)

@@ -27,6 +27,27 @@ PAGES = ("by_axes", "by_ratio")
 # The control runs `prehab prehab --lam 0`; its surrogate is only logged (the curve's
 # `surrogate` column), the same for every control so their curves compare.
 CONTROL_LOGGED_SURROGATE = "nuclear_fro"
+# A `calibration.samples` value: each architecture's own size, `arch_settings.<arch>.calib_samples`
+# (architectures differ in tokens per sample and input width; the whitening rule is per model).
+PER_ARCH = "per_arch"
+
+
+def calib_samples_of(config: dict[str, Any]) -> dict[str, int]:
+    """{arch: calibration samples} for `per_arch`: the report's studies JSON states it as
+    `calib_samples`; a workflow config holds it in arch_settings."""
+    if "calib_samples" in config:
+        return dict(config["calib_samples"])
+    settings = config.get("arch_settings") or {}
+    return {arch: s["calib_samples"] for arch, s in settings.items() if (s or {}).get("calib_samples")}
+
+
+def _samples(value: int | str, arch: str, per_arch: dict[str, int], study: str) -> int:
+    if value != PER_ARCH:
+        return int(value)
+    if arch not in per_arch:
+        raise UsageError(f"studies.{study}.calibration.samples is {PER_ARCH!r} but arch_settings.{arch}.calib_samples "
+                         "is not set; set it or list numbers")
+    return int(per_arch[arch])
 
 
 def cli_surrogate(label: str, lam: float) -> str:
@@ -52,8 +73,10 @@ class StudyRuns:
             names.append(study)
 
 
-def study_runs(name: str, study: dict[str, Any], all_archs: Iterable[str]) -> list[Run]:
-    """Expand one study's sub-grid (schema-validated dict) into its runs."""
+def study_runs(name: str, study: dict[str, Any], all_archs: Iterable[str],
+               per_arch: dict[str, int] | None = None) -> list[Run]:
+    """Expand one study's sub-grid (schema-validated dict) into its runs (`per_arch`: the
+    calibration sizes `per_arch` stands for, calib_samples_of)."""
     archs = study.get("archs") or list(all_archs)
     methods = study["methods"]
     for key, allowed in (("methods", METHODS), ("figures", FIGURES)):
@@ -66,7 +89,8 @@ def study_runs(name: str, study: dict[str, Any], all_archs: Iterable[str]) -> li
     for arch, seed in itertools.product(archs, study["seeds"]):
         if "dense" in methods:
             out.append(Run(arch, seed, "dense", compressed=False))
-        for source, n in itertools.product(cal["source"], cal["samples"]):
+        for source, value in itertools.product(cal["source"], cal["samples"]):
+            n = _samples(value, arch, per_arch or {}, name)
             uncompressed = []
             if "control" in methods:  # one per space: lambda 0 with the same parametrisation
                 for space in pre["space"]:
@@ -93,9 +117,10 @@ def study_runs(name: str, study: dict[str, Any], all_archs: Iterable[str]) -> li
 def expand(config: dict[str, Any]) -> StudyRuns:
     """All enabled studies of a workflow config, deduplicated by folder."""
     union = StudyRuns()
+    per_arch = calib_samples_of(config)
     for name, study in config["studies"].items():
         if not study.get("enabled", True):
             continue
-        for run in study_runs(name, study, config["archs"]):
+        for run in study_runs(name, study, config["archs"], per_arch):
             union.add(name, run)
     return union

@@ -79,3 +79,29 @@ def test_zero_matrix_falls_back_to_identity_and_says_so():
 
 def test_ladder_is_ordered():
     assert list(JITTER_LADDER) == sorted(JITTER_LADDER)
+
+
+def test_rank_deficient_calibration_is_flagged():
+    """Fewer tokens than inputs, or a dead input, is flagged whatever damping makes it factor."""
+    from prehab.method.calibrate import whitening_from_moments
+
+    torch.manual_seed(0)
+    X = torch.randn(8, 20, dtype=torch.float64)  # 20 tokens of 8 inputs: full rank
+    full = X @ X.T / 20
+    dead = full.clone()
+    dead[3, :] = dead[:, 3] = 0.0  # an input the calibration never saw
+    few = torch.randn(8, 5, dtype=torch.float64)
+    w = whitening_from_moments({"a": full, "b": dead, "c": few @ few.T / 5}, {"a": "a", "b": "b", "c": "c"}, 20)
+    assert [w.damping[k]["rank_deficient"] for k in "abc"] == [False, True, True]
+    assert whitening_from_moments({"a": full}, {"a": "a"}, 5).damping["a"]["rank_deficient"]  # 5 tokens < 8 inputs
+
+
+def test_damping_adds_a_fraction_of_the_mean_diagonal():
+    torch.manual_seed(1)
+    X = torch.randn(6, 30, dtype=torch.float64)
+    C = X @ X.T / 30
+    L, record = robust_cholesky(C, damping=0.01)
+    shift = 0.01 * float(torch.trace(C)) / 6
+    assert record["method"] == "damped" and record["shift"] == pytest.approx(shift)
+    assert torch.allclose(L @ L.T, C + shift * torch.eye(6, dtype=torch.float64))
+    assert not record["rank_deficient"]

@@ -25,6 +25,10 @@ from prehab.layout import GRAMS_FILE
 
 JITTER_LADDER = (1e-10, 1e-8, 1e-6, 1e-4, 1e-2)  # relative to trace(C)/n
 EIG_FLOOR = 1e-5  # relative to the largest eigenvalue, as the authors floor eigenvalues
+# The token rule: calibrate on at least this many tokens per input of the widest target, so that
+# every second moment is full rank with room to spare (fewer tokens than inputs leave directions
+# the calibration never saw, where L^-1 is enormous). Below it calibrate warns and records it.
+TOKENS_PER_INPUT = 4
 
 
 @dataclass
@@ -54,23 +58,37 @@ def whiten(W: torch.Tensor, L: torch.Tensor, dtype: torch.dtype = torch.float64)
     return W.to(dtype) @ L.to(W.device, dtype)
 
 
-def robust_cholesky(C: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+def robust_cholesky(C: torch.Tensor, damping: float = 0.0) -> tuple[torch.Tensor, dict[str, Any]]:
     """Lower Cholesky factor of a symmetric PSD matrix that may be singular.
 
-    Ladder: 1) plain Cholesky; 2) C + eps * (tr(C)/n) I for eps in JITTER_LADDER; 3) eigenvalues
-    floored at EIG_FLOOR * lambda_max; 4) (tr(C)/n) I when C has no energy at all. Returns
-    (L, record) where record says which rung succeeded and the absolute shift used.
+    `damping` f > 0 first adds f * mean(diag C) * I, as GPTQ does (a chosen amount, the same for
+    every matrix); f = 0 adds nothing unless needed. Ladder: 1) Cholesky; 2) C + eps * (tr(C)/n) I
+    for eps in JITTER_LADDER; 3) eigenvalues floored at EIG_FLOOR * lambda_max; 4) (tr(C)/n) I
+    when C has no energy at all. Returns (L, record): which rung succeeded, the absolute shift
+    used, and `rank_deficient` (C itself does not factor: the calibration missed directions).
     """
     n = C.shape[0]
     assert C.shape == (n, n), f"second moment must be square, got {tuple(C.shape)}"
     C = 0.5 * (C + C.T).double()
     scale = float(torch.trace(C)) / n
     if not (scale > 0 and torch.isfinite(C).all()):
-        return torch.eye(n, dtype=torch.float64), {"method": "identity", "reason": "no finite energy", "shift": 0.0}
-    L, info = torch.linalg.cholesky_ex(C)
-    if int(info) == 0 and torch.isfinite(L).all():
-        return L, {"method": "cholesky", "shift": 0.0}
+        return torch.eye(n, dtype=torch.float64), {"method": "identity", "reason": "no finite energy", "shift": 0.0,
+                                                   "rank_deficient": True}
     eye = torch.eye(n, dtype=torch.float64)
+    L, info = torch.linalg.cholesky_ex(C)
+    plain = int(info) == 0 and bool(torch.isfinite(L).all())
+    if damping > 0:
+        L, info = torch.linalg.cholesky_ex(C + damping * scale * eye)
+        if int(info) == 0 and torch.isfinite(L).all():
+            return L, {"method": "damped", "relative": damping, "shift": damping * scale, "rank_deficient": not plain}
+    elif plain:
+        return L, {"method": "cholesky", "shift": 0.0, "rank_deficient": False}
+    L, record = _ladder(C, scale, eye)
+    return L, {**record, "rank_deficient": not plain}
+
+
+def _ladder(C: torch.Tensor, scale: float, eye: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The smallest jitter that factors C, else floored eigenvalues (robust_cholesky's rungs 2-3)."""
     for eps in JITTER_LADDER:
         L, info = torch.linalg.cholesky_ex(C + eps * scale * eye)
         if int(info) == 0 and torch.isfinite(L).all():
@@ -151,11 +169,15 @@ def second_moments(
     return moments, hooks.owner, n_tokens
 
 
-def whitening_from_moments(moments: dict[str, torch.Tensor], owner: dict[str, str], n_tokens: int) -> Whitening:
-    factors, damping = {}, {}
+def whitening_from_moments(moments: dict[str, torch.Tensor], owner: dict[str, str], n_tokens: int,
+                           damping: float = 0.0) -> Whitening:
+    """Factor every second moment (robust_cholesky with `damping`); a factor calibrated on fewer
+    tokens than it has inputs is rank-deficient whatever the numbers say."""
+    factors, records = {}, {}
     for leader, C in moments.items():
-        factors[leader], damping[leader] = robust_cholesky(C)
-    return Whitening(factors=factors, owner=owner, n_tokens=n_tokens, damping=damping)
+        factors[leader], records[leader] = robust_cholesky(C, damping)
+        records[leader]["rank_deficient"] = records[leader]["rank_deficient"] or n_tokens < C.shape[0]
+    return Whitening(factors=factors, owner=owner, n_tokens=n_tokens, damping=records)
 
 
 def load_whitening(path: Path) -> Whitening:

@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from prehab.errors import UsageError
-from prehab.layout import CONTROL_SURROGATE, EVAL_DIR, METRICS_FILE, NO_LORA, SPECTRA_FILE, Run, parse_eval_dir
+from prehab.layout import CONTROL_SURROGATE, EVAL_DIR, GRAMS_FILE, METRICS_FILE, NO_LORA, SPECTRA_FILE, Run, parse_eval_dir
 from prehab.studies import BY_PRODUCTS, expand
 
 log = logging.getLogger(__name__)
 
 AXES = ("arch", "seed", "method", "compressed", "ratio", "lora", "cal_source", "cal_samples",
         "surrogate", "lam", "space")
-COLUMNS = AXES + ("studies", "metric", "value", "model_params", "checkpoint_bytes", "nonfinite_rows",
-                  "eval_dir")
+COLUMNS = AXES + ("studies", "metric", "value", "val_value", "model_params", "checkpoint_bytes",
+                  "nonfinite_rows", "eval_dir")
 # --------------------------------------------------------------------------- studies config
 
 def parse_studies(text: str | dict) -> dict[str, Any]:
@@ -199,6 +199,17 @@ def _read_evaluation(path: Path) -> dict[str, Any]:
     return data
 
 
+def rank_deficient_calibrations(runs_dir: str | Path) -> list[str]:
+    """Calibration folders (relative to runs_dir) whose metrics.json counts rank-deficient second
+    moments (prehab calibrate: fewer tokens than inputs, or C does not factor without jitter)."""
+    found = []
+    for grams in sorted(Path(runs_dir).rglob(GRAMS_FILE)):
+        path = grams.parent / METRICS_FILE
+        if path.is_file() and number(_read_json(path).get("metrics", {}).get("n_rank_deficient")) > 0:
+            found.append(grams.parent.relative_to(runs_dir).as_posix())
+    return found
+
+
 def to_frame(records: list[Record]):
     """The long table: one row per evaluated model, columns `COLUMNS`."""
     import pandas as pd
@@ -212,6 +223,7 @@ def to_frame(records: list[Record]):
             studies=",".join(rec.studies),
             metric=name,
             value=number(metrics[name]),
+            val_value=number(metrics.get(f"val_{name}")),  # validation split: what choices read
             model_params=number(metrics.get("model_params")),
             checkpoint_bytes=number(metrics.get("checkpoint_bytes")),
             nonfinite_rows=number(metrics.get("nonfinite_rows")),
@@ -221,7 +233,8 @@ def to_frame(records: list[Record]):
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     for col in ("seed",):
         df[col] = df[col].astype("int64")
-    for col in ("ratio", "lam", "cal_samples", "value", "model_params", "checkpoint_bytes", "nonfinite_rows"):
+    for col in ("ratio", "lam", "cal_samples", "value", "val_value", "model_params", "checkpoint_bytes",
+                "nonfinite_rows"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     df["compressed"] = df["compressed"].astype(bool)
     return df
@@ -232,6 +245,8 @@ def collect(runs_dir: str | Path, cfg: dict[str, Any], allow_missing: bool = Fal
     records, missing = read_records(runs_dir, cfg, allow_missing)
     df = to_frame(records)
     df.attrs["missing"] = missing
+    df.attrs["runs_dir"] = str(runs_dir)  # where the paired statistics find each row's scores.json
+    df.attrs["rank_deficient"] = rank_deficient_calibrations(runs_dir)
     return df
 
 

@@ -1,11 +1,13 @@
 """Per-study result tables from the long table: `<study>.csv` (machine) and `<study>.md` (people).
 
 Each row is one configuration (every axis but the seed) with the mean ± std of its metric over
-seeds, the number of seeds n, and the relative change against SVD-LLM at the same architecture,
-ratio, LoRA and calibration, signed so that POSITIVE = BETTER than SVD-LLM for both accuracy
-(higher is better) and perplexity (lower is better). The verdict says it plainly:
-"better"/"worse" when |difference| > the larger of the two stds, "within noise" otherwise, "n=1"
-when a side has a single seed (no std: cannot tell), "reference" on SVD-LLM itself.
+seeds and the number of seeds n. Comparisons are paired (prehab.report.paired: same seeds, same
+test items, a 95% bootstrap interval and a verdict from it): every compressed method against
+SVD-LLM at the same architecture, ratio, LoRA and calibration; Prehab against its lambda = 0
+control with the same steps, space and calibration (the comparison that decides); uncompressed
+Prehab and control models against the dense model (does the fine-tuning itself help or harm?).
+Accuracy differences are in points (positive = better); perplexity as the ratio of perplexities
+(below 1 = better). `rel_change_pct` (mean vs SVD-LLM, positive = better) is descriptive only.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from prehab.report import choice, paired
 from prehab.report.collect import AXES, in_study, is_enabled, study_names
-from prehab.layout import METHODS, NO_LORA, fmt
+from prehab.layout import CONTROL_SURROGATE, METHODS, NO_LORA, fmt
 from prehab.tasks import HIGHER_IS_BETTER
 
 log = logging.getLogger(__name__)
@@ -24,16 +27,22 @@ log = logging.getLogger(__name__)
 GROUP = [a for a in AXES if a != "seed"] + ["metric"]
 REF_KEYS = ("arch", "ratio", "lora", "cal_source", "cal_samples")  # SVD-LLM reference match
 PRE_KEYS = ("arch", "method", "cal_source", "cal_samples", "surrogate", "lam", "space")  # uncompressed twin
-CSV_COLUMNS = GROUP + ["label", "n", "seeds", "mean", "std", "model_params", "ref_mean", "ref_std", "ref_n",
-                       "rel_change_pct", "verdict", "pre_mean", "pre_std", "pre_n"]
+CONTROL_KEYS = ("arch", "compressed", "ratio", "lora", "cal_source", "cal_samples", "space")  # Prehab's control
+COMPARISONS = ("vs_control", "vs_svdllm", "vs_dense")
+CSV_COLUMNS = GROUP + ["label", "n", "seeds", "mean", "std", "val_mean", "model_params", "ref_mean", "rel_change_pct",
+                       "pre_mean", "pre_std", "pre_n"] + [
+    f"{c}{part}" for c in COMPARISONS for part in ("", "_low", "_high", "_verdict", "_seeds")]
 SHORT = {"lam": "λ", "cal_samples": "cal n", "cal_source": "cal"}
-NOTE = ("Mean ± std over seeds (sample std, ddof=1; std shown only when n > 1). "
-        "**vs SVD-LLM**: relative change of the mean against SVD-LLM at the same architecture, ratio, "
-        "LoRA and calibration, signed so that **positive = better** (higher accuracy, lower perplexity). "
-        "**verdict**: better/worse when |difference| > the larger std of the two, within noise otherwise, "
-        "n=1 when either side has a single seed (no std: cannot tell), reference on SVD-LLM itself. "
-        "**before compression**: the same model's metric before SVD-LLM (the uncompressed Prehab/control "
-        "model; the dense model for SVD and SVD-LLM).")
+NOTE = ("Mean ± std over seeds (sample std, ddof=1; std shown only when n > 1). Comparisons are **paired**: "
+        "the same seeds and the same test items, the estimate with its 95% interval [low, high] from a paired "
+        "bootstrap over test items within each seed (2,000 replicates, averaged over seeds; the seeds are held "
+        "fixed, so the interval is the test set's sampling noise given these training runs). Accuracy: "
+        "difference in **points**, positive = better. Perplexity: **ratio** of perplexities, below 1 = better. "
+        "**verdict**: better / worse when the whole interval lies on one side, no detectable difference "
+        "otherwise. **vs control**: Prehab against the λ = 0 run with the same steps, data and space (the "
+        "comparison that decides whether the penalty, not the extra fine-tuning, helps). **vs SVD-LLM**: "
+        "against SVD-LLM of the dense model at the same ratio, LoRA and calibration. **before compression**: the "
+        "same model before SVD-LLM (the fine-tuned model for Prehab/control, the dense model otherwise).")
 
 
 # --------------------------------------------------------------------------- numbers
@@ -45,23 +54,6 @@ def _none(v: Any) -> Any:
 
 def _key(row, cols) -> tuple:
     return tuple(_none(row[c]) for c in cols)
-
-
-def verdict(mean: float, std: float, n: int, ref_mean: float, ref_std: float, ref_n: int, higher: bool) -> str:
-    """better / worse / within noise / n=1 (see module doc); "" when there is no reference."""
-    if math.isnan(ref_mean) or math.isnan(mean):
-        return ""
-    diff = (mean - ref_mean) if higher else (ref_mean - mean)
-    if math.isnan(diff):  # both non-finite (e.g. inf perplexity on both sides)
-        return "both non-finite"
-    if math.isinf(diff):  # one side diverged: no noise model needed
-        return "better" if diff > 0 else "worse"
-    if n < 2 or ref_n < 2:
-        return "n=1"
-    noise = max(0.0 if math.isnan(std) else std, 0.0 if math.isnan(ref_std) else ref_std)
-    if abs(diff) <= noise:
-        return "within noise"
-    return "better" if diff > 0 else "worse"
 
 
 def rel_change(mean: float, ref_mean: float, higher: bool) -> float:
@@ -102,14 +94,6 @@ def fmt_mean_std(mean: float, std: float, n: int, metric: str) -> str:
     return text
 
 
-def fmt_rel(x: float) -> str:
-    if isinstance(x, float) and math.isnan(x):
-        return ""
-    if math.isinf(x):
-        return "+inf%" if x > 0 else "-inf%"
-    return f"{x:+.1f}%"
-
-
 def fmt_axis(col: str, v: Any) -> str:
     v = _none(v)
     if v is None:
@@ -128,17 +112,19 @@ def direction(metric: str) -> str:
 # --------------------------------------------------------------------------- summaries
 
 def summarise(df):
-    """Mean/std/n over seeds per configuration (all axes but the seed)."""
+    """Mean/std/n over seeds per configuration (all axes but the seed); `dirs` maps each seed to
+    its evaluation folder (what the paired statistics read)."""
     import pandas as pd
 
     if df.empty:
-        return pd.DataFrame(columns=GROUP + ["n", "seeds", "mean", "std", "model_params"])
+        return pd.DataFrame(columns=GROUP + ["n", "seeds", "mean", "std", "val_mean", "model_params", "dirs"])
     g = df.groupby(GROUP, dropna=False, sort=False)
-    out = g.agg(n=("value", "size"), mean=("value", "mean"), std=("value", "std"),
+    out = g.agg(n=("value", "size"), mean=("value", "mean"), std=("value", "std"), val_mean=("val_value", "mean"),
                 model_params=("model_params", "mean")).reset_index()
     seeds = g["seed"].apply(lambda s: " ".join(str(int(x)) for x in sorted(s))).reset_index(drop=True)
     out.insert(len(GROUP) + 1, "seeds", seeds.values)
-    # inf in a group makes mean inf and std nan: keep the mean, the verdict handles it
+    out["dirs"] = [dict(zip(part["seed"].astype(int), part["eval_dir"])) for _, part in g]
+    # inf in a group makes mean inf and std nan: keep the mean, the paired verdict handles it
     return out
 
 
@@ -146,20 +132,38 @@ def _index(summary, cols) -> dict[tuple, Any]:
     return {_key(r, cols): r for _, r in summary.iterrows()}
 
 
+def _compare(r, other, name: str, runs_dir: str | None) -> None:
+    """Fill r's `<name>*` columns with the paired difference of r against `other` (a row or None)."""
+    result = None
+    if other is not None and runs_dir:
+        result = paired.compare_runs(Path(runs_dir), r["dirs"], other["dirs"], r["metric"])
+    if result is None:
+        r[name] = r[f"{name}_low"] = r[f"{name}_high"] = math.nan
+        r[f"{name}_verdict"] = r[f"{name}_seeds"] = ""
+        return
+    r[name], r[f"{name}_low"], r[f"{name}_high"] = result.estimate, result.low, result.high
+    r[f"{name}_verdict"] = result.verdict
+    r[f"{name}_seeds"] = " ".join(str(s) for s in result.seeds)
+
+
 def study_table(df, study: str, arch_order: list[str] | None = None):
-    """The summary table of one study, with SVD-LLM reference, verdict and before-compression columns."""
+    """The summary table of one study: each configuration with its paired comparisons against
+    SVD-LLM, its control and the dense model, and its metric before compression."""
     import pandas as pd
 
     rows = in_study(df, study)
     s = summarise(rows)
     if s.empty:
         return pd.DataFrame(columns=CSV_COLUMNS)
-    # fallback references/before-compression twins from other studies, on this study's seeds only
+    runs_dir = df.attrs.get("runs_dir")
+    # references and twins from other studies too, on this study's seeds only
     whole = summarise(df[df["seed"].isin(set(rows["seed"]))])
     ref_local = _index(s[s["method"] == "svd-llm"], REF_KEYS)
     ref_global = _index(whole[whole["method"] == "svd-llm"], REF_KEYS)
     unc_local = _index(s[~s["compressed"].astype(bool)], PRE_KEYS)
     unc_global = _index(whole[~whole["compressed"].astype(bool)], PRE_KEYS)
+    controls = _index(whole[whole["method"] == "control"], CONTROL_KEYS)
+    dense = {r["arch"]: r for _, r in whole[whole["method"] == "dense"].iterrows()}
     out = []
     for _, r in s.iterrows():
         r = r.copy()
@@ -173,14 +177,12 @@ def study_table(df, study: str, arch_order: list[str] | None = None):
                 ref = cands[0] if len(cands) == 1 else None
             else:
                 ref = ref_local.get(key, ref_global.get(key))
-        if ref is not None:
-            r["ref_mean"], r["ref_std"], r["ref_n"] = ref["mean"], ref["std"], ref["n"]
-            r["rel_change_pct"] = rel_change(r["mean"], ref["mean"], higher)
-            r["verdict"] = verdict(r["mean"], r["std"], int(r["n"]), ref["mean"], ref["std"], int(ref["n"]), higher)
-        else:
-            r["ref_mean"] = r["ref_std"] = r["rel_change_pct"] = math.nan
-            r["ref_n"] = math.nan
-            r["verdict"] = "reference" if r["method"] == "svd-llm" and r["compressed"] else ""
+        r["ref_mean"] = ref["mean"] if ref is not None else math.nan
+        r["rel_change_pct"] = rel_change(r["mean"], ref["mean"], higher) if ref is not None else math.nan
+        _compare(r, ref, "vs_svdllm", runs_dir)
+        _compare(r, controls.get(_key(r, CONTROL_KEYS)) if r["method"] == "prehab" else None, "vs_control", runs_dir)
+        uncompressed_tuned = not r["compressed"] and r["method"] in ("prehab", "control")
+        _compare(r, dense.get(r["arch"]) if uncompressed_tuned else None, "vs_dense", runs_dir)
         pre = None
         if r["compressed"]:
             if r["method"] in ("svd", "svd-llm"):
@@ -193,7 +195,7 @@ def study_table(df, study: str, arch_order: list[str] | None = None):
         else:
             r["pre_mean"] = r["pre_std"] = r["pre_n"] = math.nan
         out.append(r)
-    table = pd.DataFrame(out)[CSV_COLUMNS]
+    table = pd.DataFrame(out)[CSV_COLUMNS + ["dirs"]]
     return sort_table(table, arch_order)
 
 
@@ -225,67 +227,118 @@ def _arch_heading(arch: str, metric: str) -> str:
     return f"## {arch} — {metric} ({direction(metric)})"
 
 
-def study_markdown(table, study: str, missing: list[str]) -> str:
+def fmt_comparison(r, name: str) -> tuple[str, str]:
+    """(estimate [low, high], verdict) of one paired comparison column, "" when not paired."""
+    if not r.get(f"{name}_verdict"):
+        return "", ""
+    result = paired.Paired(r[name], r[f"{name}_low"], r[f"{name}_high"], r[f"{name}_verdict"], ())
+    return paired.fmt_paired(result, r["metric"]), r[f"{name}_verdict"]
+
+
+def warnings_for(table, deficient: list[str]) -> list[str]:
+    """Lines a page must lead with: controls that lost before compression, rank-deficient whitening."""
+    lines = []
+    lost = table[(table["method"] == "control") & ~table["compressed"].astype(bool) & (table["vs_dense_verdict"] == "worse")]
+    for _, r in lost.iterrows():
+        text, _ = fmt_comparison(r, "vs_dense")
+        lines.append(f"**Warning: the λ = 0 control lost against the dense model before compression** on {r['arch']} "
+                     f"(space {r['space']}): {text}. Its fine-tuning recipe harms the model; read Prehab against "
+                     "the control, not against SVD-LLM.")
+    if deficient:
+        shown = ", ".join(deficient[:5]) + (f", ... ({len(deficient)} in all)" if len(deficient) > 5 else "")
+        lines.append(f"**Warning: rank-deficient whitening** (fewer calibration tokens than inputs, or a second "
+                     f"moment that does not factor without jitter) in: {shown}.")
+    return lines
+
+
+def study_markdown(table, study: str, missing: list[str], deficient: list[str] = ()) -> str:
     """Generic study page: per architecture, the columns that vary in the study."""
     parts = [f"# Study `{study}`", "", NOTE, ""]
     if missing:
         parts += [f"**{len(missing)} evaluated model(s) missing** (reported without them).", ""]
     if table.empty:
         return "\n".join(parts + ["No evaluated models found for this study.", ""])
+    parts += [line + "\n" for line in warnings_for(table, list(deficient))]
     shown = [c for c in ("surrogate", "lam", "space", "cal_source", "cal_samples", "ratio", "lora")
              if table[c].map(_none).nunique(dropna=False) > 1]
     has_pre = table["pre_mean"].notna().any()
     for arch, t in table.groupby("arch", sort=False):
         metric = t["metric"].iloc[0]
         headers = ["method"] + [SHORT.get(c, c) for c in shown]
-        headers += [metric, "n", "vs SVD-LLM", "verdict"] + (["before compression"] if has_pre else [])
+        headers += [metric, "n", f"val {metric}", "vs control [95%]", "verdict", "vs SVD-LLM [95%]", "verdict"]
+        headers += ["before compression", "vs dense [95%]"] if has_pre else []
         body = []
         for _, r in t.iterrows():
             row = [r["label"]] + [fmt_axis(c, r[c]) for c in shown]
             row += [fmt_mean_std(r["mean"], r["std"], int(r["n"]), metric), str(int(r["n"])),
-                    fmt_rel(r["rel_change_pct"]), r["verdict"]]
+                    fmt_value(r["val_mean"], metric), *fmt_comparison(r, "vs_control"), *fmt_comparison(r, "vs_svdllm")]
             if has_pre:
-                row.append(fmt_mean_std(r["pre_mean"], r["pre_std"], 0 if math.isnan(r["pre_n"]) else int(r["pre_n"]), metric))
+                row += [fmt_mean_std(r["pre_mean"], r["pre_std"], 0 if math.isnan(r["pre_n"]) else int(r["pre_n"]), metric),
+                        fmt_comparison(r, "vs_dense")[0]]
             body.append(row)
         parts += [_arch_heading(arch, metric), "", md_table(headers, body), ""]
     return "\n".join(parts)
 
 
-def main_markdown(table, study: str, missing: list[str]) -> str:
-    """The headline page: per architecture and ratio, dense, SVD, SVD-LLM, control and Prehab,
-    each without and with LoRA."""
+def main_markdown(table, study: str, missing: list[str], deficient: list[str] = ()) -> str:
+    """The headline page: per architecture and ratio, dense, SVD, SVD-LLM, control and Prehab
+    (at lambda*, chosen on validation data, when the study sweeps lambda), each without and with
+    LoRA, with the paired comparisons against the control and SVD-LLM."""
     parts = [f"# Main results (study `{study}`)", "", NOTE, ""]
     if missing:
         parts += [f"**{len(missing)} evaluated model(s) missing** (reported without them).", ""]
     if table.empty:
         return "\n".join(parts + ["No evaluated models found for this study.", ""])
-    # λ / space / calibration enter the label only when the study varies them
-    extra = [c for c in ("lam", "space", "cal_source", "cal_samples")
-             if table.loc[table["method"] == "prehab", c].map(_none).nunique(dropna=False) > 1]
+    parts += [line + "\n" for line in warnings_for(table, list(deficient))]
+    prehab_rows = table["method"] == "prehab"
+    swept = table.loc[prehab_rows, "lam"].nunique() > 1
+    chosen = choice.lambda_star(table) if swept else {}
+    if swept:
+        lams = ", ".join(fmt(v) for v in sorted(table.loc[prehab_rows, "lam"].dropna().unique()))
+        parts += [f"**Prehab (λ\\*)**: per architecture, the λ among {{{lams}}} whose compressed models score best "
+                  f"on the validation split at R = {fmt(choice.CHOICE_RATIO)} without LoRA (mean over seeds; the "
+                  "test split is never read for the choice); the other λ are in the `lambda_sweep` page.", ""]
+    extra = [c for c in ("space", "cal_source", "cal_samples")
+             if table.loc[prehab_rows, c].map(_none).nunique(dropna=False) > 1]
     for arch, t in table.groupby("arch", sort=False):
         metric = t["metric"].iloc[0]
-        headers = ["ratio", "method", "LoRA", metric, "n", "vs SVD-LLM", "verdict", "before compression", "params (M)"]
+        headers = ["ratio", "method", "LoRA", metric, "n", "vs control [95%]", "verdict", "vs SVD-LLM [95%]",
+                   "verdict", "before compression", "params (M)"]
         body = []
         dense = t[t["method"] == "dense"]
         comp = t[t["compressed"].astype(bool)]
+        if swept:
+            keep = [(r["method"] != "prehab") or choice.is_chosen(r, chosen) for _, r in comp.iterrows()]
+            comp = comp[keep]
         for ratio in sorted(comp["ratio"].dropna().unique()):
             for _, r in dense.iterrows():
                 body.append([fmt(ratio), "dense (uncompressed)", "—", fmt_mean_std(r["mean"], r["std"], int(r["n"]), metric),
-                             str(int(r["n"])), "", "", "", _mparams(r["model_params"])])
+                             str(int(r["n"])), "", "", "", "", "", _mparams(r["model_params"])])
             for _, r in comp[comp["ratio"] == ratio].iterrows():
                 label = r["label"]
-                if r["method"] == "prehab" and extra:
-                    label += " " + ", ".join(f"{SHORT.get(c, c)}={fmt_axis(c, r[c])}" for c in extra)
+                if r["method"] == "prehab":
+                    label += f" λ{'*' if swept else ''}={fmt(r['lam'])}"
+                    if extra:
+                        label += " " + ", ".join(f"{SHORT.get(c, c)}={fmt_axis(c, r[c])}" for c in extra)
                 pre_n = 0 if math.isnan(r["pre_n"]) else int(r["pre_n"])
                 body.append([fmt(ratio), label, fmt_axis("lora", r["lora"]),
                              fmt_mean_std(r["mean"], r["std"], int(r["n"]), metric), str(int(r["n"])),
-                             fmt_rel(r["rel_change_pct"]), r["verdict"],
+                             *fmt_comparison(r, "vs_control"), *fmt_comparison(r, "vs_svdllm"),
                              fmt_mean_std(r["pre_mean"], r["pre_std"], pre_n, metric), _mparams(r["model_params"])])
         if comp.empty:  # e.g. a study of uncompressed models only
             for _, r in t.iterrows():
                 body.append(["—", r["label"], fmt_axis("lora", r["lora"]), fmt_mean_std(r["mean"], r["std"], int(r["n"]), metric),
-                             str(int(r["n"])), "", "", "", _mparams(r["model_params"])])
+                             str(int(r["n"])), "", "", "", "", "", _mparams(r["model_params"])])
         parts += [_arch_heading(arch, metric), "", md_table(headers, body), ""]
+        before = t[~t["compressed"].astype(bool) & t["method"].isin(["control", "prehab"])]
+        if swept:
+            before = before[[(r["method"] != "prehab") or (r["lam"] in set(chosen.values())) for _, r in before.iterrows()]]
+        if not before.empty:
+            lines = [f"{r['label']}{'' if r['method'] != 'prehab' else ' λ=' + fmt(r['lam'])}: "
+                     f"{fmt_mean_std(r['mean'], r['std'], int(r['n']), metric)} before compression, vs dense "
+                     f"{fmt_comparison(r, 'vs_dense')[0] or '(unpaired)'} {fmt_comparison(r, 'vs_dense')[1]}"
+                     for _, r in before.iterrows()]
+            parts += ["Fine-tuning before compression: " + "; ".join(lines) + ".", ""]
     return "\n".join(parts)
 
 
@@ -312,13 +365,14 @@ def write_tables(df, cfg: dict[str, Any], out_dir: str | Path) -> list[Path]:
             md.write_text(f"# Study `{study}`\n\nStudy disabled (`enabled: false` in the config): no runs.\n")
         else:
             table = study_table(df, study, cfg.get("archs"))
-            table.to_csv(csv, index=False)
-            from prehab.studies import study_runs
+            table.drop(columns=["dirs"], errors="ignore").to_csv(csv, index=False)
+            from prehab.studies import calib_samples_of, study_runs
 
-            dirs = {r.eval_dir for r in study_runs(study, cfg["studies"][study], cfg["archs"])}
+            runs = study_runs(study, cfg["studies"][study], cfg["archs"], calib_samples_of(cfg))
+            dirs = {r.eval_dir for r in runs}
             missing = [m for m in missing_all if m in dirs]
             page = main_markdown if cfg["studies"][study].get("page") == "by_ratio" else study_markdown
-            md.write_text(page(table, study, missing))
+            md.write_text(page(table, study, missing, df.attrs.get("rank_deficient", [])))
         written += [csv, md]
     log.info("wrote %d table files to %s", len(written), out_dir)
     return written

@@ -9,6 +9,8 @@ paths from here (STYLE.md 12: a run's name is its parameters, in `key~value` for
     arch~A/seed~S/cal~C/ncal~N/prehab~P/lam~L/space~W                 Prehab (P=none, L=0: control)
     arch~A/seed~S/cal~C/ncal~N/prehab~P/lam~L/space~W/recal           its re-calibration
     arch~A/seed~S/cal~C/ncal~N/prehab~P/lam~L/space~W/method~svd-llm/ratio~R
+    arch~A/seed~S/cal~C/ncal~N/prehab~P/lam~L/space~W/snap~F          the same model after a fraction
+                                                                      F of its steps (then recal, cuts)
     <compressed>/lora~K                                               LoRA rehab of a compressed model
     <model>/eval                                                      evaluation (metrics.json)
 
@@ -48,6 +50,7 @@ FIELDS = {  # field -> regex of its value (one path segment)
     "surrogate": r"[^/]+",
     "lam": r"[^/]+",
     "space": r"[^/]+",
+    "snap": r"[^/]+",
     "method": "|".join(names.COMPRESSION_METHODS),
     "ratio": r"[^/]+",
     "lora": "|".join(LORA_SCHEDULES),
@@ -57,6 +60,8 @@ DENSE = f"{ROOT}/dense"
 CALIBRATION = f"{ROOT}/cal~{{cal}}/ncal~{{ncal}}"
 PREHAB_PART = "prehab~{surrogate}/lam~{lam}/space~{space}"  # below a calibration
 PREHABBED = f"{CALIBRATION}/{PREHAB_PART}"
+SNAPSHOT_PART = "snap~{snap}"  # below a Prehab/control model: its snapshot after a fraction of its steps
+SNAPSHOT = f"{PREHABBED}/{SNAPSHOT_PART}"
 METHOD_PART = "method~{method}"  # below the model that was cut: one folder per method ...
 RATIO_PART = "ratio~{ratio}"  # ... and one per ratio below it
 CUT_PART = f"{METHOD_PART}/{RATIO_PART}"
@@ -78,10 +83,10 @@ def wildcard_constraints() -> dict[str, str]:
     (`start`: what SVD-LLM cuts below a calibration; `compressed`: <model>/method~M; `model`:
     an uncompressed model below arch/seed)."""
     plain = {name: pattern for name, pattern in FIELDS.items() if name != "method"}
-    prehab_part = re.sub(r"\(\?P<\w+>", "(?:", regex(PREHAB_PART))
+    unnamed = lambda template: re.sub(r"\(\?P<\w+>", "(?:", regex(template))  # noqa: E731
     return {
         **plain,
-        "start": f"dense|{prehab_part}",
+        "start": f"dense|{unnamed(PREHAB_PART)}(?:/{unnamed(SNAPSHOT_PART)})?",
         "compressed": r"(?:[^/]+/)*method~[^/]+",
         "model": r"(?!method~)[^/]+(?:/(?!method~)[^/]+)*",
     }
@@ -102,6 +107,7 @@ class Run:
     surrogate: str | None = None
     lam: float | None = None
     space: str | None = None
+    snapshot: float | None = None  # fraction of the Prehab/control run's steps (None: all of them)
 
     @property
     def model_dir(self) -> str:
@@ -112,8 +118,10 @@ class Run:
             base = DENSE.format(**fields)
         elif self.method == "svd-llm":
             base = f"{CALIBRATION}/dense".format(**fields)
-        else:
+        elif self.snapshot is None:
             base = PREHABBED.format(**fields)
+        else:
+            base = SNAPSHOT.format(**fields, snap=fmt(self.snapshot))
         if not self.compressed:
             return base
         method = "svd" if self.method == "svd" else "svd-llm"
@@ -129,7 +137,8 @@ class Run:
 
 
 # The uncompressed base of each kind of run, then its optional cut and LoRA, then eval/.
-_BASES = {"dense": regex(DENSE), "svd-llm": regex(f"{CALIBRATION}/dense"), "prehab": regex(PREHABBED)}
+_BASES = {"dense": regex(DENSE), "svd-llm": regex(f"{CALIBRATION}/dense"),
+          "prehab": regex(PREHABBED) + f"(?:/{regex(SNAPSHOT_PART)})?"}
 _TAIL = f"(?:/{regex(CUT_PART)}(?:/{regex(LORA_PART)})?)?/{EVAL_DIR}"
 _EVAL_DIRS = {kind: re.compile(base + _TAIL) for kind, base in _BASES.items()}
 
@@ -153,7 +162,8 @@ def parse_eval_dir(eval_dir: str) -> Run | None:
         else:
             method = "control" if g["surrogate"] == CONTROL_SURROGATE else "prehab"
             run = Run(method=method, cal_source=g["cal"], cal_samples=int(g["ncal"]), surrogate=g["surrogate"],
-                      lam=float(g["lam"]), space=g["space"], **common)
+                      lam=float(g["lam"]), space=g["space"], snapshot=float(g["snap"]) if g["snap"] else None,
+                      **common)
     except ValueError:  # a number field that is not a number
         return None
     return run if run is not None and run.eval_dir == eval_dir else None  # e.g. svd-llm below dense/

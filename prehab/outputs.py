@@ -86,13 +86,14 @@ def atomic_dir(out: Path) -> Iterator[Path]:
 class StepRecord:
     """Collects what a step measured and writes metrics.json with params, code version and wall time."""
 
-    def __init__(self, step: str, params: dict[str, Any]):
+    def __init__(self, step: str, params: dict[str, Any], started: float | None = None):
+        """`started`: the step's perf_counter() start when the record is made later than that."""
         self.step = step
         self.params = params
         self.metrics: dict[str, Any] = {}
         self.extra: dict[str, Any] = {}
         self.files: dict[str, Any] = {}  # file name -> JSON data written beside metrics.json
-        self._start = time.perf_counter()
+        self._start = time.perf_counter() if started is None else started
 
     def write(self, folder: Path) -> dict:
         record = {

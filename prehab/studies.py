@@ -22,8 +22,8 @@ from prehab.layout import CONTROL_SURROGATE, METHODS, Run
 # union, so a ratio-0.6 study's model is also cut at main's ratios): reported under this name.
 BY_PRODUCTS = "by-products"
 # What a study can declare for the report (config keys `figures` and `page`).
-FIGURES = ("metric_vs_ratio", "lambda_tradeoff", "spectra", "trajectories", "calibration_size")
-PAGES = ("by_axes", "by_ratio")
+FIGURES = ("metric_vs_ratio", "lambda_tradeoff", "spectra", "trajectories", "calibration_size", "budget")
+PAGES = ("by_axes", "by_ratio", "by_steps")
 # The control runs `prehab prehab --lam 0`; its surrogate is only logged (the curve's
 # `surrogate` column), the same for every control so their curves compare.
 CONTROL_LOGGED_SURROGATE = "nuclear_fro"
@@ -102,6 +102,12 @@ def study_runs(name: str, study: dict[str, Any], all_archs: Iterable[str],
                     uncompressed.append(dict(surrogate=sur, lam=float(lam), space=space, method="prehab"))
             for u in uncompressed:
                 out.append(Run(arch, seed, compressed=False, cal_source=source, cal_samples=n, **u))
+                for fraction in study.get("snapshots", []):  # the same run part-way, cut without LoRA
+                    snap = dict(u, snapshot=float(fraction))
+                    out.append(Run(arch, seed, compressed=False, cal_source=source, cal_samples=n, **snap))
+                    for ratio in study["ratios"]:
+                        out.append(Run(arch, seed, compressed=True, ratio=ratio, cal_source=source,
+                                       cal_samples=n, **snap))
             for ratio, lora in itertools.product(study["ratios"], study["lora"]):
                 if "svd-llm" in methods:
                     out.append(Run(arch, seed, "svd-llm", True, ratio, lora, source, n))
@@ -112,6 +118,12 @@ def study_runs(name: str, study: dict[str, Any], all_archs: Iterable[str],
             for ratio, lora in itertools.product(study["ratios"], study["lora"]):
                 out.append(Run(arch, seed, "svd", True, ratio, lora))
     return out
+
+
+def snapshot_fractions(config: dict[str, Any]) -> list[float]:
+    """The union of the enabled studies' snapshot fractions: every prehab job saves all of them."""
+    return sorted({float(f) for study in config["studies"].values() if study.get("enabled", True)
+                   for f in study.get("snapshots", [])})
 
 
 def expand(config: dict[str, Any]) -> StudyRuns:

@@ -30,11 +30,14 @@ def train_steps(
     log_every: int = 10,
     log_extra: Logger | None = None,
     desc: str = "train",
+    on_step: Callable[[int, list], None] | None = None,
+    log_at: frozenset[int] = frozenset(),
 ) -> list[dict[str, float]]:
     """Run `steps` Adam steps on `params` only; return the curve logged every `log_every` steps.
 
     The curve rows hold `step`, `task_loss` and whatever `penalty` / `log_extra` report; the
-    last step is always logged so a curve ends where training ended.
+    last step is always logged so a curve ends where training ended. `on_step(step, curve)` runs
+    after each step's update (the caller may copy the model there); steps in `log_at` are logged too.
     """
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(params, lr=lr)
@@ -50,11 +53,13 @@ def train_steps(
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
-        if step % log_every == 0 or step == steps or step == 1:
+        if step % log_every == 0 or step == steps or step == 1 or step in log_at:
             row = {"step": step, "task_loss": float(task_loss.detach()), **logged}
             if log_extra is not None:
                 row.update(log_extra(step))
             curve.append(row)
             bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "step"}, refresh=False)
+        if on_step is not None:
+            on_step(step, curve)
     model.eval()
     return curve

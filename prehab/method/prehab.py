@@ -14,6 +14,8 @@ logged in every space, so curves are comparable. docs/method.md, section 4, says
 
 from __future__ import annotations
 
+from typing import Callable
+
 
 import torch
 import torch.nn as nn
@@ -133,6 +135,7 @@ def run_prehab(
     penalty_every: int = 1,
     stagger: bool = False,
     estimator: str = "exact",
+    snapshots: tuple[set[int], Callable[[int, nn.Module, list], None]] | None = None,
 ) -> list[dict[str, float]]:
     """Regularised fine-tuning in place; returns the curve (task loss, surrogate, lambda, entropy rank).
 
@@ -140,7 +143,10 @@ def run_prehab(
     (same average weight, 1/k of the spectral cost): all matrices on the same steps, or with
     `stagger` a rotating 1/k of them on every step (matrix i on steps t = i + 1 mod k).
     `estimator`: how R and its gradient are computed (estimators.py); the logged diagnostics
-    always use the exact spectrum.
+    always use the exact spectrum. `snapshots` = (steps, callback): after each of those steps the
+    callback gets (step, a copy of the model as a k-step run would return it, the curve so far).
+    Nothing here depends on the total step count (constant lr, schedules in absolute steps, data
+    order drawn as it goes), so that copy equals a separate run of that many steps.
     """
     for p in model.parameters():
         p.requires_grad_(False)
@@ -178,11 +184,28 @@ def run_prehab(
                     row["surrogate"] = float(torch.stack(values).mean())
         return row
 
+    def on_step(step: int, curve: list) -> None:
+        if snapshots is not None and step in snapshots[0]:
+            copy = finished(copy_module(model))
+            snapshots[1](step, copy, curve)
+
+    def finished(m: nn.Module) -> nn.Module:
+        mats.fold(m)
+        for p in m.parameters():
+            p.requires_grad_(True)
+        return m.eval()
+
     curve = train_steps(
         model, task, data, mats.params, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
         penalty=penalty, log_every=log_every, log_extra=log_extra, desc=f"prehab {surrogate.name} lam={schedule.lam:g}",
+        on_step=on_step, log_at=frozenset(snapshots[0]) if snapshots else frozenset(),
     )
-    mats.fold(model)
-    for p in model.parameters():
-        p.requires_grad_(True)
+    finished(model)
     return curve
+
+
+def copy_module(model: nn.Module) -> nn.Module:
+    """A deep copy that leaves the original (and the random streams) untouched."""
+    import copy
+
+    return copy.deepcopy(model)

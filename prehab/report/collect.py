@@ -23,8 +23,8 @@ from prehab.studies import BY_PRODUCTS, expand
 log = logging.getLogger(__name__)
 
 AXES = ("arch", "seed", "method", "compressed", "ratio", "lora", "cal_source", "cal_samples",
-        "surrogate", "lam", "space")
-COLUMNS = AXES + ("studies", "metric", "value", "val_value", "model_params", "checkpoint_bytes",
+        "surrogate", "lam", "space", "snapshot")
+COLUMNS = AXES + ("studies", "metric", "value", "val_value", "prehab_steps", "model_params", "checkpoint_bytes",
                   "nonfinite_rows", "eval_dir")
 # --------------------------------------------------------------------------- studies config
 
@@ -182,12 +182,19 @@ def stated_axes(data: dict[str, Any]) -> dict[str, Any]:
             axes.update(arch=step["arch"], seed=int(step["seed"]))
         elif kind == "prehab":
             lam = float(step["lam"])
-            axes.update(lam=lam, space=step["space"], surrogate=step["surrogate"] if lam else CONTROL_SURROGATE)
+            axes.update(lam=lam, space=step["space"], surrogate=step["surrogate"] if lam else CONTROL_SURROGATE,
+                        snapshot=step.get("snapshot"))
         elif kind == "compress":
             axes["ratio"] = float(step["ratio"])
         elif kind == "rehab":
             axes["lora"] = step["schedule"]
     return axes
+
+
+def prehab_steps(data: dict[str, Any]) -> float:
+    """The Prehab/control steps behind an evaluated model (its history's prehab step), else NaN."""
+    steps = [step.get("steps") for step in data.get("history") or [] if step.get("step") == "prehab"]
+    return number(steps[-1]) if steps else math.nan
 
 
 def _read_evaluation(path: Path) -> dict[str, Any]:
@@ -224,6 +231,7 @@ def to_frame(records: list[Record]):
             metric=name,
             value=number(metrics[name]),
             val_value=number(metrics.get(f"val_{name}")),  # validation split: what choices read
+            prehab_steps=prehab_steps(rec.data),
             model_params=number(metrics.get("model_params")),
             checkpoint_bytes=number(metrics.get("checkpoint_bytes")),
             nonfinite_rows=number(metrics.get("nonfinite_rows")),
@@ -233,8 +241,8 @@ def to_frame(records: list[Record]):
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     for col in ("seed",):
         df[col] = df[col].astype("int64")
-    for col in ("ratio", "lam", "cal_samples", "value", "val_value", "model_params", "checkpoint_bytes",
-                "nonfinite_rows"):
+    for col in ("ratio", "lam", "cal_samples", "snapshot", "value", "val_value", "prehab_steps", "model_params",
+                "checkpoint_bytes", "nonfinite_rows"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     df["compressed"] = df["compressed"].astype(bool)
     return df

@@ -176,6 +176,45 @@ def calibration_size(df, cfg, path: Path) -> None:
     plotting.finish(fig, axes, f"{title} (study `{study}`; error bars: std over seeds, {plotting.n_text(table)})", path)
 
 
+def budget(df, cfg, path: Path) -> None:
+    """Prehab minus its control (paired, 95% interval) against Prehab steps, per testbed: does
+    the penalty's effect on the compressed model grow with the budget?"""
+    title = "Prehab minus control vs Prehab steps"
+    found = _declared_table(df, cfg, "budget", title, path)
+    if found is None:
+        return
+    study, table = found
+    rows = budget_rows(table)
+    if rows.empty:
+        plotting.note(path, title, f"no paired Prehab-vs-control cells in study `{study}`")
+        return
+    archs = [a for a in plotting.arch_order(table, cfg) if a in set(rows["arch"])]
+    fig, axes = plotting.axes_grid(1, len(archs))
+    for ax, arch in zip(axes[0], archs):
+        t = rows[rows["arch"] == arch]
+        metric = t["metric"].iloc[0]
+        for (ratio, lam), g in t.groupby(["ratio", "lam"], sort=True, dropna=False):
+            g = g.sort_values("steps")
+            where = "before compression" if ratio != ratio else f"R = {fmt(ratio)}"  # NaN: uncompressed
+            low, high = g["vs_control"] - g["vs_control_low"], g["vs_control_high"] - g["vs_control"]
+            ax.errorbar(g["steps"], g["vs_control"], yerr=[low.clip(lower=0), high.clip(lower=0)], marker="o", ms=4,
+                        capsize=3, label=f"{where}, λ={fmt(lam)}")
+        ax.axhline(0.0 if metric == "accuracy" else 1.0, color="k", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_title(arch)
+        ax.set_xlabel("Prehab steps")
+        ax.set_ylabel("Prehab − control (points)" if metric == "accuracy" else "perplexity ratio Prehab / control")
+        ax.grid(alpha=0.3)
+    plotting.finish(fig, axes, f"{title} (study `{study}`; paired 95% intervals over test items)", path)
+
+
+def budget_rows(table):
+    """The Prehab rows of a study table that have a paired comparison with their control, without
+    LoRA, each with its Prehab step count (snapshots and the full runs)."""
+    t = table[(table["method"] == "prehab") & (table["lora"] == NO_LORA) & (table["vs_control_verdict"] != "")]
+    return t[t["vs_control_verdict"].notna() & t["steps"].notna()]
+
+
 def write_figures(df, cfg: dict[str, Any], runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
     """Every figure of FIGURES into out_dir; each is written even when no study declares it (a note)."""
     out_dir, runs_dir = Path(out_dir), Path(runs_dir)
@@ -186,5 +225,6 @@ def write_figures(df, cfg: dict[str, Any], runs_dir: str | Path, out_dir: str | 
     prehab_figures.spectra(df, cfg, runs_dir, paths["spectra"])
     prehab_figures.trajectories(df, cfg, runs_dir, paths["trajectories"])
     calibration_size(df, cfg, paths["calibration_size"])
+    budget(df, cfg, paths["budget"])
     log.info("wrote %d figures to %s", len(paths), out_dir)
     return list(paths.values())

@@ -26,10 +26,10 @@ log = logging.getLogger(__name__)
 
 GROUP = [a for a in AXES if a != "seed"] + ["metric"]
 REF_KEYS = ("arch", "ratio", "lora", "cal_source", "cal_samples")  # SVD-LLM reference match
-PRE_KEYS = ("arch", "method", "cal_source", "cal_samples", "surrogate", "lam", "space")  # uncompressed twin
-CONTROL_KEYS = ("arch", "compressed", "ratio", "lora", "cal_source", "cal_samples", "space")  # Prehab's control
+PRE_KEYS = ("arch", "method", "cal_source", "cal_samples", "surrogate", "lam", "space", "snapshot")  # uncompressed twin
+CONTROL_KEYS = ("arch", "compressed", "ratio", "lora", "cal_source", "cal_samples", "space", "snapshot")  # its control
 COMPARISONS = ("vs_control", "vs_svdllm", "vs_dense")
-CSV_COLUMNS = GROUP + ["label", "n", "seeds", "mean", "std", "val_mean", "model_params", "ref_mean", "rel_change_pct",
+CSV_COLUMNS = GROUP + ["label", "n", "seeds", "mean", "std", "val_mean", "steps", "model_params", "ref_mean", "rel_change_pct",
                        "pre_mean", "pre_std", "pre_n"] + [
     f"{c}{part}" for c in COMPARISONS for part in ("", "_low", "_high", "_verdict", "_seeds")]
 SHORT = {"lam": "λ", "cal_samples": "cal n", "cal_source": "cal"}
@@ -117,10 +117,10 @@ def summarise(df):
     import pandas as pd
 
     if df.empty:
-        return pd.DataFrame(columns=GROUP + ["n", "seeds", "mean", "std", "val_mean", "model_params", "dirs"])
+        return pd.DataFrame(columns=GROUP + ["n", "seeds", "mean", "std", "val_mean", "steps", "model_params", "dirs"])
     g = df.groupby(GROUP, dropna=False, sort=False)
     out = g.agg(n=("value", "size"), mean=("value", "mean"), std=("value", "std"), val_mean=("val_value", "mean"),
-                model_params=("model_params", "mean")).reset_index()
+                steps=("prehab_steps", "max"), model_params=("model_params", "mean")).reset_index()
     seeds = g["seed"].apply(lambda s: " ".join(str(int(x)) for x in sorted(s))).reset_index(drop=True)
     out.insert(len(GROUP) + 1, "seeds", seeds.values)
     out["dirs"] = [dict(zip(part["seed"].astype(int), part["eval_dir"])) for _, part in g]
@@ -186,7 +186,7 @@ def study_table(df, study: str, arch_order: list[str] | None = None):
         pre = None
         if r["compressed"]:
             if r["method"] in ("svd", "svd-llm"):
-                pkey = (r["arch"], "dense", None, None, None, None, None)
+                pkey = (r["arch"], "dense", None, None, None, None, None, None)
             else:
                 pkey = (r["arch"], r["method"], *_key(r, PRE_KEYS[2:]))
             pre = unc_local.get(pkey, unc_global.get(pkey))
@@ -208,7 +208,8 @@ def sort_table(table, arch_order: list[str] | None = None):
         _m=table["method"].map(methods),
         _l=table["lora"].map(lambda v: (v != NO_LORA, str(v))),
     )
-    t = t.sort_values(["_a", "arch", "_c", "ratio", "_m", "surrogate", "lam", "space", "cal_source", "cal_samples", "_l"],
+    t = t.sort_values(["_a", "arch", "_c", "ratio", "_m", "surrogate", "lam", "space", "cal_source", "cal_samples",
+                       "snapshot", "_l"],
                       na_position="first", kind="stable")
     return t.drop(columns=["_a", "_c", "_m", "_l"]).reset_index(drop=True)
 
@@ -342,6 +343,34 @@ def main_markdown(table, study: str, missing: list[str], deficient: list[str] = 
     return "\n".join(parts)
 
 
+def steps_markdown(table, study: str, missing: list[str], deficient: list[str] = ()) -> str:
+    """The budget page: per architecture, Prehab minus its control against Prehab steps (the
+    snapshots of one long run and the run itself), before compression and at each ratio."""
+    from prehab.report.figures import budget_rows
+
+    parts = [f"# Prehab budget (study `{study}`)", "", NOTE, ""]
+    if missing:
+        parts += [f"**{len(missing)} evaluated model(s) missing** (reported without them).", ""]
+    rows = budget_rows(table) if not table.empty else table
+    if table.empty or rows.empty:
+        return "\n".join(parts + ["No paired Prehab-vs-control cells found for this study.", ""])
+    parts += [line + "\n" for line in warnings_for(table, list(deficient))]
+    controls = _index(table[table["method"] == "control"], CONTROL_KEYS)
+    for arch, t in rows.groupby("arch", sort=False):
+        metric = t["metric"].iloc[0]
+        headers = ["ratio", "λ", "steps", "n", f"control {metric}", f"Prehab {metric}", "Prehab − control [95%]",
+                   "verdict"]
+        body = []
+        for _, r in t.sort_values(["ratio", "lam", "steps"], na_position="first").iterrows():
+            c = controls.get(_key(r, CONTROL_KEYS))
+            body.append(["before compression" if not r["compressed"] else fmt(r["ratio"]), fmt(r["lam"]),
+                         str(int(r["steps"])), str(int(r["n"])),
+                         "" if c is None else fmt_mean_std(c["mean"], c["std"], int(c["n"]), metric),
+                         fmt_mean_std(r["mean"], r["std"], int(r["n"]), metric), *fmt_comparison(r, "vs_control")])
+        parts += [_arch_heading(arch, metric), "", md_table(headers, body), ""]
+    return "\n".join(parts)
+
+
 def _mparams(x: float) -> str:
     return "" if math.isnan(x) else f"{x / 1e6:.3g}"
 
@@ -371,7 +400,8 @@ def write_tables(df, cfg: dict[str, Any], out_dir: str | Path) -> list[Path]:
             runs = study_runs(study, cfg["studies"][study], cfg["archs"], calib_samples_of(cfg))
             dirs = {r.eval_dir for r in runs}
             missing = [m for m in missing_all if m in dirs]
-            page = main_markdown if cfg["studies"][study].get("page") == "by_ratio" else study_markdown
+            page = {"by_ratio": main_markdown, "by_steps": steps_markdown}.get(cfg["studies"][study].get("page"),
+                                                                               study_markdown)
             md.write_text(page(table, study, missing, df.attrs.get("rank_deficient", [])))
         written += [csv, md]
     log.info("wrote %d table files to %s", len(written), out_dir)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 
 from prehab.errors import UsageError
-from prehab.layout import SPECTRA_FILE
+from prehab.layout import SNAPSHOT_PART, SPECTRA_FILE, fmt
 from prehab.method.names import ESTIMATORS, SPACES, SURROGATES, check_tail_ratio
 from prehab.method.ratio import RATIO_RULE, valid_ratio
 from prehab.method.schedule import LambdaSchedule
@@ -46,6 +47,10 @@ class Options(StepOptions):
     penalty_stagger: bool = option("with --penalty-every k: penalise a rotating 1/k of the matrices on every step "
                                    "instead of all of them on every k-th step", False, action="store_true")
     log_every: int = option("curve logging interval in steps", 10, type=int, check=COUNT)
+    snapshots: list[float] = option("also save the model after these fractions of --steps (each in (0, 1)), as "
+                                    "OUT/snap~F: one long run gives the whole budget curve; a snapshot equals a "
+                                    "separate run of that many steps (same seed) on CPU", [], type=float, many=True,
+                                    check=("a fraction in (0, 1)", lambda v: 0 < v < 1))
     seed: int = option("seed of data order", 0, type=int)
     out: Path = option("output folder (written atomically: all or nothing)", type=Path)
 
@@ -53,6 +58,23 @@ class Options(StepOptions):
         super().__post_init__()
         self.schedule = LambdaSchedule(self.lam, self.lam_start, self.lam_warmup_steps)  # checks the warm-up
         check_tail_ratio(self.surrogate, self.tail_ratio)
+        if len(set(self.snapshots)) != len(self.snapshots):
+            raise UsageError(f"--snapshots {' '.join(f'{f:g}' for f in self.snapshots)}: a fraction is listed twice")
+
+
+def snapshot_steps(fractions: list[float], steps: int) -> dict[int, float]:
+    """{step: fraction}: each fraction's step count, round(fraction * steps), at least 1.
+
+    Raises:
+        UsageError: two fractions fall on the same step (too few --steps to tell them apart).
+    """
+    chosen: dict[int, float] = {}
+    for fraction in sorted(fractions):
+        step = max(1, round(fraction * steps))
+        if step in chosen:
+            raise UsageError(f"--snapshots {chosen[step]:g} and {fraction:g} both fall on step {step} of {steps}")
+        chosen[step] = fraction
+    return chosen
 
 
 def run(opts: Options) -> dict:
@@ -81,39 +103,53 @@ def run(opts: Options) -> dict:
               **({"penalty_stagger": True} if opts.penalty_stagger else {}), "lam": opts.lam, "lam_start": opts.lam_start, "lam_warmup_steps": opts.lam_warmup_steps,
               "space": opts.space, "penalty_every": opts.penalty_every, "steps": steps, "lr": lr,
               "batch_size": batch_size, "seed": opts.seed}
-    record = StepRecord("prehab", params)
     ckpt.model.to(resolve_device(opts.device))
     seed_everything(opts.seed)
     targets = find_targets(ckpt.model, spec.targets)
     missing = [t for t in targets if t not in whitening.owner]
     if missing:
         raise UsageError(f"calibration {opts.grams} has no factor for {missing[0]} (it was made for another model)")
+    started = time.perf_counter()
     data = spec.load(options, "train", None, opts.seed)
     before = whitened_spectra(ckpt.model, targets, whitening)
-    curve = run_prehab(ckpt.model, spec.task, data, whitening, targets, surrogate=penalty,
-                       schedule=opts.schedule, space=opts.space, steps=steps, lr=lr, batch_size=batch_size,
-                       seed=opts.seed, log_every=opts.log_every, penalty_every=opts.penalty_every,
-                       stagger=opts.penalty_stagger, estimator=opts.estimator)
-    after = whitened_spectra(ckpt.model, targets, whitening)
     shapes = {name: tuple(get_module(ckpt.model, name).weight.shape) for name in targets}
+    at = snapshot_steps(opts.snapshots, steps)
 
     def R(spectra: dict[str, torch.Tensor]) -> float:
         return _mean_over(lambda name, s: float(penalty.of_eigenvalues(s.double() ** 2, shapes[name])), spectra)
 
-    # Both measured on the WHITENED weights (in every space), from the stored spectra.
-    record.metrics.update(
-        whitened_surrogate_before=R(before),
-        whitened_surrogate_after=R(after),
-        entropy_rank_before=_mean_over(lambda name, s: entropy_rank_of(s), before),
-        entropy_rank_after=_mean_over(lambda name, s: entropy_rank_of(s), after),
-        final_task_loss=curve[-1]["task_loss"] if curve else None,
-    )
-    record.extra["curve"] = curve
+    def save(model, folder: Path, curve: list, run_params: dict) -> dict:
+        """One model's outputs: checkpoint, spectra before/after, metrics.json with its curve."""
+        after = whitened_spectra(model, targets, whitening)
+        record = StepRecord("prehab", run_params, started)
+        # Both measured on the WHITENED weights (in every space), from the stored spectra.
+        record.metrics.update(
+            whitened_surrogate_before=R(before),
+            whitened_surrogate_after=R(after),
+            entropy_rank_before=_mean_over(lambda name, s: entropy_rank_of(s), before),
+            entropy_rank_after=_mean_over(lambda name, s: entropy_rank_of(s), after),
+            final_task_loss=curve[-1]["task_loss"] if curve else None,
+        )
+        record.extra["curve"] = curve
+        history = ckpt.history + [{"step": "prehab", **run_params}]
+        checkpoint.save(checkpoint.Checkpoint(model, spec.name, options, ckpt.arch_config, {}, history), folder)
+        torch.save({"before": before, "after": after}, folder / SPECTRA_FILE)
+        return record.write(folder)
+
     with atomic_dir(opts.out) as out:
-        history = ckpt.history + [{"step": "prehab", **params}]
-        checkpoint.save(checkpoint.Checkpoint(ckpt.model, spec.name, options, ckpt.arch_config, {}, history), out)
-        torch.save({"before": before, "after": after}, out / SPECTRA_FILE)
-        return record.write(out)
+        def on_snapshot(step: int, model, curve: list) -> None:
+            fraction = at[step]
+            folder = out / SNAPSHOT_PART.format(snap=fmt(fraction))
+            folder.mkdir()
+            save(model, folder, [row for row in curve if row["step"] <= step],
+                 {**params, "steps": step, "snapshot": fraction})
+
+        curve = run_prehab(ckpt.model, spec.task, data, whitening, targets, surrogate=penalty,
+                           schedule=opts.schedule, space=opts.space, steps=steps, lr=lr, batch_size=batch_size,
+                           seed=opts.seed, log_every=opts.log_every, penalty_every=opts.penalty_every,
+                           stagger=opts.penalty_stagger, estimator=opts.estimator,
+                           snapshots=(set(at), on_snapshot))
+        return save(ckpt.model, out, curve, params)
 
 
 def _mean_over(fn, spectra: dict[str, torch.Tensor]) -> float:

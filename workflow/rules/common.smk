@@ -15,7 +15,7 @@ from prehab import layout
 from prehab.layout import NO_LORA, fmt
 from prehab.provenance import source_hash, step_source_hash
 from prehab.studies import FIGURES as FIGURE_NAMES
-from prehab.studies import calib_samples_of, cli_surrogate
+from prehab.studies import calib_samples_of, cli_surrogate, snapshot_fractions
 from prehab.studies import expand as expand_studies
 
 # In every rule's params, so a code change reruns the jobs it can affect; a step's metrics.json
@@ -55,6 +55,8 @@ DENSE = layout.DENSE
 CALIBRATION = layout.CALIBRATION
 PREHABBED = layout.PREHABBED
 RECALIBRATION = f"{PREHABBED}/{layout.RECAL_DIR}"
+SNAPSHOT = layout.SNAPSHOT
+SNAPSHOT_RECALIBRATION = f"{SNAPSHOT}/{layout.RECAL_DIR}"
 SVD = f"{DENSE}/{layout.METHOD_PART.format(method='svd')}"
 SVD_LLM = f"{CALIBRATION}/{{start}}/{layout.METHOD_PART.format(method='svd-llm')}"
 COMPRESSED = f"{layout.ROOT}/{{compressed}}"
@@ -122,6 +124,7 @@ def ratios(with_lora):
 
 
 RATIOS = ratios(with_lora=False)
+SNAPSHOTS = [fmt(f) for f in snapshot_fractions(config)]  # every prehab job saves these
 LORA_RATIOS = ratios(with_lora=True)
 
 

@@ -6,7 +6,8 @@ paths from here (STYLE.md 12: a run's name is its parameters, in `key~value` for
     arch~A/seed~S/dense/method~svd/ratio~R                            plain SVD (no calibration)
     arch~A/seed~S/cal~C/ncal~N                                        calibration (grams.pt)
     arch~A/seed~S/cal~C/ncal~N/dense/method~svd-llm/ratio~R           SVD-LLM
-    arch~A/seed~S/cal~C/ncal~N/prehab~P/lam~L/space~W                 Prehab (P=none, L=0: control)
+    arch~A/seed~S/cal~C/ncal~N/prehab~P/lam~L/space~W                 Prehab (P=none, L=0: control;
+                                                                      P a recipe: its lambda or 0)
     arch~A/seed~S/cal~C/ncal~N/prehab~P/lam~L/space~W/recal           its re-calibration
     arch~A/seed~S/cal~C/ncal~N/prehab~P/lam~L/space~W/method~svd-llm/ratio~R
     arch~A/seed~S/cal~C/ncal~N/prehab~P/lam~L/space~W/snap~F          the same model after a fraction
@@ -160,7 +161,7 @@ def parse_eval_dir(eval_dir: str) -> Run | None:
         elif kind == "svd-llm":  # SVD-LLM of the dense model: always a cut
             run = Run(method="svd-llm", cal_source=g["cal"], cal_samples=int(g["ncal"]), **common) if cut else None
         else:
-            method = "control" if g["surrogate"] == CONTROL_SURROGATE else "prehab"
+            method = "control" if float(g["lam"]) == 0 else "prehab"  # a recipe's control keeps its label
             run = Run(method=method, cal_source=g["cal"], cal_samples=int(g["ncal"]), surrogate=g["surrogate"],
                       lam=float(g["lam"]), space=g["space"], snapshot=float(g["snap"]) if g["snap"] else None,
                       **common)

@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 from prehab.errors import UsageError
 from prehab.layout import CONTROL_SURROGATE, METHODS, Run
+from prehab.method.recipes import RECIPES
 
 # Models that shared jobs make but no study names (a compress job cuts every ratio of the
 # union, so a ratio-0.6 study's model is also cut at main's ratios): reported under this name.
@@ -35,10 +36,21 @@ PER_ARCH = "per_arch"
 def calib_samples_of(config: dict[str, Any]) -> dict[str, int]:
     """{arch: calibration samples} for `per_arch`: the report's studies JSON states it as
     `calib_samples`; a workflow config holds it in arch_settings."""
-    if "calib_samples" in config:
-        return dict(config["calib_samples"])
+    return _per_arch(config, "calib_samples")
+
+
+def recipes_of(config: dict[str, Any]) -> dict[str, str]:
+    """{arch: recipe} for `prehab.recipes: [per_arch]` (arch_settings.<arch>.recipe)."""
+    return _per_arch(config, "recipe")
+
+
+def _per_arch(config: dict[str, Any], key: str) -> dict[str, Any]:
+    """{arch: value}: the report's studies JSON states it under `key`; a workflow config holds
+    it in arch_settings.<arch>.<key>."""
+    if key in config:
+        return dict(config[key])
     settings = config.get("arch_settings") or {}
-    return {arch: s["calib_samples"] for arch, s in settings.items() if (s or {}).get("calib_samples")}
+    return {arch: s[key] for arch, s in settings.items() if (s or {}).get(key)}
 
 
 def _samples(value: int | str, arch: str, per_arch: dict[str, int], study: str) -> int:
@@ -59,6 +71,21 @@ def cli_surrogate(label: str, lam: float) -> str:
     return CONTROL_LOGGED_SURROGATE
 
 
+def cli_penalty(label: str, lam: float) -> str:
+    """What a prehab~`label`/lam~`lam` folder passes to `prehab prehab`: `--recipe R` (its
+    lambda, or 0 for the recipe's control) when the label is a recipe, else `--surrogate S`."""
+    if label in RECIPES:
+        return f"--recipe {label}" + (" --lam 0" if float(lam) == 0 else "")
+    return f"--surrogate {cli_surrogate(label, lam)} --lam {lam}"
+
+
+def recipe_runs(recipe: str, space: str | None = None) -> tuple[dict, dict]:
+    """(the recipe's Prehab run axes, its control's): the recipe's own lambda and space."""
+    r = RECIPES[recipe]
+    run = dict(surrogate=recipe, lam=r.lam, space=r.space, method="prehab")
+    return run, dict(run, lam=0.0, method="control")
+
+
 @dataclass
 class StudyRuns:
     """The union of all studies: run folder -> Run, and run folder -> names of studies using it."""
@@ -74,9 +101,9 @@ class StudyRuns:
 
 
 def study_runs(name: str, study: dict[str, Any], all_archs: Iterable[str],
-               per_arch: dict[str, int] | None = None) -> list[Run]:
-    """Expand one study's sub-grid (schema-validated dict) into its runs (`per_arch`: the
-    calibration sizes `per_arch` stands for, calib_samples_of)."""
+               per_arch: dict[str, int] | None = None, recipes: dict[str, str] | None = None) -> list[Run]:
+    """Expand one study's sub-grid (schema-validated dict) into its runs (`per_arch`, `recipes`:
+    what a `per_arch` calibration size or recipe stands for, calib_samples_of / recipes_of)."""
     archs = study.get("archs") or list(all_archs)
     methods = study["methods"]
     for key, allowed in (("methods", METHODS), ("figures", FIGURES)):
@@ -100,6 +127,13 @@ def study_runs(name: str, study: dict[str, Any], all_archs: Iterable[str],
                     if float(lam) == 0:
                         raise UsageError(f"study {name}: lambda 0 is the control; list method `control` instead")
                     uncompressed.append(dict(surrogate=sur, lam=float(lam), space=space, method="prehab"))
+            for value in pre.get("recipes", []):  # the authors' recipes, each with its own control
+                recipe = (recipes or {}).get(arch) if value == PER_ARCH else value
+                if recipe is None:
+                    raise UsageError(f"studies.{name}.prehab.recipes is {PER_ARCH!r} but arch_settings.{arch}.recipe "
+                                     "is not set")
+                run, control = recipe_runs(recipe)
+                uncompressed += ([run] if "prehab" in methods else []) + ([control] if "control" in methods else [])
             for u in uncompressed:
                 out.append(Run(arch, seed, compressed=False, cal_source=source, cal_samples=n, **u))
                 for fraction in study.get("snapshots", []):  # the same run part-way, cut without LoRA
@@ -129,10 +163,10 @@ def snapshot_fractions(config: dict[str, Any]) -> list[float]:
 def expand(config: dict[str, Any]) -> StudyRuns:
     """All enabled studies of a workflow config, deduplicated by folder."""
     union = StudyRuns()
-    per_arch = calib_samples_of(config)
+    per_arch, recipes = calib_samples_of(config), recipes_of(config)
     for name, study in config["studies"].items():
         if not study.get("enabled", True):
             continue
-        for run in study_runs(name, study, config["archs"], per_arch):
+        for run in study_runs(name, study, config["archs"], per_arch, recipes):
             union.add(name, run)
     return union

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from prehab.errors import UsageError
-from prehab.layout import CONTROL_SURROGATE, EVAL_DIR, GRAMS_FILE, METRICS_FILE, NO_LORA, SPECTRA_FILE, Run, parse_eval_dir
+from prehab.layout import (CONTROL_SURROGATE, EVAL_DIR, GRAMS_FILE, METRICS_FILE, NO_LORA, SPECTRA_FILE, Run,
+                           parse_eval_dir)
 from prehab.studies import BY_PRODUCTS, expand
 
 log = logging.getLogger(__name__)
@@ -182,8 +183,8 @@ def stated_axes(data: dict[str, Any]) -> dict[str, Any]:
             axes.update(arch=step["arch"], seed=int(step["seed"]))
         elif kind == "prehab":
             lam = float(step["lam"])
-            axes.update(lam=lam, space=step["space"], surrogate=step["surrogate"] if lam else CONTROL_SURROGATE,
-                        snapshot=step.get("snapshot"))
+            label = step.get("recipe") or (step["surrogate"] if lam else CONTROL_SURROGATE)
+            axes.update(lam=lam, space=step["space"], surrogate=label, snapshot=step.get("snapshot"))
         elif kind == "compress":
             axes["ratio"] = float(step["ratio"])
         elif kind == "rehab":

@@ -17,9 +17,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from prehab.report import choice, paired
-from prehab.report.collect import AXES, in_study, is_enabled, study_names
 from prehab.layout import CONTROL_SURROGATE, METHODS, NO_LORA, fmt
+from prehab.method.recipes import RECIPES
+from prehab.report import paired
+from prehab.report.collect import AXES, in_study, is_enabled, study_names
 from prehab.tasks import HIGHER_IS_BETTER
 
 log = logging.getLogger(__name__)
@@ -72,9 +73,20 @@ def method_label(row) -> str:
         return "SVD"
     if m == "svd-llm":
         return "SVD-LLM"
+    recipe = RECIPES.get(row["surrogate"])
+    steps = row.get("steps")
+    known = steps is not None and not (isinstance(steps, float) and math.isnan(steps))
+    scaled = f", {int(steps):,} of {recipe.steps:,} steps" if recipe is not None and known else ""
     if m == "control":
-        return "control (λ=0)"
-    return f"Prehab({row['surrogate']})"
+        return "control (λ=0)" if recipe is None else f"control ({row['surrogate']} at λ=0{scaled})"
+    return f"Prehab({row['surrogate']}{scaled})"
+
+
+def control_key(r) -> tuple:
+    """What a Prehab row's control shares with it: the axes of CONTROL_KEYS and the recipe label
+    (a recipe's control is the recipe at lambda 0; any other control is labelled `none`)."""
+    label = r["surrogate"] if r["surrogate"] in RECIPES else CONTROL_SURROGATE
+    return _key(r, CONTROL_KEYS) + (label,)
 
 
 def fmt_value(x: float, metric: str) -> str:
@@ -162,7 +174,7 @@ def study_table(df, study: str, arch_order: list[str] | None = None):
     ref_global = _index(whole[whole["method"] == "svd-llm"], REF_KEYS)
     unc_local = _index(s[~s["compressed"].astype(bool)], PRE_KEYS)
     unc_global = _index(whole[~whole["compressed"].astype(bool)], PRE_KEYS)
-    controls = _index(whole[whole["method"] == "control"], CONTROL_KEYS)
+    controls = {control_key(c): c for _, c in whole[whole["method"] == "control"].iterrows()}
     dense = {r["arch"]: r for _, r in whole[whole["method"] == "dense"].iterrows()}
     out = []
     for _, r in s.iterrows():
@@ -180,7 +192,7 @@ def study_table(df, study: str, arch_order: list[str] | None = None):
         r["ref_mean"] = ref["mean"] if ref is not None else math.nan
         r["rel_change_pct"] = rel_change(r["mean"], ref["mean"], higher) if ref is not None else math.nan
         _compare(r, ref, "vs_svdllm", runs_dir)
-        _compare(r, controls.get(_key(r, CONTROL_KEYS)) if r["method"] == "prehab" else None, "vs_control", runs_dir)
+        _compare(r, controls.get(control_key(r)) if r["method"] == "prehab" else None, "vs_control", runs_dir)
         uncompressed_tuned = not r["compressed"] and r["method"] in ("prehab", "control")
         _compare(r, dense.get(r["arch"]) if uncompressed_tuned else None, "vs_dense", runs_dir)
         pre = None
@@ -214,167 +226,6 @@ def sort_table(table, arch_order: list[str] | None = None):
     return t.drop(columns=["_a", "_c", "_m", "_l"]).reset_index(drop=True)
 
 
-# --------------------------------------------------------------------------- markdown
-
-def md_table(headers: list[str], rows: list[list[str]]) -> str:
-    def esc(x: str) -> str:
-        return str(x).replace("|", "\\|")
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _arch_heading(arch: str, metric: str) -> str:
-    return f"## {arch} — {metric} ({direction(metric)})"
-
-
-def fmt_comparison(r, name: str) -> tuple[str, str]:
-    """(estimate [low, high], verdict) of one paired comparison column, "" when not paired."""
-    if not r.get(f"{name}_verdict"):
-        return "", ""
-    result = paired.Paired(r[name], r[f"{name}_low"], r[f"{name}_high"], r[f"{name}_verdict"], ())
-    return paired.fmt_paired(result, r["metric"]), r[f"{name}_verdict"]
-
-
-def warnings_for(table, deficient: list[str]) -> list[str]:
-    """Lines a page must lead with: controls that lost before compression, rank-deficient whitening."""
-    lines = []
-    lost = table[(table["method"] == "control") & ~table["compressed"].astype(bool) & (table["vs_dense_verdict"] == "worse")]
-    for _, r in lost.iterrows():
-        text, _ = fmt_comparison(r, "vs_dense")
-        lines.append(f"**Warning: the λ = 0 control lost against the dense model before compression** on {r['arch']} "
-                     f"(space {r['space']}): {text}. Its fine-tuning recipe harms the model; read Prehab against "
-                     "the control, not against SVD-LLM.")
-    if deficient:
-        shown = ", ".join(deficient[:5]) + (f", ... ({len(deficient)} in all)" if len(deficient) > 5 else "")
-        lines.append(f"**Warning: rank-deficient whitening** (fewer calibration tokens than inputs, or a second "
-                     f"moment that does not factor without jitter) in: {shown}.")
-    return lines
-
-
-def study_markdown(table, study: str, missing: list[str], deficient: list[str] = ()) -> str:
-    """Generic study page: per architecture, the columns that vary in the study."""
-    parts = [f"# Study `{study}`", "", NOTE, ""]
-    if missing:
-        parts += [f"**{len(missing)} evaluated model(s) missing** (reported without them).", ""]
-    if table.empty:
-        return "\n".join(parts + ["No evaluated models found for this study.", ""])
-    parts += [line + "\n" for line in warnings_for(table, list(deficient))]
-    shown = [c for c in ("surrogate", "lam", "space", "cal_source", "cal_samples", "ratio", "lora")
-             if table[c].map(_none).nunique(dropna=False) > 1]
-    has_pre = table["pre_mean"].notna().any()
-    for arch, t in table.groupby("arch", sort=False):
-        metric = t["metric"].iloc[0]
-        headers = ["method"] + [SHORT.get(c, c) for c in shown]
-        headers += [metric, "n", f"val {metric}", "vs control [95%]", "verdict", "vs SVD-LLM [95%]", "verdict"]
-        headers += ["before compression", "vs dense [95%]"] if has_pre else []
-        body = []
-        for _, r in t.iterrows():
-            row = [r["label"]] + [fmt_axis(c, r[c]) for c in shown]
-            row += [fmt_mean_std(r["mean"], r["std"], int(r["n"]), metric), str(int(r["n"])),
-                    fmt_value(r["val_mean"], metric), *fmt_comparison(r, "vs_control"), *fmt_comparison(r, "vs_svdllm")]
-            if has_pre:
-                row += [fmt_mean_std(r["pre_mean"], r["pre_std"], 0 if math.isnan(r["pre_n"]) else int(r["pre_n"]), metric),
-                        fmt_comparison(r, "vs_dense")[0]]
-            body.append(row)
-        parts += [_arch_heading(arch, metric), "", md_table(headers, body), ""]
-    return "\n".join(parts)
-
-
-def main_markdown(table, study: str, missing: list[str], deficient: list[str] = ()) -> str:
-    """The headline page: per architecture and ratio, dense, SVD, SVD-LLM, control and Prehab
-    (at lambda*, chosen on validation data, when the study sweeps lambda), each without and with
-    LoRA, with the paired comparisons against the control and SVD-LLM."""
-    parts = [f"# Main results (study `{study}`)", "", NOTE, ""]
-    if missing:
-        parts += [f"**{len(missing)} evaluated model(s) missing** (reported without them).", ""]
-    if table.empty:
-        return "\n".join(parts + ["No evaluated models found for this study.", ""])
-    parts += [line + "\n" for line in warnings_for(table, list(deficient))]
-    prehab_rows = table["method"] == "prehab"
-    swept = table.loc[prehab_rows, "lam"].nunique() > 1
-    chosen = choice.lambda_star(table) if swept else {}
-    if swept:
-        lams = ", ".join(fmt(v) for v in sorted(table.loc[prehab_rows, "lam"].dropna().unique()))
-        parts += [f"**Prehab (λ\\*)**: per architecture, the λ among {{{lams}}} whose compressed models score best "
-                  f"on the validation split at R = {fmt(choice.CHOICE_RATIO)} without LoRA (mean over seeds; the "
-                  "test split is never read for the choice); the other λ are in the `lambda_sweep` page.", ""]
-    extra = [c for c in ("space", "cal_source", "cal_samples")
-             if table.loc[prehab_rows, c].map(_none).nunique(dropna=False) > 1]
-    for arch, t in table.groupby("arch", sort=False):
-        metric = t["metric"].iloc[0]
-        headers = ["ratio", "method", "LoRA", metric, "n", "vs control [95%]", "verdict", "vs SVD-LLM [95%]",
-                   "verdict", "before compression", "params (M)"]
-        body = []
-        dense = t[t["method"] == "dense"]
-        comp = t[t["compressed"].astype(bool)]
-        if swept:
-            keep = [(r["method"] != "prehab") or choice.is_chosen(r, chosen) for _, r in comp.iterrows()]
-            comp = comp[keep]
-        for ratio in sorted(comp["ratio"].dropna().unique()):
-            for _, r in dense.iterrows():
-                body.append([fmt(ratio), "dense (uncompressed)", "—", fmt_mean_std(r["mean"], r["std"], int(r["n"]), metric),
-                             str(int(r["n"])), "", "", "", "", "", _mparams(r["model_params"])])
-            for _, r in comp[comp["ratio"] == ratio].iterrows():
-                label = r["label"]
-                if r["method"] == "prehab":
-                    label += f" λ{'*' if swept else ''}={fmt(r['lam'])}"
-                    if extra:
-                        label += " " + ", ".join(f"{SHORT.get(c, c)}={fmt_axis(c, r[c])}" for c in extra)
-                pre_n = 0 if math.isnan(r["pre_n"]) else int(r["pre_n"])
-                body.append([fmt(ratio), label, fmt_axis("lora", r["lora"]),
-                             fmt_mean_std(r["mean"], r["std"], int(r["n"]), metric), str(int(r["n"])),
-                             *fmt_comparison(r, "vs_control"), *fmt_comparison(r, "vs_svdllm"),
-                             fmt_mean_std(r["pre_mean"], r["pre_std"], pre_n, metric), _mparams(r["model_params"])])
-        if comp.empty:  # e.g. a study of uncompressed models only
-            for _, r in t.iterrows():
-                body.append(["—", r["label"], fmt_axis("lora", r["lora"]), fmt_mean_std(r["mean"], r["std"], int(r["n"]), metric),
-                             str(int(r["n"])), "", "", "", "", "", _mparams(r["model_params"])])
-        parts += [_arch_heading(arch, metric), "", md_table(headers, body), ""]
-        before = t[~t["compressed"].astype(bool) & t["method"].isin(["control", "prehab"])]
-        if swept:
-            before = before[[(r["method"] != "prehab") or (r["lam"] in set(chosen.values())) for _, r in before.iterrows()]]
-        if not before.empty:
-            lines = [f"{r['label']}{'' if r['method'] != 'prehab' else ' λ=' + fmt(r['lam'])}: "
-                     f"{fmt_mean_std(r['mean'], r['std'], int(r['n']), metric)} before compression, vs dense "
-                     f"{fmt_comparison(r, 'vs_dense')[0] or '(unpaired)'} {fmt_comparison(r, 'vs_dense')[1]}"
-                     for _, r in before.iterrows()]
-            parts += ["Fine-tuning before compression: " + "; ".join(lines) + ".", ""]
-    return "\n".join(parts)
-
-
-def steps_markdown(table, study: str, missing: list[str], deficient: list[str] = ()) -> str:
-    """The budget page: per architecture, Prehab minus its control against Prehab steps (the
-    snapshots of one long run and the run itself), before compression and at each ratio."""
-    from prehab.report.figures import budget_rows
-
-    parts = [f"# Prehab budget (study `{study}`)", "", NOTE, ""]
-    if missing:
-        parts += [f"**{len(missing)} evaluated model(s) missing** (reported without them).", ""]
-    rows = budget_rows(table) if not table.empty else table
-    if table.empty or rows.empty:
-        return "\n".join(parts + ["No paired Prehab-vs-control cells found for this study.", ""])
-    parts += [line + "\n" for line in warnings_for(table, list(deficient))]
-    controls = _index(table[table["method"] == "control"], CONTROL_KEYS)
-    for arch, t in rows.groupby("arch", sort=False):
-        metric = t["metric"].iloc[0]
-        headers = ["ratio", "λ", "steps", "n", f"control {metric}", f"Prehab {metric}", "Prehab − control [95%]",
-                   "verdict"]
-        body = []
-        for _, r in t.sort_values(["ratio", "lam", "steps"], na_position="first").iterrows():
-            c = controls.get(_key(r, CONTROL_KEYS))
-            body.append(["before compression" if not r["compressed"] else fmt(r["ratio"]), fmt(r["lam"]),
-                         str(int(r["steps"])), str(int(r["n"])),
-                         "" if c is None else fmt_mean_std(c["mean"], c["std"], int(c["n"]), metric),
-                         fmt_mean_std(r["mean"], r["std"], int(r["n"]), metric), *fmt_comparison(r, "vs_control")])
-        parts += [_arch_heading(arch, metric), "", md_table(headers, body), ""]
-    return "\n".join(parts)
-
-
-def _mparams(x: float) -> str:
-    return "" if math.isnan(x) else f"{x / 1e6:.3g}"
-
-
 # --------------------------------------------------------------------------- writing
 
 def write_tables(df, cfg: dict[str, Any], out_dir: str | Path) -> list[Path]:
@@ -395,13 +246,15 @@ def write_tables(df, cfg: dict[str, Any], out_dir: str | Path) -> list[Path]:
         else:
             table = study_table(df, study, cfg.get("archs"))
             table.drop(columns=["dirs"], errors="ignore").to_csv(csv, index=False)
-            from prehab.studies import calib_samples_of, study_runs
+            from prehab.studies import calib_samples_of, recipes_of, study_runs
 
-            runs = study_runs(study, cfg["studies"][study], cfg["archs"], calib_samples_of(cfg))
+            runs = study_runs(study, cfg["studies"][study], cfg["archs"], calib_samples_of(cfg), recipes_of(cfg))
             dirs = {r.eval_dir for r in runs}
             missing = [m for m in missing_all if m in dirs]
-            page = {"by_ratio": main_markdown, "by_steps": steps_markdown}.get(cfg["studies"][study].get("page"),
-                                                                               study_markdown)
+            from prehab.report import pages
+
+            page = {"by_ratio": pages.main_markdown, "by_steps": pages.steps_markdown}.get(
+                cfg["studies"][study].get("page"), pages.study_markdown)
             md.write_text(page(table, study, missing, df.attrs.get("rank_deficient", [])))
         written += [csv, md]
     log.info("wrote %d table files to %s", len(written), out_dir)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-
 from prehab.errors import UsageError
 from prehab.layout import SNAPSHOT_PART, SPECTRA_FILE, fmt
 from prehab.method.names import ESTIMATORS, SPACES, SURROGATES, check_tail_ratio
 from prehab.method.ratio import RATIO_RULE, valid_ratio
+from prehab.method.recipes import RECIPES, Recipe
 from prehab.method.schedule import LambdaSchedule
 from prehab.steps.options import COUNT, NON_NEGATIVE, POSITIVE, StepOptions, option, step_default
 
@@ -25,6 +26,11 @@ HELP = "fine-tune with task loss + lambda * rank surrogate of the whitened weigh
 class Options(StepOptions):
     model: Path = option("input model: a step's output folder or its model.pt", type=Path)
     grams: Path = option("`prehab calibrate` output (folder or grams.pt): the whitening factors L", type=Path)
+    recipe: str | None = option("the authors' recipe (surrogate, lambda schedule, space, lr, batch size and steps "
+                                "as their code ran them); other flags may not contradict it, except --steps, "
+                                "which scales it (recorded beside the recipe's own count), and --lam 0, its "
+                                "control", None,
+                                choices=tuple(RECIPES))
     surrogate: str = option("rank surrogate", "nuclear", choices=SURROGATES)
     tail_ratio: float | None = option("the compression ratio whose truncation `--surrogate tail` prices (needed "
                                       "by tail only)", None, type=float, check=(RATIO_RULE, valid_ratio))
@@ -56,10 +62,29 @@ class Options(StepOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.recipe is not None:
+            self._apply_recipe(RECIPES[self.recipe])
         self.schedule = LambdaSchedule(self.lam, self.lam_start, self.lam_warmup_steps)  # checks the warm-up
         check_tail_ratio(self.surrogate, self.tail_ratio)
         if len(set(self.snapshots)) != len(self.snapshots):
             raise UsageError(f"--snapshots {' '.join(f'{f:g}' for f in self.snapshots)}: a fraction is listed twice")
+
+
+    def _apply_recipe(self, recipe: Recipe) -> None:
+        """Take the recipe's values; a flag set to something else (not its default) is an error,
+        except --lam 0: the recipe's own control (everything else the same)."""
+        control = self.lam == 0
+        for name in ("surrogate", "lam", "lam_start", "lam_warmup_steps", "space", "lr", "batch_size"):
+            if control and name in ("lam", "lam_start", "lam_warmup_steps"):
+                continue
+            default = next(f.default for f in dataclasses.fields(self) if f.name == name)
+            mine, theirs = getattr(self, name), getattr(recipe, name)
+            if mine not in (default, theirs):
+                raise UsageError(f"--{name.replace('_', '-')} {mine} contradicts --recipe {self.recipe} "
+                                 f"({name} {theirs}); leave it out")
+            setattr(self, name, theirs)
+        if self.steps is None:
+            self.steps = recipe.steps
 
 
 def snapshot_steps(fractions: list[float], steps: int) -> dict[int, float]:
@@ -80,6 +105,7 @@ def snapshot_steps(fractions: list[float], steps: int) -> dict[int, float]:
 def run(opts: Options) -> dict:
     # imported here: `prehab --help` and `prehab STEP --help` must not load torch
     import torch
+
     from prehab import checkpoint
     from prehab.device import resolve_device
     from prehab.layers import find_targets, get_module
@@ -100,7 +126,8 @@ def run(opts: Options) -> dict:
     params = {"model": str(opts.model), "grams": str(opts.grams), "arch": spec.name, "surrogate": opts.surrogate,
               **({"tail_ratio": opts.tail_ratio} if opts.tail_ratio is not None else {}),
               **({"estimator": opts.estimator} if opts.estimator != "exact" else {}),
-              **({"penalty_stagger": True} if opts.penalty_stagger else {}), "lam": opts.lam, "lam_start": opts.lam_start, "lam_warmup_steps": opts.lam_warmup_steps,
+              **({"penalty_stagger": True} if opts.penalty_stagger else {}),
+              **({"recipe": opts.recipe, "recipe_steps": RECIPES[opts.recipe].steps} if opts.recipe else {}), "lam": opts.lam, "lam_start": opts.lam_start, "lam_warmup_steps": opts.lam_warmup_steps,
               "space": opts.space, "penalty_every": opts.penalty_every, "steps": steps, "lr": lr,
               "batch_size": batch_size, "seed": opts.seed}
     ckpt.model.to(resolve_device(opts.device))

@@ -15,7 +15,8 @@ from prehab import layout
 from prehab.layout import NO_LORA, fmt
 from prehab.provenance import source_hash, step_source_hash
 from prehab.studies import FIGURES as FIGURE_NAMES
-from prehab.studies import calib_samples_of, cli_surrogate, snapshot_fractions
+from prehab.method.recipes import RECIPES
+from prehab.studies import calib_samples_of, cli_penalty, recipes_of, snapshot_fractions
 from prehab.studies import expand as expand_studies
 
 # In every rule's params, so a code change reruns the jobs it can affect; a step's metrics.json
@@ -103,7 +104,7 @@ STUDIES = [
 ]
 # What `prehab report` / `prehab mlflow-log` need to rebuild the grid (defaults filled in).
 STUDIES_JSON = json.dumps({"archs": config["archs"], "studies": config["studies"],
-                           "calib_samples": calib_samples_of(config)})
+                           "calib_samples": calib_samples_of(config), "recipe": recipes_of(config)})
 
 
 def ratios(with_lora):
@@ -222,9 +223,14 @@ def arch_opts(wildcards):
     )
 
 
-def surrogate(wildcards):
-    """The `--surrogate` of a prehab~P/lam~L folder (the control's label `none` -> logged only)."""
-    return cli_surrogate(wildcards.surrogate, wildcards.lam)
+def penalty_flags(wildcards):
+    """`--surrogate S --lam L`, or `--recipe R` for a recipe's folder (prehab.studies.cli_penalty)."""
+    return cli_penalty(wildcards.surrogate, wildcards.lam)
+
+
+def unless_recipe(params_function):
+    """A params function that passes nothing for a recipe's runs (the recipe fixes lr and batch)."""
+    return lambda wildcards: "" if wildcards.surrogate in RECIPES else params_function(wildcards)
 
 
 # ---- input functions ------------------------------------------------------------------------

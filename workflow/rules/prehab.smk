@@ -19,7 +19,7 @@ rule prehab:
     params:
         prehab=PREHAB,
         out=lambda wildcards, output: os.path.dirname(output.model),
-        surrogate=surrogate,
+        penalty=penalty_flags,
         schedule=section_flags(
             "prehab",
             [
@@ -32,14 +32,14 @@ rule prehab:
             ],
         ),
         steps=flag("--steps", "prehab_steps"),
-        lr=flag("--lr", "prehab_lr"),
-        batch_size=flag("--batch-size", "batch_size"),
+        lr=unless_recipe(flag("--lr", "prehab_lr")),
+        batch_size=unless_recipe(flag("--batch-size", "batch_size")),
         snapshots=f"--snapshots {' '.join(SNAPSHOTS)}" if SNAPSHOTS else "",
         arch_opts=arch_opts,
         code=CODE,
     shell:
         "{params.prehab} prehab --model {input.model:q} --grams {input.grams:q}"
-        " --surrogate {params.surrogate} --lam {wildcards.lam} --space {wildcards.space}"
+        " {params.penalty} --space {wildcards.space}"
         " {params.schedule} {params.snapshots}"
         " --seed {wildcards.seed}"
         " {params.steps} {params.lr} {params.batch_size} {params.arch_opts}"

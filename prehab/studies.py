@@ -23,7 +23,7 @@ from prehab.method.recipes import RECIPES
 # union, so a ratio-0.6 study's model is also cut at main's ratios): reported under this name.
 BY_PRODUCTS = "by-products"
 # What a study can declare for the report (config keys `figures` and `page`).
-FIGURES = ("metric_vs_ratio", "lambda_tradeoff", "spectra", "trajectories", "calibration_size", "budget")
+FIGURES = ("metric_vs_ratio", "prehab_vs_control", "lambda_tradeoff", "spectra", "trajectories", "calibration_size", "budget")
 PAGES = ("by_axes", "by_ratio", "by_steps")
 # The control runs `prehab prehab --lam 0`; its surrogate is only logged (the curve's
 # `surrogate` column), the same for every control so their curves compare.

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from prehab.layout import NO_LORA, fmt
+from prehab.layout import CONTROL_SURROGATE, NO_LORA, fmt
 from prehab.report import plotting, prehab_figures, tables
 from prehab.report.collect import declared, no_study_text
 from prehab.studies import FIGURES
@@ -65,7 +65,7 @@ def metric_vs_ratio(df, cfg, path: Path) -> None:
     for ax, arch in zip(axes[0], archs):
         t = table[table["arch"] == arch]
         metric = t["metric"].iloc[0]
-        comp = t[t["compressed"].astype(bool)]
+        comp = t[t["compressed"].astype(bool) & t["snapshot"].isna()]
         labels = [_series_label(r, extra) for _, r in comp.iterrows()]
         colors = plotting.label_colors(list(dict.fromkeys(labels)))
         hidden = 0
@@ -87,8 +87,48 @@ def metric_vs_ratio(df, cfg, path: Path) -> None:
         ax.set_title(arch if not hidden else f"{arch}\n({hidden} non-finite mean(s) not shown)", fontsize=10)
         ax.set_xlabel("compression ratio")
         plotting.metric_axis(ax, metric)
+        plotting.clip_to(ax, comp[comp["method"] != "svd"]["mean"], metric, "plain SVD")
         ax.grid(alpha=0.3)
     plotting.finish(fig, axes, f"{title} (study `{study}`; error bars: std over seeds, {plotting.n_text(table)}; dashed: with LoRA)", path)
+
+
+def prehab_vs_control(df, cfg, path: Path) -> None:
+    """The comparison that decides: Prehab minus its control (paired, 95% interval) against the
+    compression ratio, per testbed, at lambda* (chosen on validation) and for each recipe."""
+    from prehab.report import choice
+
+    title = "Prehab minus its λ = 0 control vs compression ratio"
+    found = _declared_table(df, cfg, "prehab_vs_control", title, path)
+    if found is None:
+        return
+    study, table = found
+    rows = table[(table["method"] == "prehab") & table["compressed"].astype(bool) & table["snapshot"].isna()
+                 & table["vs_control_verdict"].fillna("").astype(bool)]
+    chosen = choice.lambda_star(table)
+    if table.loc[table["method"] == "prehab", "lam"].nunique() > 1:  # a sweep: show lambda* only
+        rows = rows[[choice.is_chosen(r, chosen) for _, r in rows.iterrows()]]
+    if rows.empty:
+        return plotting.note(path, title, f"no paired Prehab-vs-control cells in study `{study}`")
+    archs = [a for a in plotting.arch_order(table, cfg) if a in set(rows["arch"])]
+    fig, axes = plotting.axes_grid(1, len(archs))
+    for ax, arch in zip(axes[0], archs):
+        t = rows[rows["arch"] == arch]
+        metric = t["metric"].iloc[0]
+        for (label, lam, lora), g in t.groupby(["label", "lam", "lora"], sort=False):
+            g = g.sort_values("ratio")
+            low = (g["vs_control"] - g["vs_control_low"]).clip(lower=0)
+            high = (g["vs_control_high"] - g["vs_control"]).clip(lower=0)
+            name = f"{label} λ={fmt(lam)}" + ("" if lora == NO_LORA else f" + LoRA({lora})")
+            ax.errorbar(g["ratio"], g["vs_control"], yerr=[low, high], marker="o", ms=4, capsize=3,
+                        ls="-" if lora == NO_LORA else "--", label=name)
+        ax.axhline(0.0 if metric == "accuracy" else 1.0, color="k", lw=0.8)
+        ax.set_title(arch)
+        ax.set_xlabel("compression ratio")
+        ax.set_ylabel("Prehab − control (points)" if metric == "accuracy" else "perplexity ratio Prehab / control")
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+        ax.grid(alpha=0.3)
+    plotting.finish(fig, axes, f"{title} (study `{study}`; paired 95% intervals over test items, seeds "
+                    f"{plotting.n_text(table)}; dashed: with LoRA)", path)
 
 
 def lambda_tradeoff(df, cfg, path: Path) -> None:
@@ -97,7 +137,7 @@ def lambda_tradeoff(df, cfg, path: Path) -> None:
     if found is None:
         return
     study, table = found
-    comp = table[table["compressed"].astype(bool)]
+    comp = table[table["compressed"].astype(bool) & table["snapshot"].isna()]
     archs = plotting.arch_order(table, cfg)
     fig, axes = plotting.axes_grid(1, len(archs), w=5.2, h=4.2)
     for ax, arch in zip(axes[0], archs):
@@ -107,10 +147,12 @@ def lambda_tradeoff(df, cfg, path: Path) -> None:
             continue
         metric = t["metric"].iloc[0]
         tuned = t[t["method"].isin(["prehab", "control"])]
-        series = tuned.groupby(["ratio", "lora", "cal_source", "cal_samples"], dropna=False, sort=True)
+        # one curve per (ratio, LoRA, calibration, space, surrogate), through its lambdas in order,
+        # starting at its own control: curves of different settings are never joined
+        series = tuned.groupby(["ratio", "lora", "cal_source", "cal_samples", "space"], dropna=False, sort=True)
         for i, ((ratio, lora, *_), g) in enumerate(series):
             color = plotting.PREHAB_COLORS[i % len(plotting.PREHAB_COLORS)]
-            control = g[g["method"] == "control"]
+            control = g[(g["method"] == "control") & (g["surrogate"] == CONTROL_SURROGATE)]
             for sur, gs in g[g["method"] == "prehab"].groupby("surrogate", sort=False):
                 gs = plotting.concat(control, gs).sort_values("lam", na_position="first")
                 gs = gs[gs["mean"].map(plotting.finite) & gs["pre_mean"].map(plotting.finite)]
@@ -221,6 +263,7 @@ def write_figures(df, cfg: dict[str, Any], runs_dir: str | Path, out_dir: str | 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / f"{name}.png" for name in FIGURES}
     metric_vs_ratio(df, cfg, paths["metric_vs_ratio"])
+    prehab_vs_control(df, cfg, paths["prehab_vs_control"])
     lambda_tradeoff(df, cfg, paths["lambda_tradeoff"])
     prehab_figures.spectra(df, cfg, runs_dir, paths["spectra"])
     prehab_figures.trajectories(df, cfg, runs_dir, paths["trajectories"])

@@ -59,6 +59,22 @@ def metric_axis(ax, metric: str) -> None:
     ax.set_ylabel(f"{metric} ({tables.direction(metric)})")
     if not HIGHER_IS_BETTER.get(metric, True):
         log_plain(ax, "y")
+    else:  # never an offset ("+7.7e-1"): a reader must see the absolute numbers
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+
+
+def clip_to(ax, values, metric: str, what: str) -> None:
+    """Limit a perplexity axis to the range of `values` (with a margin), so that one diverged
+    method (e.g. plain SVD at 1e8) does not squash the others; the title says it is off scale."""
+    shown = [float(v) for v in values if finite(v)]
+    if HIGHER_IS_BETTER.get(metric, True) or not shown:
+        return
+    low, high = min(shown), max(shown)
+    top = ax.get_ylim()[1]
+    if top > 3 * high:
+        ax.set_ylim(low / 1.5, high * 1.5)
+        ax.set_title(ax.get_title() + f"\n({what} above the axis where not shown)", fontsize=9)
+
 
 
 def log_plain(ax, which: str) -> None:

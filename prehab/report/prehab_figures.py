@@ -26,7 +26,8 @@ def _prehab_runs(df, cfg, figure: str, title: str, path: Path) -> tuple[Any, lis
     import pandas as pd
 
     rows = pd.concat([in_study(df, s) for s in used]).drop_duplicates("eval_dir")
-    rows = rows[~rows["compressed"].astype(bool) & rows["method"].isin(["prehab", "control"])]
+    rows = rows[~rows["compressed"].astype(bool) & rows["method"].isin(["prehab", "control"])
+                & rows["snapshot"].isna()]  # whole runs only (snapshots: the budget figure)
     if rows.empty:
         plotting.note(path, title, "no uncompressed Prehab/control models evaluated")
         return None
@@ -41,6 +42,17 @@ def _run_of(r) -> Run:
                int(r["cal_samples"]), r["surrogate"], float(r["lam"]), r["space"])
 
 
+def common_lambda(rows) -> float | None:
+    """The largest lambda whose Prehab run (recipes aside) exists on every architecture of `rows`,
+    so that every testbed's spectra show the same penalty weight; None if there is none."""
+    from prehab.method.recipes import RECIPES
+
+    pre = rows[(rows["method"] == "prehab") & ~rows["surrogate"].isin(list(RECIPES))]
+    per_arch = [set(g["lam"]) for _, g in pre.groupby("arch")]
+    shared = set.intersection(*per_arch) if per_arch else set()
+    return max(shared) if shared else None
+
+
 def spectra(df, cfg, runs_dir: Path, path: Path) -> None:
     title = "normalised whitened singular values"
     found = _prehab_runs(df, cfg, "spectra", title, path)
@@ -50,10 +62,11 @@ def spectra(df, cfg, runs_dir: Path, path: Path) -> None:
     import torch
 
     archs = plotting.arch_order(rows, cfg)
+    lam = common_lambda(rows)
     fig, axes = plotting.axes_grid(len(archs), SPECTRA_LAYERS, w=4.2, h=3.2)
     for i, arch in enumerate(archs):
         t = rows[rows["arch"] == arch]
-        pre = t[t["method"] == "prehab"].sort_values("lam", ascending=False)
+        pre = t[(t["method"] == "prehab") & (t["lam"] == lam)]
         ctl = t[t["method"] == "control"]
         picks = []
         if not pre.empty:
@@ -89,7 +102,8 @@ def spectra(df, cfg, runs_dir: Path, path: Path) -> None:
             if j == 0:
                 ax.legend(fontsize=7)
     seeds = ", ".join(sorted({str(int(s)) for s in rows["seed"]}))
-    fig.suptitle(f"{title} before/after Prehab (highest λ of {' ∪ '.join(used)}) and control; seed {seeds}", fontsize=10)
+    shown = "no λ shared by every testbed" if lam is None else f"λ = {fmt(lam)} on every testbed"
+    fig.suptitle(f"{title} before/after Prehab ({shown}; {' ∪ '.join(used)}) and control; seed {seeds}", fontsize=10)
     plotting.save(fig, path)
 
 

@@ -1,0 +1,132 @@
+"""Write the README's findings from the committed tables (results/tables), never by hand.
+
+Reads `main.csv` (and `budget.csv` of another results tree when given) and replaces the block
+between the README's `<!-- findings:start -->` and `<!-- findings:end -->` markers with:
+per testbed and ratio, Prehab at lambda* (chosen on validation) and each recipe against its
+lambda = 0 control and against SVD-LLM, paired, with the verdicts counted; what the intervals
+could have detected; whether the control harmed the model before compression.
+
+    .venv/bin/python scripts/findings.py [--tables results/tables] [--budget results/budget/tables]
+        [--readme README.md] [--check]
+
+`--check` exits 1 when the README's block differs from what the tables give (a test runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from prehab.layout import NO_LORA, fmt
+from prehab.method.recipes import RECIPES
+from prehab.report import choice, paired
+
+START, END = "<!-- findings:start -->", "<!-- findings:end -->"
+
+
+def _cell(r, name: str) -> str:
+    if not isinstance(r.get(f"{name}_verdict"), str) or not r[f"{name}_verdict"]:
+        return "—"
+    p = paired.Paired(r[name], r[f"{name}_low"], r[f"{name}_high"], r[f"{name}_verdict"], ())
+    return f"{paired.fmt_paired(p, r['metric'])} {r[f'{name}_verdict']}"
+
+
+def _reported_prehab(table):
+    """The Prehab rows main.md reports: lambda* (when the study sweeps lambda) and the recipes."""
+    pre = table[(table["method"] == "prehab") & table["compressed"].astype(bool)]
+    if table.loc[table["method"] == "prehab", "lam"].nunique() > 1:
+        chosen = choice.lambda_star(table)
+        pre = pre[[choice.is_chosen(r, chosen) for _, r in pre.iterrows()]]
+    return pre
+
+
+def _half_width(r, name: str) -> float:
+    return (r[f"{name}_high"] - r[f"{name}_low"]) / 2
+
+
+def main_findings(table) -> list[str]:
+    """Markdown lines: the Prehab-vs-control table and the counted verdicts."""
+    pre = _reported_prehab(table)
+    star = "*" if table.loc[table["method"] == "prehab", "lam"].nunique() > 1 else ""
+    lines = ["| testbed | R | LoRA | Prehab | metric | Prehab − control [95%] | Prehab vs SVD-LLM [95%] |",
+             "|---|---|---|---|---|---|---|"]
+    for _, r in pre.sort_values(["arch", "ratio", "lora", "surrogate"]).iterrows():
+        which = r["surrogate"] if r["surrogate"] in RECIPES else f"λ{star}={fmt(r['lam'])}"
+        lines.append(f"| {r['arch']} | {fmt(r['ratio'])} | {'no' if r['lora'] == NO_LORA else r['lora']} | {which} "
+                     f"| {r['mean']:.4g} | {_cell(r, 'vs_control')} | {_cell(r, 'vs_svdllm')} |")
+    verdicts = pre["vs_control_verdict"].fillna("").value_counts()
+    counted = ", ".join(f"{name}: {int(verdicts.get(name, 0))}" for name in
+                        (paired.BETTER, paired.WORSE, paired.UNDETECTED))
+    n_paired = int(pre["vs_control_verdict"].fillna("").astype(bool).sum())
+    acc = pre[(pre["metric"] == "accuracy") & pre["vs_control_verdict"].fillna("").astype(bool)]
+    widths = [_half_width(r, "vs_control") for _, r in acc.iterrows()]
+    lines += ["", f"Prehab against its control, in the {n_paired} of these {len(pre)} cells that have one: {counted}."]
+    if widths:
+        lines.append(f"The paired 95% intervals have half-widths {min(widths):.1f} to {max(widths):.1f} points of "
+                     f"accuracy (median {sorted(widths)[len(widths) // 2]:.1f}): a true Prehab effect of about that "
+                     "size or more would have been called better or worse; smaller ones would not.")
+    return lines
+
+
+def control_findings(table) -> list[str]:
+    """Markdown lines: each control before compression against the dense model."""
+    rows = table[(table["method"] == "control") & ~table["compressed"].astype(bool)]
+    lines = []
+    for _, r in rows.sort_values(["arch", "surrogate"]).iterrows():
+        lines.append(f"- {r['arch']}, {r['label']}: {r['mean']:.4g} before compression; against the dense "
+                     f"model: {_cell(r, 'vs_dense')}.")
+    return lines
+
+
+def budget_findings(table) -> list[str]:
+    rows = table[(table["method"] == "prehab") & table["vs_control_verdict"].fillna("").astype(bool)]
+    lines = ["| testbed | R | Prehab steps | Prehab − control [95%] |", "|---|---|---|---|"]
+    for _, r in rows.sort_values(["arch", "ratio", "steps"], na_position="first").iterrows():
+        where = "before compression" if not r["compressed"] else fmt(r["ratio"])
+        lines.append(f"| {r['arch']} | {where} | {int(r['steps'])} | {_cell(r, 'vs_control')} |")
+    return lines
+
+
+def findings(tables: Path, budget: Path | None) -> str:
+    main = pd.read_csv(tables / "main.csv", keep_default_na=False, na_values=[""])
+    parts = [START, "", f"Written by `scripts/findings.py` from `{tables}/main.csv`"
+             + (f" and `{budget}/budget.csv`" if budget else "") + "; do not edit by hand.", ""]
+    parts += main_findings(main) + ["", "The λ = 0 control before compression, against the dense model (paired):", ""]
+    parts += control_findings(main)
+    if budget is not None and (budget / "budget.csv").is_file():
+        parts += ["", "Prehab minus control against Prehab steps (`budget`, seed 0):", ""]
+        parts += budget_findings(pd.read_csv(budget / "budget.csv", keep_default_na=False, na_values=[""]))
+    return "\n".join(parts + ["", END])
+
+
+def replace_block(text: str, block: str) -> str:
+    if START not in text or END not in text:
+        raise SystemExit(f"README has no {START} ... {END} block")
+    head, rest = text.split(START, 1)
+    return head + block + rest.split(END, 1)[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tables", type=Path, default=Path("results/tables"))
+    parser.add_argument("--budget", type=Path, default=None, help="tables folder holding budget.csv")
+    parser.add_argument("--readme", type=Path, default=Path("README.md"))
+    parser.add_argument("--check", action="store_true", help="exit 1 if the README's block is stale")
+    args = parser.parse_args(argv)
+    text = args.readme.read_text()
+    new = replace_block(text, findings(args.tables, args.budget))
+    if args.check:
+        if new != text:
+            print(f"{args.readme}: the findings block differs from {args.tables}; run scripts/findings.py",
+                  file=sys.stderr)
+            return 1
+        return 0
+    args.readme.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

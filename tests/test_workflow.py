@@ -69,37 +69,24 @@ def dry_run(workdir: Path, configfile: Path) -> dict[str, int]:
 
 
 def test_dry_run_default_config_counts_every_rule(tmp_path):
-    # config/config.yaml. main and extreme_ratio run on all 3 architectures with seeds 0, 1, 2
-    # (extreme_ratio's models are main's, cut at one more ratio by the same jobs); the other
-    # studies on vit-small, seed 0, with calibration train/128 unless said.
-    archs, seeds = 3, 3
+    # config/config.yaml: main on vit-small and bert-small with seeds 0, 1, 2; lambda_sweep on
+    # vit-small, seed 0 (its lambdas 10 and 100 and the control are main's).
+    archs, seeds = 2, 3
     main_per_model = {  # per (architecture, seed) of main
         "pretrain": 1,
-        "calibrate": 1,  # train/128
-        "prehab": 2,  # the control and Prehab (nuclear_fro, lambda 1, weight space)
-        "recalibrate": 2,  # each before its SVD-LLM
+        "calibrate": 1,  # train, per-arch size
+        "prehab": 3,  # the control and Prehab at lambda 10 and 100 (nuclear_fro, weight space)
+        "recalibrate": 3,  # each before its SVD-LLM
         "compress_svd": 1,  # the dense model, at every ratio
-        "compress_svd_llm": 3,  # dense, control, Prehab, at every ratio
-        "rehab": 4,  # sequential LoRA of svd, svd-llm, control, Prehab, at every LoRA ratio
-        "evaluate": 3,  # uncompressed: dense, control, Prehab
+        "compress_svd_llm": 4,  # dense, control, 2 Prehab, at every ratio
+        "rehab": 5,  # sequential LoRA of svd, svd-llm, control, 2 Prehab, at every LoRA ratio
+        "evaluate": 4,  # uncompressed: dense, control, 2 Prehab
     }
-    vit_secondary = {
-        "calibrate": 3 + 1,  # calibration_size: 32, 256, 1024; calibration_shift: shift/128
-        "prehab": (
-            4  # lambda_sweep: 0.01, 0.1, 10, 100 (1 is main's)
-            + 3  # surrogates: nuclear, stable, nuclear_rank (nuclear_fro is main's)
-            + 4  # space: control and Prehab, whitened and raw (weight is main's)
-            + 3  # calibration_size: Prehab at each size
-            + 2  # calibration_shift: control and Prehab on shift/128
-        ),
-        "compress_svd_llm": 3 + 1,  # SVD-LLM of the dense model at each new calibration
-    }
-    vit_secondary["recalibrate"] = vit_secondary["prehab"]
-    vit_secondary["compress_svd_llm"] += vit_secondary["prehab"]
-    vit_secondary["evaluate"] = vit_secondary["prehab"]
+    sweep = 3  # lambda_sweep adds lambda 0.1, 1 and 1000 on vit-small, seed 0
+    vit_secondary = {"prehab": sweep, "recalibrate": sweep, "compress_svd_llm": sweep, "evaluate": sweep}
     expected = {rule: archs * seeds * n + vit_secondary.get(rule, 0) for rule, n in main_per_model.items()}
     expected |= {"mlflow": 1, "report": 1, "all": 1}
-    assert sum(expected.values()) == 228
+    assert sum(expected.values()) == 147
     assert dry_run(tmp_path, DEFAULT_CONFIG) == expected
 
 
@@ -147,6 +134,25 @@ def test_dry_run_testbeds_config_runs_only_its_study(tmp_path):
     per_model = {"pretrain": 1, "evaluate": 1, "calibrate": 1, "compress_svd": 1, "compress_svd_llm": 1}
     expected = {rule: 3 * 3 * n for rule, n in per_model.items()} | {"mlflow": 1, "report": 1, "all": 1}
     assert dry_run(tmp_path, REPO / "config" / "testbeds.yaml") == expected
+
+
+def test_dry_run_budget_config_plans_the_snapshots(tmp_path):
+    # 2 testbeds x seed 0: a control and a Prehab run (320 steps) each save 3 snapshots, so 4
+    # models per run are re-calibrated (the run's own rule, or the snapshot's), cut at R = 0.6
+    # and evaluated; nothing else of config/config.yaml runs.
+    runs, models = 2 * 2, 2 * 2 * 4
+    expected = {"pretrain": 2, "calibrate": 2, "prehab": runs, "recalibrate": runs,
+                "recalibrate_snapshot": models - runs, "compress_svd_llm": models, "evaluate": models,
+                "mlflow": 1, "report": 1, "all": 1}
+    assert dry_run(tmp_path, REPO / "config" / "budget.yaml") == expected
+
+
+@pytest.mark.parametrize("name,prehab_jobs", [("ablations", 14), ("llama", 9)])
+def test_dry_run_other_configs_plan(tmp_path, name, prehab_jobs):
+    # ablations: vit-small seed 0, 14 Prehab/control runs (README "Configs"); llama: 3 seeds x
+    # (control + 2 lambdas)
+    counts = dry_run(tmp_path, REPO / "config" / f"{name}.yaml")
+    assert counts["prehab"] == prehab_jobs and counts["all"] == 1
 
 
 def test_dry_run_paper_config_plans(tmp_path):

@@ -81,13 +81,16 @@ def regex(template: str) -> str:
 
 def wildcard_constraints() -> dict[str, str]:
     """Patterns of the workflow's wildcards: the one-segment fields, and the multi-level parts
-    (`start`: what SVD-LLM cuts below a calibration; `compressed`: <model>/method~M; `model`:
-    an uncompressed model below arch/seed)."""
+    (`start`: what SVD-LLM cuts below a calibration; `tuned`: a Prehab/control model or its
+    snapshot below a calibration; `compressed`: <model>/method~M; `model`: an uncompressed model
+    below arch/seed)."""
     plain = {name: pattern for name, pattern in FIELDS.items() if name != "method"}
     unnamed = lambda template: re.sub(r"\(\?P<\w+>", "(?:", regex(template))  # noqa: E731
+    tuned = f"{unnamed(PREHAB_PART)}(?:/{unnamed(SNAPSHOT_PART)})?"
     return {
         **plain,
-        "start": f"dense|{unnamed(PREHAB_PART)}(?:/{unnamed(SNAPSHOT_PART)})?",
+        "start": f"dense|{tuned}",
+        "tuned": tuned,
         "compressed": r"(?:[^/]+/)*method~[^/]+",
         "model": r"(?!method~)[^/]+(?:/(?!method~)[^/]+)*",
     }

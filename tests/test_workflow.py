@@ -138,11 +138,11 @@ def test_dry_run_testbeds_config_runs_only_its_study(tmp_path):
 
 def test_dry_run_budget_config_plans_the_snapshots(tmp_path):
     # 2 testbeds x seed 0: a control and a Prehab run (320 steps) each save 3 snapshots, so 4
-    # models per run are re-calibrated (the run's own rule, or the snapshot's), cut at R = 0.6
+    # models per run are re-calibrated, cut at R = 0.6
     # and evaluated; nothing else of config/config.yaml runs.
     runs, models = 2 * 2, 2 * 2 * 4
-    expected = {"pretrain": 2, "calibrate": 2, "prehab": runs, "recalibrate": runs,
-                "recalibrate_snapshot": models - runs, "compress_svd_llm": models, "evaluate": models,
+    expected = {"pretrain": 2, "calibrate": 2, "prehab": runs, "recalibrate": models,
+                "compress_svd_llm": models, "evaluate": models,
                 "mlflow": 1, "report": 1, "all": 1}
     assert dry_run(tmp_path, REPO / "config" / "budget.yaml") == expected
 

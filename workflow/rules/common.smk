@@ -55,9 +55,9 @@ MLFLOW_ARTIFACTS = f"{RESULTS}/mlflow-artifacts"
 DENSE = layout.DENSE
 CALIBRATION = layout.CALIBRATION
 PREHABBED = layout.PREHABBED
-RECALIBRATION = f"{PREHABBED}/{layout.RECAL_DIR}"
+TUNED = f"{CALIBRATION}/{{tuned}}"  # a Prehab/control model or its snapshot (snap~F)
+RECALIBRATION = f"{TUNED}/{layout.RECAL_DIR}"
 SNAPSHOT = layout.SNAPSHOT
-SNAPSHOT_RECALIBRATION = f"{SNAPSHOT}/{layout.RECAL_DIR}"
 SVD = f"{DENSE}/{layout.METHOD_PART.format(method='svd')}"
 SVD_LLM = f"{CALIBRATION}/{{start}}/{layout.METHOD_PART.format(method='svd-llm')}"
 COMPRESSED = f"{layout.ROOT}/{{compressed}}"
@@ -103,8 +103,14 @@ STUDIES = [
     name for name, study in config["studies"].items() if study.get("enabled", True)
 ]
 # What `prehab report` / `prehab mlflow-log` need to rebuild the grid (defaults filled in).
-STUDIES_JSON = json.dumps({"archs": config["archs"], "studies": config["studies"],
-                           "calib_samples": calib_samples_of(config), "recipe": recipes_of(config)})
+STUDIES_JSON = json.dumps(
+    {
+        "archs": config["archs"],
+        "studies": config["studies"],
+        "calib_samples": calib_samples_of(config),
+        "recipe": recipes_of(config),
+    }
+)
 
 
 def ratios(with_lora):
@@ -230,7 +236,9 @@ def penalty_flags(wildcards):
 
 def unless_recipe(params_function):
     """A params function that passes nothing for a recipe's runs (the recipe fixes lr and batch)."""
-    return lambda wildcards: "" if wildcards.surrogate in RECIPES else params_function(wildcards)
+    return lambda wildcards: (
+        "" if wildcards.surrogate in RECIPES else params_function(wildcards)
+    )
 
 
 # ---- input functions ------------------------------------------------------------------------

@@ -7,9 +7,15 @@ rule prehab:
         model=run_file(PREHABBED, MODEL_FILE),
         spectra=run_file(PREHABBED, layout.SPECTRA_FILE),
         metrics=run_file(PREHABBED, METRICS_FILE),
-        snapshots=expand(run_file(SNAPSHOT, MODEL_FILE), snap=SNAPSHOTS, allow_missing=True),
-        snapshot_spectra=expand(run_file(SNAPSHOT, layout.SPECTRA_FILE), snap=SNAPSHOTS, allow_missing=True),
-        snapshot_metrics=expand(run_file(SNAPSHOT, METRICS_FILE), snap=SNAPSHOTS, allow_missing=True),
+        snapshots=expand(
+            run_file(SNAPSHOT, MODEL_FILE), snap=SNAPSHOTS, allow_missing=True
+        ),
+        snapshot_spectra=expand(
+            run_file(SNAPSHOT, layout.SPECTRA_FILE), snap=SNAPSHOTS, allow_missing=True
+        ),
+        snapshot_metrics=expand(
+            run_file(SNAPSHOT, METRICS_FILE), snap=SNAPSHOTS, allow_missing=True
+        ),
     log:
         log_file(PREHABBED, "prehab"),
     benchmark:
@@ -46,35 +52,27 @@ rule prehab:
         " --out {params.out:q} > {log} 2>&1"
 
 
-def recalibration_rule(name, model, folder):
-    """Rule `name`: the same calibration (source, size, seed) on the Prehab/control model
-    `model`, into `folder`, for its SVD-LLM surgery."""
-
-    rule:
-        name:
-            name
-        input:
-            model=model,
-        output:
-            grams=run_file(folder, layout.GRAMS_FILE),
-            metrics=run_file(folder, METRICS_FILE),
-        log:
-            log_file(folder, name),
-        benchmark:
-            benchmark_file(folder, name)
-        conda:
-            "../../envs/prehab.yaml"
-        params:
-            prehab=PREHAB,
-            out=lambda wildcards, output: os.path.dirname(output.grams),
-            batch_size=flag("--batch-size", "calib_batch_size"),
-            arch_opts=arch_opts,
-            code=CODE,
-        shell:
-            "{params.prehab} calibrate --model {input.model:q} --source {wildcards.cal}"
-            " --samples {wildcards.ncal} --seed {wildcards.seed} {params.batch_size}"
-            " {params.arch_opts} --out {params.out:q} > {log} 2>&1"
-
-
-recalibration_rule("recalibrate", run_file(PREHABBED, MODEL_FILE), RECALIBRATION)
-recalibration_rule("recalibrate_snapshot", run_file(SNAPSHOT, MODEL_FILE), SNAPSHOT_RECALIBRATION)
+rule recalibrate:
+    """The same calibration (source, size, seed) on a Prehab/control model or one of its
+    snapshots (`tuned`), for its SVD-LLM surgery."""
+    input:
+        model=run_file(TUNED, MODEL_FILE),
+    output:
+        grams=run_file(RECALIBRATION, layout.GRAMS_FILE),
+        metrics=run_file(RECALIBRATION, METRICS_FILE),
+    log:
+        log_file(RECALIBRATION, "recalibrate"),
+    benchmark:
+        benchmark_file(RECALIBRATION, "recalibrate")
+    conda:
+        "../../envs/prehab.yaml"
+    params:
+        prehab=PREHAB,
+        out=lambda wildcards, output: os.path.dirname(output.grams),
+        batch_size=flag("--batch-size", "calib_batch_size"),
+        arch_opts=arch_opts,
+        code=CODE,
+    shell:
+        "{params.prehab} calibrate --model {input.model:q} --source {wildcards.cal}"
+        " --samples {wildcards.ncal} --seed {wildcards.seed} {params.batch_size}"
+        " {params.arch_opts} --out {params.out:q} > {log} 2>&1"

@@ -7,7 +7,13 @@ compress -> rehab -> evaluate jobs, then one MLflow import and the report.
     snakemake --report results/report.html
 """
 
+import os
+
+import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
+
+from prehab.config_check import ConfigError, check
 
 min_version("9.20")
 
@@ -15,7 +21,12 @@ min_version("9.20")
 configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+SCHEMA = "workflow/schemas/config.schema.yaml"
+try:  # one line naming the key, the value and what is allowed, before any job
+    check(config, yaml.safe_load(open(os.path.join(workflow.basedir, SCHEMA))))
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+validate(config, SCHEMA)  # fills in the schema's defaults
 
 
 report: "workflow/report/workflow.rst"

@@ -1,0 +1,115 @@
+"""Invalid workflow configs are refused before any job, with one line naming the key, the bad value
+and what is allowed (prehab.config_check): 30+ cases checked in-process on config/test.yaml, and
+the Snakefile's path once through snakemake (tests/test_workflow.py)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from prehab.config_check import ConfigError, check
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+BASE = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+
+
+def _set(config: dict, path: str, value) -> None:
+    keys = path.split(".")
+    node = config
+    for key in keys[:-1]:
+        node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
+    if value is DELETE:
+        del node[keys[-1]]
+    elif isinstance(node, list):
+        node[int(keys[-1])] = value
+    else:
+        node[keys[-1]] = value
+
+
+DELETE = object()
+
+# (what is wrong, key path, bad value, words the one-line message must hold)
+CASES = [
+    ("wrong type", "keep_compressed", "yes", ["keep_compressed", "'yes'", "boolean"]),
+    ("1e-3 read as a string", "studies.main.prehab.lam", ["1e-3"], ["studies.main.prehab.lam[0]", "'1e-3'", "1.0e-3"]),
+    ("negative lambda", "studies.main.prehab.lam", [-1.0], ["studies.main.prehab.lam[0]", "-1.0", "> 0"]),
+    ("ratio 1.5", "studies.main.ratios", [1.5], ["studies.main.ratios[0]", "1.5", "< 1"]),
+    ("ratio 0", "studies.main.ratios", [0.0], ["studies.main.ratios[0]", "0.0", "> 0"]),
+    ("ratio as text", "studies.main.ratios", ["half"], ["studies.main.ratios[0]", "'half'", "number"]),
+    ("unknown architecture", "archs", ["vit-huge"], ["archs[0]", "vit-huge", "vit-small"]),
+    ("unknown architecture in arch_settings", "arch_settings.vit-huge", {"prehab_steps": 3},
+     ["arch_settings.vit-huge", "unknown architecture"]),
+    ("unknown arch option", "arch_settings.vit-tiny.arch_opts", {"n_tset": 4}, ["n_tset", "n_test"]),
+    ("unknown surrogate", "studies.main.prehab.surrogate", ["nucleus"], ["surrogate[0]", "nucleus", "nuclear_fro"]),
+    ("unknown space", "studies.main.prehab.space", ["latent"], ["space[0]", "latent", "whitened"]),
+    ("unknown estimator", "prehab.estimator", "slow", ["prehab.estimator", "'slow'", "exact"]),
+    ("unknown LoRA schedule", "studies.main.lora", ["both"], ["lora[0]", "both", "sequential"]),
+    ("unknown method", "studies.main.methods", ["magic"], ["methods[0]", "magic", "svd-llm"]),
+    ("unknown study key", "studies.main.ratio", [0.5], ["unknown key studies.main.ratio", "ratios"]),
+    ("unknown top-level key", "studys", {}, ["unknown key studys", "studies"]),
+    ("unknown prehab key", "prehab.warmup_steps", 3, ["unknown key prehab.warmup_steps", "lam_warmup_steps"]),
+    ("unknown arch setting", "arch_settings.vit-tiny.steps", 3, ["unknown key arch_settings.vit-tiny.steps",
+                                                                  "prehab_steps"]),
+    ("unknown figure", "studies.main.figures", ["heatmap"], ["figures[0]", "heatmap", "budget"]),
+    ("unknown page", "studies.main.page", "by_seed", ["studies.main.page", "by_ratio"]),
+    ("empty ratio list", "studies.main.ratios", [], ["studies.main.ratios", "at least 1"]),
+    ("empty seeds", "studies.main.seeds", [], ["studies.main.seeds", "at least 1"]),
+    ("empty archs", "archs", [], ["archs", "at least 1"]),
+    ("duplicate ratio", "studies.main.ratios", [0.5, 0.5], ["studies.main.ratios", "0.5", "listed twice"]),
+    ("duplicate seed", "studies.main.seeds", [0, 0], ["studies.main.seeds", "listed twice"]),
+    ("duplicate lambda", "studies.main.prehab.lam", [1.0, 1.0], ["studies.main.prehab.lam", "listed twice"]),
+    ("negative seed", "studies.main.seeds", [-1], ["studies.main.seeds[0]", "-1", ">= 0"]),
+    ("zero calibration samples", "studies.main.calibration.samples", [0], ["calibration.samples[0]", "0"]),
+    ("unknown calibration source", "studies.main.calibration.source", ["web"], ["source[0]", "web", "shift"]),
+    ("negative prehab steps", "arch_settings.vit-tiny.prehab_steps", -5, ["prehab_steps", "-5", ">= 0"]),
+    ("zero batch size", "arch_settings.vit-tiny.batch_size", 0, ["batch_size", "0", ">= 1"]),
+    ("negative lr", "arch_settings.vit-tiny.prehab_lr", -1.0e-4, ["prehab_lr", "-0.0001", "> 0"]),
+    ("snapshot fraction 1", "studies.main.snapshots", [1.0], ["studies.main.snapshots[0]", "1.0", "< 1"]),
+    ("unknown recipe", "studies.main.prehab.recipes", ["mine"], ["recipes[0]", "mine", "authors-vit"]),
+    ("study missing methods", "studies.main.methods", DELETE, ["studies.main", "methods"]),
+    ("study arch not in archs", "studies.main.archs", ["llama-small"], ["studies.main.archs", "llama-small",
+                                                                        "top-level archs"]),
+    ("results_dir inside the package", "results_dir", str(REPO / "prehab" / "out"), ["results_dir", "inside the prehab"]),
+    ("empty results_dir", "results_dir", "", ["results_dir", "non-empty"]),
+    ("negative LoRA rank", "lora.rank", -8, ["lora.rank", "-8"]),
+    ("penalty every 0", "prehab.penalty_every", 0, ["prehab.penalty_every", "0", ">= 1"]),
+]
+
+
+def test_the_base_config_passes():
+    check(copy.deepcopy(BASE), SCHEMA)
+
+
+@pytest.mark.parametrize("what,path,value,words", CASES, ids=[c[0] for c in CASES])
+def test_an_invalid_config_is_refused_in_one_line(what, path, value, words):
+    config = copy.deepcopy(BASE)
+    _set(config, path, value)
+    with pytest.raises(ConfigError) as caught:
+        check(config, SCHEMA)
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < 400, message
+    for word in words:
+        assert word in message, (word, message)
+
+
+def test_there_are_at_least_thirty_cases():
+    assert len({c[0] for c in CASES}) >= 30
+
+
+def test_the_schema_names_what_the_code_knows():
+    """Enums written in the schema are the code's own lists (one home per name, checked)."""
+    from prehab.method.names import ESTIMATORS, SPACES, SURROGATES
+    from prehab.method.recipes import RECIPES
+    from prehab.studies import FIGURES, PAGES
+
+    study = SCHEMA["$defs"]["study"]["properties"]
+    assert study["figures"]["items"]["enum"] == list(FIGURES)
+    assert study["page"]["enum"] == list(PAGES)
+    assert set(study["prehab"]["properties"]["recipes"]["items"]["enum"]) == set(RECIPES) | {"per_arch"}
+    assert set(study["prehab"]["properties"]["space"]["items"]["enum"]) == set(SPACES)
+    assert set(study["prehab"]["properties"]["surrogate"]["items"]["enum"]) <= set(SURROGATES)
+    assert set(SCHEMA["properties"]["prehab"]["properties"]["estimator"]["enum"]) == set(ESTIMATORS)

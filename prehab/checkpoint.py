@@ -60,21 +60,35 @@ def save(ckpt: Checkpoint, folder: Path) -> Path:
     return path
 
 
+REQUIRED = ("arch", "arch_options", "arch_config", "factorized", "state_dict")
+
+
 def load(path: str | Path) -> Checkpoint:
     """Rebuild the module tree from the stored config (factorised layers included), then load weights.
 
     Raises:
-        UsageError: the file is missing, not a prehab checkpoint, or its weights do not fit.
+        UsageError: the file is missing, not a prehab checkpoint (a pickled object included:
+            weights_only loading refuses it), misses fields, its weights do not fit, or a weight
+            is not finite.
     """
     from prehab.layers import factorize_structure
 
     path = model_path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+    except pickle.UnpicklingError:
+        raise UsageError(f"checkpoint {str(path)!r} holds not only tensors and plain values (refused: loading it "
+                         "could run code)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
         raise UsageError(f"checkpoint {str(path)!r} is corrupt or not a torch file ({type(err).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UsageError(f"checkpoint {str(path)!r} is not a {FORMAT} file")
+    absent = [key for key in REQUIRED if key not in payload]
+    if absent:
+        raise UsageError(f"checkpoint {str(path)!r} lacks {', '.join(absent)}: not written by a prehab step")
+    for name, tensor in payload["state_dict"].items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UsageError(f"checkpoint {str(path)!r} holds non-finite values in {name}; refusing to use it")
     spec = get_arch(payload["arch"])
     model = spec.from_config(payload["arch_config"])
     factorize_structure(model, payload["factorized"])

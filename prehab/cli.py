@@ -15,7 +15,7 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 
-from prehab.errors import UsageError  # noqa: E402
+from prehab.errors import NumericalError, UsageError  # noqa: E402
 from prehab.steps import STEPS  # noqa: E402
 from prehab.steps.options import add_options, from_args  # noqa: E402
 
@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"prehab {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except NumericalError as err:  # nothing was written: outputs are staged until the end
+        print(f"prehab {args.command}: diverged: {err}", file=sys.stderr)
+        return 3
     if args.command in STEPS:  # one line per output folder
         records = record if isinstance(record, list) else [record]
         outs = args.out if isinstance(args.out, list) else [args.out]

@@ -10,10 +10,23 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from prehab import tasks
+from prehab.errors import NumericalError
 
 # penalty(step) -> (term added to the loss, numbers to log at this step)
 Penalty = Callable[[int], tuple[torch.Tensor | None, dict[str, float]]]
 Logger = Callable[[int], dict[str, float]]
+
+
+def diverged(step: int, task_loss: torch.Tensor, term: torch.Tensor | None) -> None:
+    """Stop at the first non-finite loss, naming the step and the term (nothing is written:
+    every step saves only after its loop returns).
+
+    Raises:
+        NumericalError: the task loss or the penalty is NaN or infinite.
+    """
+    for name, value in (("task loss", task_loss), ("penalty", term)):
+        if value is not None and not bool(torch.isfinite(value.detach()).all()):
+            raise NumericalError(f"training diverged at step {step}: the {name} is {float(value.detach())}")
 
 
 def train_steps(
@@ -49,6 +62,7 @@ def train_steps(
     for step, batch in enumerate(bar, start=1):
         task_loss = tasks.loss(model, task, batch)
         term, logged = penalty(step) if penalty is not None else (None, {})
+        diverged(step, task_loss, term)
         total = task_loss if term is None else task_loss + term
         optimizer.zero_grad(set_to_none=True)
         total.backward()

@@ -1,0 +1,102 @@
+"""Numerical faults and unsafe files: a loss that turns non-finite stops training naming the step
+and the term, writing nothing; a checkpoint with non-finite weights, with fields missing, or with
+a pickled object smuggled in is refused in one line (exit 2)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from prehab.cli import main
+from prehab.errors import NumericalError
+from prehab.train import train_steps
+
+
+@pytest.fixture(scope="module")
+def dense(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults")
+    assert main(["pretrain", "--arch", "tiny-mlp", "--steps", "5", "--out", str(root / "dense")]) == 0
+    return root
+
+
+def _tiny_data(n=32):
+    return {"pixel_values": torch.randn(n, 1, 8, 8), "labels": torch.randint(0, 10, (n,))}
+
+
+def test_a_non_finite_penalty_stops_training_at_its_step():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    penalty = lambda step: (torch.tensor(math.nan) if step == 3 else torch.tensor(0.0), {})  # noqa: E731
+    with pytest.raises(NumericalError, match="step 3: the penalty is nan"):
+        train_steps(model, "image-cls", _tiny_data(), list(model.parameters()), steps=5, lr=1e-3, batch_size=8,
+                    seed=0, penalty=penalty)
+
+
+def test_a_non_finite_task_loss_stops_training():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    data = _tiny_data()
+    data["pixel_values"][:] = math.inf
+    with pytest.raises(NumericalError, match="step 1: the task loss is nan"):
+        train_steps(model, "image-cls", data, list(model.parameters()), steps=2, lr=1e-3, batch_size=8, seed=0)
+
+
+def test_divergence_through_the_cli_writes_nothing(dense, capsys):
+    out = dense / "blown"
+    code = main(["pretrain", "--arch", "tiny-mlp", "--steps", "50", "--lr", "1e30", "--out", str(out)])
+    assert code == 3
+    assert "diverged at step" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def _rewrite(src, dst, change):
+    payload = torch.load(src / "model.pt", weights_only=True)
+    change(payload)
+    dst.mkdir()
+    torch.save(payload, dst / "model.pt")
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused(dense, capsys):
+    bad = dense / "nan-weights"
+    _rewrite(dense / "dense", bad, lambda p: next(iter(p["state_dict"].values())).fill_(math.nan))
+    assert main(["evaluate", "--model", str(bad), "--out", str(bad / "eval")]) == 2
+    assert "non-finite values" in capsys.readouterr().err
+    assert not (bad / "eval").exists()
+
+
+def test_a_checkpoint_missing_fields_is_refused(dense, capsys):
+    bad = dense / "no-config"
+    _rewrite(dense / "dense", bad, lambda p: p.pop("arch_config"))
+    assert main(["evaluate", "--model", str(bad), "--out", str(bad / "eval")]) == 2
+    assert "lacks arch_config" in capsys.readouterr().err
+
+
+class Smuggled:
+    """Would run code when unpickled by a full (unsafe) pickle load."""
+
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_a_pickled_object_in_a_checkpoint_is_refused(dense, capsys):
+    bad = dense / "pickled"
+    bad.mkdir()
+    payload = torch.load(dense / "dense" / "model.pt", weights_only=True)
+    payload["history"].append(Smuggled())
+    torch.save(payload, bad / "model.pt")
+    assert main(["evaluate", "--model", str(bad), "--out", str(bad / "eval")]) == 2
+    err = capsys.readouterr()
+    assert "not only tensors and plain values" in err.err and "pwned" not in err.out
+
+
+def test_evaluation_counts_non_finite_rows():
+    class Half(torch.nn.Module):
+        def forward(self, x):
+            logits = torch.zeros(len(x), 10)
+            logits[::2] = math.nan
+            return logits
+
+    from prehab.method.evaluate import task_metrics
+
+    metrics = task_metrics(Half(), "image-cls", _tiny_data(8), batch_size=4)
+    assert metrics["nonfinite_rows"] == 4 and metrics["n_eval"] == 8

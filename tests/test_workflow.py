@@ -326,3 +326,63 @@ def test_conda_env_matches_pyproject():
     assert "python=3.11" in env["dependencies"]
     assert sorted(p for p in pip if not p.startswith("-e")) == sorted(deps)
     assert "-e ../.." in pip  # the package itself (see the comment in envs/prehab.yaml)
+
+
+# ----------------------------------------------------------------------------- crash and resume
+
+WALL_KEYS = {"wall_time_s", "code", "seconds"}  # fields that legitimately differ between two runs
+
+
+def _comparable(value):
+    """A metrics.json without its wall times and code version (by name, nothing else)."""
+    if isinstance(value, dict):
+        return {k: _comparable(v) for k, v in value.items() if k not in WALL_KEYS}
+    if isinstance(value, list):
+        return [_comparable(v) for v in value]
+    return value
+
+
+def _records(results: Path) -> dict[str, dict]:
+    import json
+
+    return {p.relative_to(results).as_posix(): _comparable(json.loads(p.read_text()))
+            for p in sorted((results / "runs").rglob("metrics.json"))}
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_training_resumes_to_the_same_tables(tiny_run, tmp_path):
+    """SIGKILL the whole run while a prehab job trains, check that nothing half-written is left,
+    unlock, start the same command again: it completes, and every metrics.json and every table
+    equals the uninterrupted run's (so two runs from scratch are identical too)."""
+    import json
+    import signal
+
+    import torch
+
+    reference, _, _ = tiny_run
+    results = tmp_path / "results"
+    cmd = [*readme_main_command(), "--configfile", "config/test.yaml", "--config", f"results_dir={results}"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        logs = list((results / "logs").rglob("prehab.log")) if (results / "logs").exists() else []
+        if any("prehab" in p.read_text(errors="replace") for p in logs):  # a progress bar: training
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, "the run ended before any prehab job trained"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for path in (results / "runs").rglob("model.pt"):
+        torch.load(path, weights_only=True)  # every checkpoint in place is whole
+    for path in (results / "runs").rglob("metrics.json"):
+        json.loads(path.read_text())
+    assert not (results / "tables" / "main.md").exists()
+
+    unlock = subprocess.run([*cmd, "--unlock"], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert unlock.returncode == 0, unlock.stderr
+    again = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=1800)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert _records(results) == _records(reference)
+    for table in sorted((reference / "tables").iterdir()):
+        assert (results / "tables" / table.name).read_bytes() == table.read_bytes(), table.name

@@ -351,7 +351,8 @@ def _records(results: Path) -> dict[str, dict]:
 
 @pytest.mark.slow
 def test_a_run_killed_mid_training_resumes_to_the_same_tables(tiny_run, tmp_path):
-    """SIGKILL the whole run while a prehab job trains, check that nothing half-written is left,
+    """A second run on the same results folder is refused by Snakemake's lock; then SIGKILL the
+    whole first run while a prehab job trains, check that nothing half-written is left,
     unlock, start the same command again: it completes, and every metrics.json and every table
     equals the uninterrupted run's (so two runs from scratch are identical too)."""
     import json
@@ -371,6 +372,8 @@ def test_a_run_killed_mid_training_resumes_to_the_same_tables(tiny_run, tmp_path
             break
         time.sleep(0.5)
     assert proc.poll() is None, "the run ended before any prehab job trained"
+    second = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert second.returncode != 0 and "cannot be locked" in second.stdout + second.stderr  # one writer at a time
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     for path in (results / "runs").rglob("model.pt"):

@@ -45,8 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _step(module):
-    """The step's `run`, called with its Options built (and checked) from the parsed flags."""
-    return lambda args: module.run(from_args(module.Options, args))
+    """The step's `run`, called with its Options built (and checked) from the parsed flags, once
+    its output folders are known not to overwrite anything else (outputs.check_out)."""
+    def run(args):
+        from prehab.outputs import check_out
+
+        opts = from_args(module.Options, args)
+        inputs = [getattr(opts, name) for name in ("model", "grams") if getattr(opts, name, None) is not None]
+        for out in opts.out if isinstance(opts.out, list) else [opts.out]:
+            check_out(out, args.command, inputs)
+        return module.run(opts)
+
+    return run
 
 
 def _list_archs(args: argparse.Namespace) -> dict:

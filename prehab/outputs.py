@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from prehab.errors import UsageError
 from prehab.layout import METRICS_FILE
 from prehab.provenance import code_version
 
@@ -81,6 +82,33 @@ def atomic_dir(out: Path) -> Iterator[Path]:
             os.replace(path, out / path.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_out(out: Path, step: str, inputs: list[Path]) -> None:
+    """Refuse, before any work, an output folder that would overwrite something else: a file, an
+    input of this command, or a folder holding another step's output (rerunning the same step
+    into its own folder is fine: that is how a workflow reruns a job).
+
+    Raises:
+        UsageError: naming the folder and what it holds.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {str(out)!r} is a file; pass a folder")
+    resolved = out.resolve()
+    for path in inputs:
+        folder = Path(path).resolve()
+        folder = folder if folder.is_dir() else folder.parent
+        if resolved == folder:
+            raise UsageError(f"--out {str(out)!r} is this command's input folder; writing there would overwrite it")
+    record = out / METRICS_FILE
+    if record.is_file():
+        try:
+            other = json.loads(record.read_text()).get("step")
+        except (json.JSONDecodeError, AttributeError):
+            other = "unknown"
+        if other != step:
+            raise UsageError(f"--out {str(out)!r} holds the output of step {other!r}; choose another folder")
 
 
 class StepRecord:

@@ -100,3 +100,16 @@ def test_evaluation_counts_non_finite_rows():
 
     metrics = task_metrics(Half(), "image-cls", _tiny_data(8), batch_size=4)
     assert metrics["nonfinite_rows"] == 4 and metrics["n_eval"] == 8
+
+
+def test_an_output_folder_holding_another_steps_output_is_refused(dense, capsys):
+    # evaluate into the dense model's own folder: it would overwrite pretrain's metrics.json
+    assert main(["evaluate", "--model", str(dense / "dense"), "--out", str(dense / "dense")]) == 2
+    assert "input folder" in capsys.readouterr().err
+    calib = dense / "calib"
+    assert main(["calibrate", "--model", str(dense / "dense"), "--samples", "32", "--out", str(calib)]) == 0
+    before = (calib / "metrics.json").read_text()
+    assert main(["evaluate", "--model", str(dense / "dense"), "--out", str(calib)]) == 2
+    assert "holds the output of step 'calibrate'" in capsys.readouterr().err
+    assert (calib / "metrics.json").read_text() == before  # nothing overwritten
+    assert main(["calibrate", "--model", str(dense / "dense"), "--samples", "32", "--out", str(calib)]) == 0  # rerun

@@ -113,3 +113,17 @@ def test_an_output_folder_holding_another_steps_output_is_refused(dense, capsys)
     assert "holds the output of step 'calibrate'" in capsys.readouterr().err
     assert (calib / "metrics.json").read_text() == before  # nothing overwritten
     assert main(["calibrate", "--model", str(dense / "dense"), "--samples", "32", "--out", str(calib)]) == 0  # rerun
+
+
+def test_second_moments_of_another_model_are_refused_by_every_step_reading_them(dense, tmp_path, capsys):
+    """tiny-mlp with hidden 48 vs one with hidden 24: same layer names, other input widths."""
+    other = tmp_path / "narrow"
+    assert main(["pretrain", "--arch", "tiny-mlp", "--arch-opt", "hidden=24", "--steps", "2", "--out", str(other)]) == 0
+    assert main(["calibrate", "--model", str(other), "--samples", "32", "--out", str(tmp_path / "g")]) == 0
+    for step in (["prehab", "--steps", "1"], ["compress", "--ratio", "0.5"]):
+        out = tmp_path / step[0]
+        assert main([step[0], "--model", str(dense / "dense"), "--grams", str(tmp_path / "g"), *step[1:],
+                     "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "made for another model" in err and "factor for layer" in err, err
+        assert not out.exists()

@@ -43,6 +43,23 @@ class Whitening:
     def factor_of(self, layer: str) -> torch.Tensor:
         return self.factors[self.owner[layer]]
 
+    def check_fits(self, model: nn.Module, targets: list[str], source: Path | str) -> None:
+        """Every target has a factor of its input width, else a one-line error: second moments
+        from another model must never reach the algorithms (their asserts are for bugs).
+
+        Raises:
+            UsageError: naming the first target without a factor, or with one of another width.
+        """
+        for name in targets:
+            if name not in self.owner:
+                raise UsageError(f"calibration {str(source)!r} has no factor for layer {name} (it was made for "
+                                 "another model)")
+            width = get_module(model, name).in_features
+            L = self.factor_of(name)
+            if tuple(L.shape) != (width, width):
+                raise UsageError(f"calibration {str(source)!r} has a {tuple(L.shape)} factor for layer {name}, which "
+                                 f"reads {width} inputs (it was made for another model)")
+
     def to_payload(self) -> dict[str, Any]:
         return {"factors": self.factors, "owner": self.owner, "n_tokens": self.n_tokens, "damping": self.damping}
 

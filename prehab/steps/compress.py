@@ -55,6 +55,8 @@ def run(opts: Options) -> dict | list[dict]:
     spec = ckpt.spec
     options = checkpoint_options(ckpt, opts)
     whitening = load_whitening(opts.grams) if opts.method == "svd-llm" else None
+    if whitening is not None:
+        whitening.check_fits(ckpt.model, find_targets(ckpt.model, spec.targets), opts.grams)
     ckpt.model.to(resolve_device(opts.device))
     dense_bytes = checkpoint.model_path(opts.model).stat().st_size
     grams = None if opts.grams is None else str(opts.grams)

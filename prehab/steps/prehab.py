@@ -133,9 +133,7 @@ def run(opts: Options) -> dict:
     ckpt.model.to(resolve_device(opts.device))
     seed_everything(opts.seed)
     targets = find_targets(ckpt.model, spec.targets)
-    missing = [t for t in targets if t not in whitening.owner]
-    if missing:
-        raise UsageError(f"calibration {opts.grams} has no factor for {missing[0]} (it was made for another model)")
+    whitening.check_fits(ckpt.model, targets, opts.grams)
     started = time.perf_counter()
     data = spec.load(options, "train", None, opts.seed)
     before = whitened_spectra(ckpt.model, targets, whitening)

@@ -6,7 +6,7 @@ per testbed and ratio, Prehab at lambda* (chosen on validation) and each recipe 
 lambda = 0 control and against SVD-LLM, paired, with the verdicts counted; what the intervals
 could have detected; whether the control harmed the model before compression.
 
-    .venv/bin/python scripts/findings.py [--tables results/tables] [--budget results/budget/tables]
+    .venv/bin/python scripts/findings.py [--tables results/tables] [--budget results/budget]
         [--readme README.md] [--check]
 
 `--check` exits 1 when the README's block differs from what the tables give (a test runs it).
@@ -92,11 +92,13 @@ def budget_findings(table) -> list[str]:
 
 def findings(tables: Path, budget: Path | None) -> str:
     main = pd.read_csv(tables / "main.csv", keep_default_na=False, na_values=[""])
+    if budget is not None and not (budget / "budget.csv").is_file():
+        budget = None
     parts = [START, "", f"Written by `scripts/findings.py` from `{tables}/main.csv`"
              + (f" and `{budget}/budget.csv`" if budget else "") + "; do not edit by hand.", ""]
     parts += main_findings(main) + ["", "The λ = 0 control before compression, against the dense model (paired):", ""]
     parts += control_findings(main)
-    if budget is not None and (budget / "budget.csv").is_file():
+    if budget is not None:
         parts += ["", "Prehab minus control against Prehab steps (`budget`, seed 0):", ""]
         parts += budget_findings(pd.read_csv(budget / "budget.csv", keep_default_na=False, na_values=[""]))
     return "\n".join(parts + ["", END])
@@ -112,7 +114,8 @@ def replace_block(text: str, block: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tables", type=Path, default=Path("results/tables"))
-    parser.add_argument("--budget", type=Path, default=None, help="tables folder holding budget.csv")
+    parser.add_argument("--budget", type=Path, default=Path("results/budget"),
+                        help="folder holding budget.csv (config/budget.yaml's tables; skipped when absent)")
     parser.add_argument("--readme", type=Path, default=Path("README.md"))
     parser.add_argument("--check", action="store_true", help="exit 1 if the README's block is stale")
     args = parser.parse_args(argv)

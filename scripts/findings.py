@@ -81,6 +81,20 @@ def control_findings(table) -> list[str]:
     return lines
 
 
+def sweep_findings(table) -> list[str]:
+    """Markdown lines: Prehab minus control per lambda (the one-seed sweep), before and after
+    compression, so the reader sees which way the penalty moves the model."""
+    rows = table[(table["method"] == "prehab") & (table["lora"] == NO_LORA)]
+    lines = ["| testbed | λ | before compression: Prehab − control [95%] | after SVD-LLM: R | Prehab − control [95%] |",
+             "|---|---|---|---|---|"]
+    for (arch, lam), g in rows.groupby(["arch", "lam"], sort=True):
+        before = g[~g["compressed"].astype(bool)]
+        for _, r in g[g["compressed"].astype(bool)].sort_values("ratio").iterrows():
+            first = _cell(before.iloc[0], "vs_control") if not before.empty else "—"
+            lines.append(f"| {arch} | {fmt(lam)} | {first} | {fmt(r['ratio'])} | {_cell(r, 'vs_control')} |")
+    return lines
+
+
 def budget_findings(table) -> list[str]:
     rows = table[(table["method"] == "prehab") & table["vs_control_verdict"].fillna("").astype(bool)]
     lines = ["| testbed | R | Prehab steps | Prehab − control [95%] |", "|---|---|---|---|"]
@@ -98,6 +112,12 @@ def findings(tables: Path, budget: Path | None) -> str:
              + (f" and `{budget}/budget.csv`" if budget else "") + "; do not edit by hand.", ""]
     parts += main_findings(main) + ["", "The λ = 0 control before compression, against the dense model (paired):", ""]
     parts += control_findings(main)
+    sweep = tables / "lambda_sweep.csv"
+    if sweep.is_file() and sweep.stat().st_size > 0:
+        table = pd.read_csv(sweep, keep_default_na=False, na_values=[""])
+        if not table.empty:
+            parts += ["", "Prehab minus control over the wider λ range (`lambda_sweep`, seed 0):", ""]
+            parts += sweep_findings(table)
     if budget is not None:
         parts += ["", "Prehab minus control against Prehab steps (`budget`, seed 0):", ""]
         parts += budget_findings(pd.read_csv(budget / "budget.csv", keep_default_na=False, na_values=[""]))

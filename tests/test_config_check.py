@@ -113,3 +113,11 @@ def test_the_schema_names_what_the_code_knows():
     assert set(study["prehab"]["properties"]["space"]["items"]["enum"]) == set(SPACES)
     assert set(study["prehab"]["properties"]["surrogate"]["items"]["enum"]) <= set(SURROGATES)
     assert set(SCHEMA["properties"]["prehab"]["properties"]["estimator"]["enum"]) == set(ESTIMATORS)
+
+
+def test_every_figure_has_its_report_caption():
+    """`snakemake --report` needs a caption file per figure (workflow/rules/report.smk)."""
+    from prehab.studies import FIGURES
+
+    missing = [name for name in FIGURES if not (REPO / "workflow" / "report" / f"{name}.rst").is_file()]
+    assert not missing, missing

@@ -103,10 +103,10 @@ def main_markdown(table, study: str, missing: list[str], deficient: list[str] = 
         parts += [f"**Prehab (λ\\*)**: per architecture, the λ among {{{lams}}} whose compressed models score best "
                   f"on the validation split at R = {fmt(choice.CHOICE_RATIO)} without LoRA (mean over seeds; the "
                   "test split is never read for the choice); the other λ are in the `lambda_sweep` page.", ""]
-    extra = [c for c in ("space", "cal_source", "cal_samples")
-             if table.loc[prehab_rows, c].map(_none).nunique(dropna=False) > 1]
     for arch, t in table.groupby("arch", sort=False):
         metric = t["metric"].iloc[0]
+        extra = [c for c in ("space", "cal_source", "cal_samples")  # what varies on this architecture
+                 if t.loc[t["method"] == "prehab", c].map(_none).nunique(dropna=False) > 1]
         headers = ["ratio", "method", "LoRA", metric, "n", "vs control [95%]", "verdict", "vs SVD-LLM [95%]",
                    "verdict", "before compression", "params (M)"]
         body = []

@@ -51,7 +51,10 @@ def _step(module):
         from prehab.outputs import check_out
 
         opts = from_args(module.Options, args)
-        inputs = [getattr(opts, name) for name in ("model", "grams") if getattr(opts, name, None) is not None]
+        inputs = []
+        for name in ("model", "grams"):
+            value = getattr(opts, name, None)
+            inputs += value if isinstance(value, list) else [] if value is None else [value]
         for out in opts.out if isinstance(opts.out, list) else [opts.out]:
             check_out(out, args.command, inputs)
         return module.run(opts)

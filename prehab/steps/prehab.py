@@ -69,7 +69,6 @@ class Options(StepOptions):
         if len(set(self.snapshots)) != len(self.snapshots):
             raise UsageError(f"--snapshots {' '.join(f'{f:g}' for f in self.snapshots)}: a fraction is listed twice")
 
-
     def _apply_recipe(self, recipe: Recipe) -> None:
         """Take the recipe's values; a flag set to something else (not its default) is an error,
         except --lam 0: the recipe's own control (everything else the same)."""
@@ -127,7 +126,8 @@ def run(opts: Options) -> dict:
               **({"tail_ratio": opts.tail_ratio} if opts.tail_ratio is not None else {}),
               **({"estimator": opts.estimator} if opts.estimator != "exact" else {}),
               **({"penalty_stagger": True} if opts.penalty_stagger else {}),
-              **({"recipe": opts.recipe, "recipe_steps": RECIPES[opts.recipe].steps} if opts.recipe else {}), "lam": opts.lam, "lam_start": opts.lam_start, "lam_warmup_steps": opts.lam_warmup_steps,
+              **({"recipe": opts.recipe, "recipe_steps": RECIPES[opts.recipe].steps} if opts.recipe else {}),
+              "lam": opts.lam, "lam_start": opts.lam_start, "lam_warmup_steps": opts.lam_warmup_steps,
               "space": opts.space, "penalty_every": opts.penalty_every, "steps": steps, "lr": lr,
               "batch_size": batch_size, "seed": opts.seed}
     ckpt.model.to(resolve_device(opts.device))

@@ -34,23 +34,14 @@ def _cell(r, name: str) -> str:
     return f"{paired.fmt_paired(p, r['metric'])} {r[f'{name}_verdict']}"
 
 
-def _reported_prehab(table):
-    """The Prehab rows main.md reports: lambda* (when the study sweeps lambda) and the recipes."""
-    pre = table[(table["method"] == "prehab") & table["compressed"].astype(bool)]
-    if table.loc[table["method"] == "prehab", "lam"].nunique() > 1:
-        chosen = choice.lambda_star(table)
-        pre = pre[[choice.is_chosen(r, chosen) for _, r in pre.iterrows()]]
-    return pre
-
-
 def _half_width(r, name: str) -> float:
     return (r[f"{name}_high"] - r[f"{name}_low"]) / 2
 
 
 def main_findings(table) -> list[str]:
     """Markdown lines: the Prehab-vs-control table and the counted verdicts."""
-    pre = _reported_prehab(table)
-    star = "*" if table.loc[table["method"] == "prehab", "lam"].nunique() > 1 else ""
+    pre = choice.reported(table[(table["method"] == "prehab") & table["compressed"].astype(bool)], table)
+    star = "*" if choice.sweeps(table) else ""
     lines = ["| testbed | R | LoRA | Prehab | metric | Prehab − control [95%] | Prehab vs SVD-LLM [95%] |",
              "|---|---|---|---|---|---|---|"]
     for _, r in pre.sort_values(["arch", "ratio", "lora", "surrogate"]).iterrows():

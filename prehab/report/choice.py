@@ -9,18 +9,12 @@ both the choice and the reported rows: the selection uses validation data, the r
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 from prehab.layout import NO_LORA
+from prehab.report.tables import _none
 from prehab.tasks import HIGHER_IS_BETTER
 
 CHOICE_RATIO = 0.6
 SETTING = ("arch", "surrogate", "space", "cal_source", "cal_samples")
-
-
-def _none(v: Any) -> Any:
-    return None if isinstance(v, float) and math.isnan(v) else v
 
 
 def lambda_star(table) -> dict[tuple, float]:
@@ -44,3 +38,17 @@ def is_chosen(row, chosen: dict[tuple, float]) -> bool:
     """Whether a Prehab row carries its setting's lambda*."""
     lam = chosen.get(tuple(_none(row[c]) for c in SETTING))
     return lam is not None and abs(float(row["lam"]) - lam) < 1e-12
+
+
+def sweeps(table) -> bool:
+    """Whether a study table's Prehab rows span several lambdas (then it reports lambda* only)."""
+    return table.loc[table["method"] == "prehab", "lam"].nunique() > 1
+
+
+def reported(rows, table):
+    """`rows` as a study reports them: every non-Prehab row, and Prehab rows at their setting's
+    lambda* when `table` sweeps lambda (all of them otherwise); recipes are settings of their own."""
+    if not sweeps(table):
+        return rows
+    chosen = lambda_star(table)
+    return rows[[r["method"] != "prehab" or is_chosen(r, chosen) for _, r in rows.iterrows()]]

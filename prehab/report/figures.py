@@ -104,9 +104,7 @@ def prehab_vs_control(df, cfg, path: Path) -> None:
     study, table = found
     rows = table[(table["method"] == "prehab") & table["compressed"].astype(bool) & table["snapshot"].isna()
                  & table["vs_control_verdict"].fillna("").astype(bool)]
-    chosen = choice.lambda_star(table)
-    if table.loc[table["method"] == "prehab", "lam"].nunique() > 1:  # a sweep: show lambda* only
-        rows = rows[[choice.is_chosen(r, chosen) for _, r in rows.iterrows()]]
+    rows = choice.reported(rows, table)  # a sweep: lambda* only
     if rows.empty:
         return plotting.note(path, title, f"no paired Prehab-vs-control cells in study `{study}`")
     archs = [a for a in plotting.arch_order(table, cfg) if a in set(rows["arch"])]

@@ -56,13 +56,22 @@ def warnings_for(table, deficient: list[str]) -> list[str]:
     return lines
 
 
-def study_markdown(table, study: str, missing: list[str], deficient: list[str] = ()) -> str:
-    """Generic study page: per architecture, the columns that vary in the study."""
-    parts = [f"# Study `{study}`", "", NOTE, ""]
+def _opening(title: str, missing: list[str]) -> list[str]:
+    """A page's first lines: its title, the note on the numbers, how many models are missing."""
+    parts = [title, "", NOTE, ""]
     if missing:
         parts += [f"**{len(missing)} evaluated model(s) missing** (reported without them).", ""]
+    return parts
+
+
+NO_MODELS = "No evaluated models found for this study."
+
+
+def study_markdown(table, study: str, missing: list[str], deficient: list[str] = ()) -> str:
+    """Generic study page: per architecture, the columns that vary in the study."""
+    parts = _opening(f"# Study `{study}`", missing)
     if table.empty:
-        return "\n".join(parts + ["No evaluated models found for this study.", ""])
+        return "\n".join(parts + [NO_MODELS, ""])
     parts += [line + "\n" for line in warnings_for(table, list(deficient))]
     shown = [c for c in ("surrogate", "lam", "space", "cal_source", "cal_samples", "ratio", "lora")
              if table[c].map(_none).nunique(dropna=False) > 1]
@@ -89,15 +98,12 @@ def main_markdown(table, study: str, missing: list[str], deficient: list[str] = 
     """The headline page: per architecture and ratio, dense, SVD, SVD-LLM, control and Prehab
     (at lambda*, chosen on validation data, when the study sweeps lambda), each without and with
     LoRA, with the paired comparisons against the control and SVD-LLM."""
-    parts = [f"# Main results (study `{study}`)", "", NOTE, ""]
-    if missing:
-        parts += [f"**{len(missing)} evaluated model(s) missing** (reported without them).", ""]
+    parts = _opening(f"# Main results (study `{study}`)", missing)
     if table.empty:
-        return "\n".join(parts + ["No evaluated models found for this study.", ""])
+        return "\n".join(parts + [NO_MODELS, ""])
     parts += [line + "\n" for line in warnings_for(table, list(deficient))]
     prehab_rows = table["method"] == "prehab"
-    swept = table.loc[prehab_rows, "lam"].nunique() > 1
-    chosen = choice.lambda_star(table) if swept else {}
+    swept = choice.sweeps(table)
     if swept:
         lams = ", ".join(fmt(v) for v in sorted(table.loc[prehab_rows, "lam"].dropna().unique()))
         parts += [f"**Prehab (λ\\*)**: per architecture, the λ among {{{lams}}} whose compressed models score best "
@@ -111,10 +117,7 @@ def main_markdown(table, study: str, missing: list[str], deficient: list[str] = 
                    "verdict", "before compression", "params (M)"]
         body = []
         dense = t[t["method"] == "dense"]
-        comp = t[t["compressed"].astype(bool)]
-        if swept:
-            keep = [(r["method"] != "prehab") or choice.is_chosen(r, chosen) for _, r in comp.iterrows()]
-            comp = comp[keep]
+        comp = choice.reported(t[t["compressed"].astype(bool)], table)
         for ratio in sorted(comp["ratio"].dropna().unique()):
             for _, r in dense.iterrows():
                 body.append([fmt(ratio), "dense (uncompressed)", "—", fmt_mean_std(r["mean"], r["std"], int(r["n"]), metric),
@@ -135,9 +138,7 @@ def main_markdown(table, study: str, missing: list[str], deficient: list[str] = 
                 body.append(["—", r["label"], fmt_axis("lora", r["lora"]), fmt_mean_std(r["mean"], r["std"], int(r["n"]), metric),
                              str(int(r["n"])), "", "", "", "", "", _mparams(r["model_params"])])
         parts += [_arch_heading(arch, metric), "", md_table(headers, body), ""]
-        before = t[~t["compressed"].astype(bool) & t["method"].isin(["control", "prehab"])]
-        if swept:
-            before = before[[(r["method"] != "prehab") or (r["lam"] in set(chosen.values())) for _, r in before.iterrows()]]
+        before = choice.reported(t[~t["compressed"].astype(bool) & t["method"].isin(["control", "prehab"])], table)
         if not before.empty:
             lines = [f"{r['label']}{'' if r['method'] != 'prehab' else ' λ=' + fmt(r['lam'])}: "
                      f"{fmt_mean_std(r['mean'], r['std'], int(r['n']), metric)} before compression, vs dense "
@@ -152,9 +153,7 @@ def steps_markdown(table, study: str, missing: list[str], deficient: list[str] =
     snapshots of one long run and the run itself), before compression and at each ratio."""
     from prehab.report.figures import budget_rows
 
-    parts = [f"# Prehab budget (study `{study}`)", "", NOTE, ""]
-    if missing:
-        parts += [f"**{len(missing)} evaluated model(s) missing** (reported without them).", ""]
+    parts = _opening(f"# Prehab budget (study `{study}`)", missing)
     rows = budget_rows(table) if not table.empty else table
     if table.empty or rows.empty:
         return "\n".join(parts + ["No paired Prehab-vs-control cells found for this study.", ""])

@@ -224,6 +224,14 @@ def penalty_flags(wildcards):
     return cli_penalty(wildcards.surrogate, wildcards.lam)
 
 
+def prehab_steps_flag(wildcards):
+    """`--steps N`: arch_settings.<arch>.recipe_steps for a recipe's runs when set, else prehab_steps."""
+    settings = config["arch_settings"].get(wildcards.arch) or {}
+    if wildcards.surrogate in RECIPES and settings.get("recipe_steps") is not None:
+        return flag("--steps", "recipe_steps")(wildcards)
+    return flag("--steps", "prehab_steps")(wildcards)
+
+
 def unless_recipe(params_function):
     """A params function that passes nothing for a recipe's runs (the recipe fixes lr and batch)."""
     return lambda wildcards: (

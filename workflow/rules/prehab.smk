@@ -37,7 +37,7 @@ rule prehab:
                 "estimator",
             ],
         ),
-        steps=flag("--steps", "prehab_steps"),
+        steps=prehab_steps_flag,
         lr=unless_recipe(flag("--lr", "prehab_lr")),
         batch_size=unless_recipe(flag("--batch-size", "batch_size")),
         snapshots=f"--snapshots {' '.join(SNAPSHOTS)}" if SNAPSHOTS else "",

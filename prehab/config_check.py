@@ -4,8 +4,9 @@ the key, the bad value and what is allowed (no schema dump, no traceback).
 Two layers: the JSON schema (workflow/schemas/config.schema.yaml: types, ranges, names, unknown
 keys, empty or repeated axis values), then what a schema cannot know: architecture names against
 the registry, architecture options against each architecture's own, studies' architectures
-against `archs`, and a `results_dir` that would write into the package. Plain Python apart from
-the registry lookup, which the Snakefile pays for once.
+against `archs`, a `results_dir` that would write into the package, and sizes against what the
+data holds (calibration samples, test and validation rows: `ArchSpec.split_rows`). Plain Python
+apart from the registry lookup, which the Snakefile pays for once.
 """
 
 from __future__ import annotations
@@ -119,6 +120,50 @@ def semantic_error(config: dict[str, Any], arch_names: list[str], arch_options: 
     return None
 
 
+def size_error(config: dict[str, Any], rows_of: dict[str, Any], options_of: dict[str, dict]) -> str | None:
+    """Sizes the data cannot serve: an `n_<split>` option above its split's rows, `n_val` that
+    leaves no training rows, calibration samples above their source's rows (the training pool
+    minus the validation rows). `rows_of[arch]`: ArchSpec.split_rows (None: not known early)."""
+    from prehab.studies import PER_ARCH, calib_samples_of
+
+    settings = config.get("arch_settings") or {}
+    pools = {}
+    for arch in config.get("archs", []):
+        if rows_of.get(arch) is None:
+            continue
+        opts = {**options_of[arch], **{k: v for k, v in ((settings.get(arch) or {}).get("arch_opts") or {}).items()
+                                      if v is not None}}
+        rows = rows_of[arch](opts)
+        for split, held in rows.items():
+            asked = opts.get(f"n_{split}")
+            if asked is not None and asked > held:
+                return (f"arch_settings.{arch}.arch_opts.n_{split} = {asked}: {arch}'s {split} split holds "
+                        f"{held} rows; allowed: at most {held}")
+        n_val = int(opts.get("n_val") or 0)
+        train = min(int(opts.get("n_train") or rows["train"]), rows["train"])
+        if n_val >= train:
+            return (f"arch_settings.{arch}.arch_opts.n_val = {n_val}: leaves no training rows of {arch}'s {train}; "
+                    f"allowed: at most {train - 1}")
+        pools[arch] = {**rows, "train": train - n_val}
+    per_arch = calib_samples_of(config)
+    for name, study in config.get("studies", {}).items():
+        if not study.get("enabled", True):
+            continue
+        calibration = study.get("calibration") or {}
+        for arch in study.get("archs") or config.get("archs", []):
+            for source in calibration.get("source", ["train"]):
+                for value in calibration.get("samples", []):
+                    samples = per_arch.get(arch) if value == PER_ARCH else value
+                    held = (pools.get(arch) or {}).get(source)
+                    if samples is None or held is None or samples <= held:
+                        continue
+                    key = f"arch_settings.{arch}.calib_samples" if value == PER_ARCH else f"studies.{name}.calibration.samples"
+                    after = " after the validation rows" if source == "train" else ""
+                    return (f"{key} = {samples}: {arch}'s calibration source {source!r} holds {held} rows{after}; "
+                            f"allowed: at most {held}")
+    return None
+
+
 def check(config: dict[str, Any], schema: dict[str, Any]) -> None:
     """Raise ConfigError with one line if the config is invalid (schema first, then semantics)."""
     from prehab.registry import arch_names, get_arch
@@ -128,5 +173,7 @@ def check(config: dict[str, Any], schema: dict[str, Any]) -> None:
         names = arch_names()
         options = {name: dict(get_arch(name).options) for name in names}
         message = semantic_error(config, names, options)
+    if message is None:
+        message = size_error(config, {name: get_arch(name).split_rows for name in names}, options)
     if message is not None:
         raise ConfigError(f"config: {message}")

@@ -69,6 +69,10 @@ class ArchSpec:
         defaults: per-architecture defaults of step options (steps, lr, batch size) used when
             the CLI flag is not given.
         calib_sources: calibration sources this architecture offers, with a one-line description.
+        split_rows: `(options) -> {split: rows}`: how many rows each split's pool holds before the
+            validation hold-out, from the data's fixed sizes, without loading it, so that a
+            workflow config asking for more is refused before any job (prehab.config_check);
+            None where only loading can tell (paper-scale paths: the steps' own checks refuse).
         note: what a reader must know next to a number (e.g. "MiniLM, not BERT-base").
     """
 
@@ -82,6 +86,7 @@ class ArchSpec:
     options: dict[str, Any] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
     calib_sources: dict[str, str] = field(default_factory=lambda: {"train": "the task's training split"})
+    split_rows: Callable[[dict[str, Any]], dict[str, int]] | None = None
     note: str = ""
 
     def resolve_options(self, overrides: dict[str, str] | None = None) -> dict[str, Any]:

@@ -77,6 +77,15 @@ CASES = [
     ("empty results_dir", "results_dir", "", ["results_dir", "non-empty"]),
     ("negative LoRA rank", "lora.rank", -8, ["lora.rank", "-8"]),
     ("penalty every 0", "prehab.penalty_every", 0, ["prehab.penalty_every", "0", ">= 1"]),
+    # sizes against what the data holds (ArchSpec.split_rows; vit-tiny: 512 training rows, 128 of them validation)
+    ("more calibration samples than the source holds", "studies.main.calibration.samples", [1000],
+     ["studies.main.calibration.samples = 1000", "vit-tiny", "'train' holds 384 rows", "at most 384"]),
+    ("a test set above what the data holds", "arch_settings.vit-tiny.arch_opts", {"n_train": 512, "n_test": 20000},
+     ["arch_settings.vit-tiny.arch_opts.n_test = 20000", "holds 10000 rows", "at most 10000"]),
+    ("more test windows than the text holds", "arch_settings.llama-tiny.arch_opts", {"n_test": 10**8},
+     ["arch_settings.llama-tiny.arch_opts.n_test = 100000000", "test split holds"]),
+    ("validation rows leave no training rows", "arch_settings.bert-tiny.arch_opts", {"n_test": 128, "n_val": 50000},
+     ["arch_settings.bert-tiny.arch_opts.n_val = 50000", "no training rows"]),
 ]
 
 
@@ -94,6 +103,17 @@ def test_an_invalid_config_is_refused_in_one_line(what, path, value, words):
     assert "\n" not in message and len(message) < 400, message
     for word in words:
         assert word in message, (word, message)
+
+
+def test_per_arch_calibration_samples_are_checked_against_their_source():
+    config = copy.deepcopy(BASE)
+    config["studies"]["main"]["calibration"] = {"source": ["shift"], "samples": ["per_arch"]}
+    for arch in config["archs"]:
+        config["arch_settings"][arch]["calib_samples"] = 32
+    check(copy.deepcopy(config), SCHEMA)
+    config["arch_settings"]["vit-tiny"]["calib_samples"] = 6000  # MNIST digits: 5,000
+    with pytest.raises(ConfigError, match=r"arch_settings.vit-tiny.calib_samples = 6000: .*'shift' holds 5000 rows"):
+        check(config, SCHEMA)
 
 
 def test_there_are_at_least_thirty_cases():

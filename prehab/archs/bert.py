@@ -73,6 +73,12 @@ def _wikipedia_sentence_tensors(seq_len: int) -> dict[str, torch.Tensor]:
     )
 
 
+def rotten_tomatoes_rows(options: dict[str, Any]) -> dict[str, int]:
+    """ArchSpec.split_rows of the embedded review classifiers."""
+    return {"train": text.RT_N_SENTENCES - text.RT_TEST_SIZE, "test": text.RT_TEST_SIZE,
+            "shift": text.WIKI_N_SENTENCES}
+
+
 def load_rotten_tomatoes(options: dict[str, Any], split: str, n: int | None = None, seed: int = 0) -> dict:
     """Rotten Tomatoes `train`/`test` (fixed split: 2,000 test sentences), or `shift`: unlabelled
     Wikipedia sentences, a second domain for calibration. Tokenised at options["seq_len"]."""
@@ -124,6 +130,7 @@ register_arch(
             "calib_samples": 64,
         },
         calib_sources=EMBEDDED_TEXT_SOURCES,
+        split_rows=rotten_tomatoes_rows,
         note="random-weight test fixture (hidden 32, 2 layers); numbers mean nothing",
     )
 )
@@ -158,6 +165,7 @@ register_arch(
             "calib_samples": 256,
         },
         calib_sources=EMBEDDED_TEXT_SOURCES,
+        split_rows=rotten_tomatoes_rows,
         note="all-MiniLM-L6-v2 (contrastively tuned 6-layer MiniLM, 22.7M params), not BERT-base",
     )
 )

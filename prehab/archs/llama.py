@@ -75,6 +75,15 @@ def _stream(split: str) -> torch.Tensor:
     )
 
 
+# SmolLM2 tokens of each embedded stream (tests/test_data_sizes.py checks them against _stream).
+EMBEDDED_TOKENS = {"train": 646_058, "test": 73_790, "shift": 927_382}
+
+
+def embedded_lm_rows(options: dict[str, Any]) -> dict[str, int]:
+    """ArchSpec.split_rows of the embedded LM testbeds: whole windows of options["seq_len"]."""
+    return {split: tokens // options["seq_len"] for split, tokens in EMBEDDED_TOKENS.items()}
+
+
 def load_embedded_lm(options: dict[str, Any], split: str, n: int | None = None, seed: int = 0) -> dict:
     """Non-overlapping windows of options["seq_len"] SmolLM2 tokens.
 
@@ -126,6 +135,7 @@ register_arch(
             "calib_samples": 32,
         },
         calib_sources=EMBEDDED_LM_SOURCES,
+        split_rows=embedded_lm_rows,
         note="random-weight test fixture (hidden 32, 2 layers); numbers mean nothing",
     )
 )
@@ -160,6 +170,7 @@ register_arch(
             "calib_samples": 128,
         },
         calib_sources=EMBEDDED_LM_SOURCES,
+        split_rows=embedded_lm_rows,
         note="SmolLM2-135M-Instruct de-quantised from a Q4_1 GGUF (weights went through 4-bit quantisation)",
     )
 )

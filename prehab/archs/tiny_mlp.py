@@ -13,7 +13,8 @@ import torch.nn as nn
 from prehab.data.splits import check_split, choose_rows
 from prehab.registry import ArchSpec, register_arch
 
-N_TEST = 397  # the last 397 of sklearn's 1,797 digits; the first 1,400 train
+N_DIGITS = 1_797  # sklearn's digits (tests/test_data_sizes.py checks every declared size against the loader)
+N_TEST = 397  # the last 397 digits are test; the first 1,400 train
 
 
 class DigitsMLP(nn.Module):
@@ -65,6 +66,7 @@ register_arch(ArchSpec(
     load_split=_load_split,
     targets=(r"fc1", r"fc2"),
     options={"hidden": 48, "n_val": 64},
+    split_rows=lambda options: {"train": N_DIGITS - N_TEST, "test": N_TEST},
     defaults={"pretrain_steps": 300, "pretrain_lr": 3e-3, "batch_size": 64, "eval_batch_size": 512,
               "prehab_steps": 100, "prehab_lr": 1e-3, "rehab_steps": 100, "rehab_lr": 3e-3, "calib_samples": 512},
     note="engine test fixture",

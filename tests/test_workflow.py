@@ -68,34 +68,48 @@ def dry_run(workdir: Path, configfile: Path) -> dict[str, int]:
 # ----------------------------------------------------------------------------- dry runs
 
 
-def test_dry_run_default_config_counts_every_rule(tmp_path):
-    # config/config.yaml: main on vit-small and bert-small with seeds 0, 1, 2, Prehab at lambda 1
-    # and 10 plus each architecture's recipe and its control; lambda_sweep on vit-small, seed 0
-    # (its lambdas 1 and 10 and the control are main's).
-    archs, seeds = 2, 3
+def _main_counts(fine_tuned: int) -> dict[str, int]:
+    """Job counts of the default's studies with `fine_tuned` Prehab/control models per
+    (architecture, seed) of main."""
+    archs, seeds, k = 2, 3, fine_tuned
     main_per_model = {  # per (architecture, seed) of main
         "pretrain": 1,
         "calibrate": 1,  # train, per-arch size
-        "prehab": 5,  # the control, Prehab at lambda 1 and 10 (nuclear_fro, weight), the recipe, its control
-        "recalibrate": 5,  # each before its SVD-LLM
+        "prehab": k,  # e.g. the control and Prehab at lambda 1 and 10 (nuclear_fro, weight space)
+        "recalibrate": k,  # each before its SVD-LLM
         "compress_svd": 1,  # the dense model, at every ratio
-        "compress_svd_llm": 6,  # dense and the 5 fine-tuned models, at every ratio
-        "rehab": 7,  # sequential LoRA of svd, svd-llm and the 5 fine-tuned models, at every LoRA ratio
-        "evaluate": 6,  # uncompressed: dense and the 5 fine-tuned models
+        "compress_svd_llm": 1 + k,  # dense and the fine-tuned models, at every ratio
+        "rehab": 2 + k,  # sequential LoRA of svd, svd-llm and the fine-tuned models, at every LoRA ratio
+        "evaluate": 1 + k,  # uncompressed: dense and the fine-tuned models
     }
     sweep = 3  # lambda_sweep adds lambda 0.1, 100 and 1000 on vit-small, seed 0
     vit_secondary = {"prehab": sweep, "recalibrate": sweep, "compress_svd_llm": sweep, "evaluate": sweep}
     expected = {rule: archs * seeds * n + vit_secondary.get(rule, 0) for rule, n in main_per_model.items()}
-    expected |= {"mlflow": 1, "report": 1, "all": 1}
-    assert sum(expected.values()) == 207
+    return expected | {"mlflow": 1, "report": 1, "all": 1}
+
+
+def test_dry_run_default_config_counts_every_rule(tmp_path):
+    # config/config.yaml: main on vit-small and bert-small with seeds 0, 1, 2, Prehab at lambda 1
+    # and 10; lambda_sweep on vit-small, seed 0 (its lambdas 1 and 10 and the control are main's).
+    expected = _main_counts(fine_tuned=3)
+    assert sum(expected.values()) == 147
     assert dry_run(tmp_path, DEFAULT_CONFIG) == expected
 
 
 
-def test_default_recipe_runs_take_their_own_step_count(tmp_path):
-    # arch_settings.A.recipe_steps (40) for the recipes and their controls, prehab_steps (80) for
-    # the rest; a recipe fixes lr and batch size, so neither flag is passed.
-    proc = snakemake(tmp_path, "--configfile", str(DEFAULT_CONFIG), "--dry-run", "--printshellcmds")
+def test_recipes_config_adds_each_recipe_and_its_control_at_recipe_steps(tmp_path):
+    # config/recipes.yaml over the default: per (architecture, seed) the recipe and its control
+    # join main's 3 fine-tuned models; arch_settings.A.recipe_steps (40) for them, prehab_steps
+    # (80) for the rest; a recipe fixes lr and batch size, so neither flag is passed.
+    # (From the repository root `--configfile config/recipes.yaml` is merged over the Snakefile's
+    # configfile; a dry run in another --directory names both.)
+    configs = ("--configfile", str(DEFAULT_CONFIG), str(REPO / "config" / "recipes.yaml"))
+    expected = _main_counts(fine_tuned=5)
+    assert sum(expected.values()) == 207
+    proc = snakemake(tmp_path, *configs, "--dry-run", "--quiet", "rules")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert job_counts(proc.stdout) == expected
+    proc = snakemake(tmp_path, *configs, "--dry-run", "--printshellcmds")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     commands = [line for line in proc.stdout.splitlines() if " -m prehab prehab " in line]
     recipe = [c for c in commands if "--recipe " in c]
@@ -103,6 +117,7 @@ def test_default_recipe_runs_take_their_own_step_count(tmp_path):
     assert len(recipe) == 12 and len(plain) == 21, (len(recipe), len(plain))
     assert all("--steps 40" in c and "--lr " not in c and "--batch-size " not in c for c in recipe)
     assert all("--steps 80" in c and "--lr " in c for c in plain)
+    assert all("results/recipes-run/" in c for c in commands)
 
 TEST_CONFIG_COUNTS = {
     # 3 fixtures x seed 0 (all studies)

@@ -63,6 +63,18 @@ def save(ckpt: Checkpoint, folder: Path) -> Path:
 REQUIRED = ("arch", "arch_options", "arch_config", "factorized", "state_dict")
 
 
+def read_torch_file(path: Path, what: str) -> Any:
+    """`torch.load(weights_only=True)` of a step's output, every failure as one UsageError line:
+    a pickled object (refused: loading it could run code), a truncated or corrupt file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UsageError(f"{what} {str(path)!r} holds not only tensors and plain values (refused: loading it "
+                         "could run code)") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
+        raise UsageError(f"{what} {str(path)!r} is truncated, corrupt or not a torch file ({type(err).__name__})") from None
+
+
 def load(path: str | Path) -> Checkpoint:
     """Rebuild the module tree from the stored config (factorised layers included), then load weights.
 
@@ -74,13 +86,7 @@ def load(path: str | Path) -> Checkpoint:
     from prehab.layers import factorize_structure
 
     path = model_path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise UsageError(f"checkpoint {str(path)!r} holds not only tensors and plain values (refused: loading it "
-                         "could run code)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
-        raise UsageError(f"checkpoint {str(path)!r} is corrupt or not a torch file ({type(err).__name__})") from None
+    payload = read_torch_file(path, "checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UsageError(f"checkpoint {str(path)!r} is not a {FORMAT} file")
     absent = [key for key in REQUIRED if key not in payload]

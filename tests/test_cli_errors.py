@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+from pathlib import Path
+
 import pytest
 
 PREHAB = [sys.executable, "-m", "prehab.cli"]
@@ -39,6 +41,9 @@ CASES = {
     "unknown surrogate": (["prehab", "--model", "{dense}", "--grams", "{grams}", "--surrogate", "trace"], ["trace", "nuclear"]),
     "missing checkpoint": (["evaluate", "--model", "{root}/nope"], ["nope", "does not exist"]),
     "corrupt checkpoint": (["evaluate", "--model", "{root}/corrupt"], ["corrupt"]),
+    "truncated checkpoint": (["evaluate", "--model", "{root}/truncated"], ["truncated"]),
+    "truncated second moments": (["compress", "--model", "{dense}", "--grams", "{root}/truncated-grams", "--ratio",
+                                  "0.5"], ["truncated-grams"]),
     "too many calibration samples": (["calibrate", "--model", "{dense}", "--samples", "99999"], ["99999", "1336"]),
     "unknown calibration source": (["calibrate", "--model", "{dense}", "--source", "moon"], ["moon", "train"]),
     "unknown arch option": (["pretrain", "--arch", "tiny-mlp", "--arch-opt", "depth=3"], ["depth", "hidden"]),
@@ -73,6 +78,10 @@ def test_bad_input_fails_cleanly(chain, case, capsys):
     argv, needles = CASES[case]
     (chain / "corrupt").mkdir(exist_ok=True)
     (chain / "corrupt" / "model.pt").write_bytes(b"not a checkpoint")
+    for folder, source in (("truncated", "dense/model.pt"), ("truncated-grams", "grams/grams.pt")):
+        whole = (chain / source).read_bytes()  # the first half of a real file, as a killed copy leaves it
+        (chain / folder).mkdir(exist_ok=True)
+        (chain / folder / Path(source).name).write_bytes(whole[: len(whole) // 2])
     fmt = {"root": chain, "dense": chain / "dense", "grams": chain / "grams"}
     out = chain / f"out-{case.replace(' ', '-')}"
     proc = run_in_process([*[a.format(**fmt) for a in argv], "--out", out], capsys)

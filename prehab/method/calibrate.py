@@ -199,16 +199,15 @@ def whitening_from_moments(moments: dict[str, torch.Tensor], owner: dict[str, st
 
 def load_whitening(path: Path) -> Whitening:
     """Calibration output (folder or grams.pt) -> Whitening, with a one-line error when unusable."""
-    import pickle
-    import zipfile
+    from prehab.checkpoint import read_torch_file
 
     path = Path(path)
     if path.is_dir():
         path = path / GRAMS_FILE
     if not path.is_file():
         raise UsageError(f"calibration file {str(path)!r} does not exist; pass a `prehab calibrate` output folder")
+    payload = read_torch_file(path, "calibration file")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
         return Whitening.from_payload(payload)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError, TypeError) as err:
+    except (KeyError, TypeError, ValueError) as err:
         raise UsageError(f"calibration file {str(path)!r} is corrupt ({type(err).__name__})") from None

@@ -1,13 +1,14 @@
 """Write the README's findings from the committed tables (results/tables), never by hand.
 
-Reads `main.csv` (and `budget.csv` of another results tree when given) and replaces the block
+Reads `main.csv` (and, when present, config/recipes.yaml's `main.csv` and config/budget.yaml's
+`budget.csv`, each copied from its own results tree) and replaces the block
 between the README's `<!-- findings:start -->` and `<!-- findings:end -->` markers with:
 per testbed and ratio, Prehab at lambda* (chosen on validation) and each recipe against its
 lambda = 0 control and against SVD-LLM, paired, with the verdicts counted; what the intervals
 could have detected; whether the control harmed the model before compression.
 
-    .venv/bin/python scripts/findings.py [--tables results/tables] [--budget results/budget]
-        [--readme README.md] [--check]
+    .venv/bin/python scripts/findings.py [--tables results/tables] [--recipes results/recipes]
+        [--budget results/budget] [--readme README.md] [--check]
 
 `--check` exits 1 when the README's block differs from what the tables give (a test runs it).
 """
@@ -38,9 +39,12 @@ def _half_width(r, name: str) -> float:
     return (r[f"{name}_high"] - r[f"{name}_low"]) / 2
 
 
-def main_findings(table) -> list[str]:
-    """Markdown lines: the Prehab-vs-control table and the counted verdicts."""
+def main_findings(table, recipes_only: bool = False) -> list[str]:
+    """Markdown lines: the Prehab-vs-control table and the counted verdicts (of the recipes'
+    rows only, for config/recipes.yaml's tables)."""
     pre = choice.reported(table[(table["method"] == "prehab") & table["compressed"].astype(bool)], table)
+    if recipes_only:
+        pre = pre[pre["surrogate"].isin(list(RECIPES))]
     star = "*" if choice.sweeps(table) else ""
     lines = ["| testbed | R | LoRA | Prehab | metric | Prehab − control [95%] | Prehab vs SVD-LLM [95%] |",
              "|---|---|---|---|---|---|---|"]
@@ -95,12 +99,15 @@ def budget_findings(table) -> list[str]:
     return lines
 
 
-def findings(tables: Path, budget: Path | None) -> str:
+def findings(tables: Path, budget: Path | None, recipes: Path | None = None) -> str:
     main = pd.read_csv(tables / "main.csv", keep_default_na=False, na_values=[""])
     if budget is not None and not (budget / "budget.csv").is_file():
         budget = None
-    parts = [START, "", f"Written by `scripts/findings.py` from `{tables}/main.csv`"
-             + (f" and `{budget}/budget.csv`" if budget else "") + "; do not edit by hand.", ""]
+    if recipes is not None and not (recipes / "main.csv").is_file():
+        recipes = None
+    sources = [f"`{tables}/main.csv`"] + ([f"`{recipes}/main.csv`"] if recipes else []) + (
+        [f"`{budget}/budget.csv`"] if budget else [])
+    parts = [START, "", f"Written by `scripts/findings.py` from {', '.join(sources)}; do not edit by hand.", ""]
     parts += main_findings(main) + ["", "The λ = 0 control before compression, against the dense model (paired):", ""]
     parts += control_findings(main)
     sweep = tables / "lambda_sweep.csv"
@@ -109,6 +116,15 @@ def findings(tables: Path, budget: Path | None) -> str:
         if not table.empty:
             parts += ["", "Prehab minus control over the wider λ range (`lambda_sweep`, seed 0):", ""]
             parts += sweep_findings(table)
+    if recipes is not None:
+        parts += ["", "The authors' recipes against their own λ = 0 control (`config/recipes.yaml`, 3 seeds; the "
+                  "step count is scaled, see the table's notes):", ""]
+        parts += main_findings(pd.read_csv(recipes / "main.csv", keep_default_na=False, na_values=[""]),
+                               recipes_only=True)
+        recipe_table = pd.read_csv(recipes / "main.csv", keep_default_na=False, na_values=[""])
+        controls = recipe_table[recipe_table["surrogate"].isin(list(RECIPES))]
+        parts += ["", "The recipes' controls before compression, against the dense model (paired):", ""]
+        parts += control_findings(controls)
     if budget is not None:
         parts += ["", "Prehab minus control against Prehab steps (`budget`, seed 0):", ""]
         parts += budget_findings(pd.read_csv(budget / "budget.csv", keep_default_na=False, na_values=[""]))
@@ -127,11 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tables", type=Path, default=Path("results/tables"))
     parser.add_argument("--budget", type=Path, default=Path("results/budget"),
                         help="folder holding budget.csv (config/budget.yaml's tables; skipped when absent)")
+    parser.add_argument("--recipes", type=Path, default=Path("results/recipes"),
+                        help="folder holding config/recipes.yaml's main.csv (skipped when absent)")
     parser.add_argument("--readme", type=Path, default=Path("README.md"))
     parser.add_argument("--check", action="store_true", help="exit 1 if the README's block is stale")
     args = parser.parse_args(argv)
     text = args.readme.read_text()
-    new = replace_block(text, findings(args.tables, args.budget))
+    new = replace_block(text, findings(args.tables, args.budget, args.recipes))
     if args.check:
         if new != text:
             print(f"{args.readme}: the findings block differs from {args.tables}; run scripts/findings.py",

@@ -95,10 +95,17 @@ def load(path: str | Path) -> Checkpoint:
     for name, tensor in payload["state_dict"].items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise UsageError(f"checkpoint {str(path)!r} holds non-finite values in {name}; refusing to use it")
-    spec = get_arch(payload["arch"])
-    model = spec.from_config(payload["arch_config"])
-    factorize_structure(model, payload["factorized"])
-    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    try:
+        spec = get_arch(payload["arch"])
+    except UsageError as err:
+        raise UsageError(f"checkpoint {str(path)!r}: {err}") from None
+    try:  # a module tree other than the architecture's: another family's config or weights
+        model = spec.from_config(payload["arch_config"])
+        factorize_structure(model, payload["factorized"])
+        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    except (TypeError, KeyError, ValueError, RuntimeError, AttributeError) as err:
+        raise UsageError(f"checkpoint {str(path)!r} does not fit architecture {spec.name} "
+                         f"({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
     if missing or unexpected:
         raise UsageError(
             f"checkpoint {str(path)!r} does not fit architecture {spec.name}: "

@@ -71,6 +71,17 @@ def test_a_checkpoint_missing_fields_is_refused(dense, capsys):
     assert "lacks arch_config" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("arch", ["vit-tiny", "resnet-50"])
+def test_a_checkpoint_of_another_architecture_is_refused(dense, capsys, arch):
+    # tiny-mlp weights and config under another (or an unknown) architecture's name
+    bad = dense / f"claims-{arch}"
+    _rewrite(dense / "dense", bad, lambda p: p.update(arch=arch))
+    assert main(["evaluate", "--model", str(bad), "--out", str(bad / "eval")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and str(bad) in err[0] and arch in err[0], err
+    assert not (bad / "eval").exists()
+
+
 class Smuggled:
     """Would run code when unpickled by a full (unsafe) pickle load."""
 

@@ -39,6 +39,13 @@ def calib_samples_of(config: dict[str, Any]) -> dict[str, int]:
     return _per_arch(config, "calib_samples")
 
 
+def report_studies(config: dict[str, Any]) -> dict[str, Any]:
+    """What `prehab report` / `prehab mlflow-log --studies` need to rebuild a workflow config's grid
+    (its archs, studies with the schema's defaults filled in, and the per-architecture values)."""
+    return {"archs": config["archs"], "studies": config["studies"], "calib_samples": calib_samples_of(config),
+            "recipe": recipes_of(config)}
+
+
 def recipes_of(config: dict[str, Any]) -> dict[str, str]:
     """{arch: recipe} for `prehab.recipes: [per_arch]` (arch_settings.<arch>.recipe)."""
     return _per_arch(config, "recipe")

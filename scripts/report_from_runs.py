@@ -1,6 +1,6 @@
 """Rebuild a config's tables and figures from a run folder made by another config whose grid
-contains it (e.g. the default's tables from config/recipes.yaml's runs: the same jobs, the same
-numbers), with the report command the workflow's report rule runs.
+contains it (e.g. one testbed's tables from the runs of a config with more testbeds: the same
+jobs, the same numbers), with the report command the workflow's report rule runs.
 
     .venv/bin/python scripts/report_from_runs.py --runs RUNS [--configfile F ...] --out results
 

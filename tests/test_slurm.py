@@ -1,10 +1,17 @@
 """The tiny config through a real one-node SLURM cluster on localhost (`--executor slurm`).
 
-Opt-in: PREHAB_TEST_SLURM=1, root, and the Debian packages munge slurm-client slurmctld slurmd
-(`apt-get install --no-install-recommends ...`). tests/slurm/start_cluster.sh starts munged,
-slurmctld and slurmd without accounting (no slurmdbd), hence `--slurm-status-command squeue`;
-stop_cluster.sh stops them by pid. Snakemake runs under `timeout -s INT`: without a working
-status command the plugin waits forever and only SIGINT stops it (/work/shared/SLURM.md).
+Runs where PREHAB_TEST_SLURM=1 (`.ci/run` sets it, after installing Debian's munge,
+slurm-client, slurmctld and slurmd with scripts/install_slurm.sh); skips in one line, saying
+why, where the machine cannot run the daemons (not root, a package missing).
+tests/slurm/start_cluster.sh starts munged, slurmctld and slurmd without accounting (no
+slurmdbd), hence `--slurm-status-command squeue`; stop_cluster.sh stops what it started, by pid.
+Snakemake runs under `timeout -s INT`: without a working status command the plugin waits
+forever and only SIGINT stops it (/work/shared/SLURM.md).
+
+What it checks: every job but the local rules went through sbatch, each of those job ids is
+known to the cluster as COMPLETED (squeue keeps finished jobs for MinJobAge = 1 h), and every
+study table equals the local run's (tests/conftest.py `tiny_run`). The job ids go to the
+terminal summary, so CI's log shows them.
 """
 
 from __future__ import annotations
@@ -13,33 +20,40 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from test_workflow import ENV  # a user's shell: no `prehab` on PATH
 from test_workflow import TEST_CONFIG_COUNTS  # the tiny config's jobs per rule, counted by hand there
+from workflow_env import BIN, DEFAULT_CONFIG, ENV, REPO, TEST_CONFIG, table_text
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 TIMEOUT_S = int(os.environ.get("PREHAB_SLURM_TIMEOUT_S", 1800))
 PARTITION = "debug"
+LOCAL_RULES = ("mlflow", "report", "all")
+DAEMONS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo")
 
 pytestmark = [
     pytest.mark.slurm,
-    pytest.mark.skipif(os.environ.get("PREHAB_TEST_SLURM") != "1", reason="set PREHAB_TEST_SLURM=1 to run"),
+    pytest.mark.skipif(os.environ.get("PREHAB_TEST_SLURM") != "1",
+                       reason="SLURM test off: set PREHAB_TEST_SLURM=1 to run it (.ci/run does)"),
 ]
+
+
+def why_not_here() -> str | None:
+    """Why this machine cannot run the local cluster, in one line (None: it can)."""
+    if os.geteuid() != 0:
+        return "SLURM test skipped: starting munged, slurmctld and slurmd needs root"
+    missing = [b for b in DAEMONS if shutil.which(b) is None]
+    if missing:
+        return f"SLURM test skipped: not installed: {', '.join(missing)} (bash scripts/install_slurm.sh)"
+    return None
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("a local SLURM cluster needs root")
-    missing = [b for b in ("munged", "slurmctld", "slurmd", "sbatch", "squeue") if shutil.which(b) is None]
-    if missing:
-        pytest.skip(f"not installed: {missing} (apt-get install --no-install-recommends "
-                    "munge slurm-client slurmctld slurmd)")
+    reason = why_not_here()
+    if reason:
+        pytest.skip(reason)
     state = tmp_path_factory.mktemp("slurm_state")
     start = subprocess.run(["bash", str(REPO / "tests/slurm/start_cluster.sh"), str(state), PARTITION],
                            capture_output=True, text=True, timeout=120)
@@ -50,7 +64,15 @@ def cluster(tmp_path_factory):
         subprocess.run(["bash", str(REPO / "tests/slurm/stop_cluster.sh"), str(state)], timeout=60)
 
 
-def test_tiny_config_through_slurm(cluster, tmp_path):
+def cluster_jobs() -> dict[str, str]:
+    """{job id: state} of every job the controller still knows (finished ones: MinJobAge)."""
+    proc = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i %T"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return dict(line.split() for line in proc.stdout.splitlines() if line.strip())
+
+
+def test_tiny_config_through_slurm_equals_the_local_run(cluster, tmp_path, tiny_run, summary_lines):
+    local_results, _, _ = tiny_run
     # The shipped profile, with this cluster's partition and an account (not checked without
     # accounting) in place of the CHANGE_ME placeholders.
     profile = yaml.safe_load((REPO / "workflow/profiles/slurm/profile.yaml").read_text())
@@ -61,18 +83,35 @@ def test_tiny_config_through_slurm(cluster, tmp_path):
     (profile_dir / "profile.yaml").write_text(yaml.safe_dump(profile))
     workdir = tmp_path / "work"
     workdir.mkdir()
+    results = workdir / "results"
 
+    # both config files, as the local run from the repository root reads them (the Snakefile's
+    # `configfile:` is relative to --directory)
     cmd = ["timeout", "-s", "INT", "-k", "30", str(TIMEOUT_S),
            str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(REPO / "config/test.yaml"), "--workflow-profile", str(profile_dir), "--jobs", "2"]
+           "--configfile", str(DEFAULT_CONFIG), str(TEST_CONFIG), "--config", f"results_dir={results}",
+           "--workflow-profile", str(profile_dir), "--jobs", "2"]
     proc = subprocess.run(cmd, cwd=workdir, env=ENV, capture_output=True, text=True, timeout=TIMEOUT_S + 60)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
-    # every job but the local rules (mlflow, report, all) went through sbatch
-    submitted = re.findall(r"has been submitted with SLURM jobid \d+", out)
     total = sum(TEST_CONFIG_COUNTS.values())
-    local = sum(TEST_CONFIG_COUNTS[rule] for rule in ("mlflow", "report", "all"))
-    assert len(submitted) == total - local, out[-3000:]
     assert f"{total} of {total} steps (100%) done" in out
-    assert (workdir / "results/tiny/tables/runs.csv").is_file()
-    assert (workdir / "results/tiny/mlflow.db").is_file()
+
+    # every job but the local rules went through sbatch, and the cluster ran each to completion
+    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", out)
+    expected = total - sum(TEST_CONFIG_COUNTS[rule] for rule in LOCAL_RULES)
+    assert len(submitted) == len(set(submitted)) == expected, out[-3000:]
+    known = cluster_jobs()
+    states = {job: known.get(job, "unknown to squeue") for job in submitted}
+    assert set(states.values()) == {"COMPLETED"}, states
+    summary_lines.append(f"SLURM: {len(submitted)} jobs went through sbatch, all COMPLETED in squeue: "
+                         f"job ids {', '.join(submitted)}")
+
+    # the same numbers as the local run: every table, wall times masked
+    tables = sorted(p.name for p in (local_results / "tables").iterdir() if p.suffix in (".csv", ".md"))
+    assert tables and tables == sorted(p.name for p in (results / "tables").iterdir() if p.suffix in (".csv", ".md"))
+    for name in tables:
+        assert table_text(results / "tables" / name, results) == table_text(local_results / "tables" / name,
+                                                                              local_results), name
+    assert (results / "mlflow.db").is_file()
+    summary_lines.append(f"SLURM: {len(tables)} tables equal the local run's")

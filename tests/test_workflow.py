@@ -8,11 +8,8 @@ tiny config and a temporary `results_dir`, so nothing lands in the repository's 
 
 from __future__ import annotations
 
-import csv
 import os
 import re
-import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -20,17 +17,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from workflow_env import (BIN, DEFAULT_CONFIG, ENV, README, REPO, TEST_CONFIG, WALL_KEYS, read_csv,
+                          readme_main_command, readme_snakemake, table_text)
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-# A new user's shell: no `prehab` on PATH, the venv's or any other (the README's commands call
-# .venv/bin/snakemake by its path, so the workflow must not need one).
-ENV = {**os.environ,
-       "PATH": os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
-                               if p and not (Path(p) / "prehab").exists())}
-README = REPO / "README.md"
-DEFAULT_CONFIG = REPO / "config" / "config.yaml"
-TEST_CONFIG = REPO / "config" / "test.yaml"
 # The issue's budget for the tiny run; a loaded machine may need more (PREHAB_E2E_BUDGET_S).
 E2E_BUDGET_S = float(os.environ.get("PREHAB_E2E_BUDGET_S", 300))
 RULES = ("pretrain", "calibrate", "prehab", "recalibrate", "compress_svd", "compress_svd_llm", "rehab",
@@ -58,7 +47,11 @@ def job_counts(output: str) -> dict[str, int]:
 
 
 def dry_run(workdir: Path, configfile: Path) -> dict[str, int]:
-    proc = snakemake(workdir, "--configfile", str(configfile), "--dry-run", "--quiet", "rules")
+    """Job counts of a dry run of `configfile`, an overlay merged over config/config.yaml as
+    `--configfile X` merges it from the repository root (in another --directory the Snakefile's
+    relative `configfile:` is not found, so both are named)."""
+    configs = [str(configfile)] if configfile == DEFAULT_CONFIG else [str(DEFAULT_CONFIG), str(configfile)]
+    proc = snakemake(workdir, "--configfile", *configs, "--dry-run", "--quiet", "rules")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     if "Nothing to be done" in proc.stdout + proc.stderr:
         return {}
@@ -68,56 +61,59 @@ def dry_run(workdir: Path, configfile: Path) -> dict[str, int]:
 # ----------------------------------------------------------------------------- dry runs
 
 
-def _main_counts(fine_tuned: int) -> dict[str, int]:
-    """Job counts of the default's studies with `fine_tuned` Prehab/control models per
-    (architecture, seed) of main."""
-    archs, seeds, k = 2, 3, fine_tuned
-    main_per_model = {  # per (architecture, seed) of main
+def _main_counts(fine_tuned: int, sweep: int) -> dict[str, int]:
+    """Job counts of a one-testbed config: main with `fine_tuned` Prehab/control models per seed
+    (3 seeds), and `sweep` more lambdas of lambda_sweep at seed 0."""
+    seeds, k = 3, fine_tuned
+    main_per_seed = {
         "pretrain": 1,
         "calibrate": 1,  # train, per-arch size
-        "prehab": k,  # e.g. the control and Prehab at lambda 1 and 10 (nuclear_fro, weight space)
+        "prehab": k,  # the control, Prehab at lambda 1 and 10 (nuclear_fro, weight space), the recipe and its control
         "recalibrate": k,  # each before its SVD-LLM
         "compress_svd": 1,  # the dense model, at every ratio
         "compress_svd_llm": 1 + k,  # dense and the fine-tuned models, at every ratio
         "rehab": 2 + k,  # sequential LoRA of svd, svd-llm and the fine-tuned models, at every LoRA ratio
         "evaluate": 1 + k,  # uncompressed: dense and the fine-tuned models
     }
-    sweep = 3  # lambda_sweep adds lambda 0.1, 100 and 1000 on vit-small, seed 0
-    vit_secondary = {"prehab": sweep, "recalibrate": sweep, "compress_svd_llm": sweep, "evaluate": sweep}
-    expected = {rule: archs * seeds * n + vit_secondary.get(rule, 0) for rule, n in main_per_model.items()}
+    secondary = {"prehab": sweep, "recalibrate": sweep, "compress_svd_llm": sweep, "evaluate": sweep}
+    expected = {rule: seeds * n + secondary.get(rule, 0) for rule, n in main_per_seed.items()}
     return expected | {"mlflow": 1, "report": 1, "all": 1}
 
 
-def test_dry_run_default_config_counts_every_rule(tmp_path):
-    # config/config.yaml: main on vit-small and bert-small with seeds 0, 1, 2, Prehab at lambda 1
-    # and 10; lambda_sweep on vit-small, seed 0 (its lambdas 1 and 10 and the control are main's).
-    expected = _main_counts(fine_tuned=3)
-    assert sum(expected.values()) == 147
-    assert dry_run(tmp_path, DEFAULT_CONFIG) == expected
-
-
-
-def test_recipes_config_adds_each_recipe_and_its_control_at_recipe_steps(tmp_path):
-    # config/recipes.yaml over the default: per (architecture, seed) the recipe and its control
-    # join main's 3 fine-tuned models; arch_settings.A.recipe_steps (40) for them, prehab_steps
-    # (80) for the rest; a recipe fixes lr and batch size, so neither flag is passed.
-    # (From the repository root `--configfile config/recipes.yaml` is merged over the Snakefile's
-    # configfile; a dry run in another --directory names both.)
-    configs = ("--configfile", str(DEFAULT_CONFIG), str(REPO / "config" / "recipes.yaml"))
-    expected = _main_counts(fine_tuned=5)
-    assert sum(expected.values()) == 207
-    proc = snakemake(tmp_path, *configs, "--dry-run", "--quiet", "rules")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert job_counts(proc.stdout) == expected
-    proc = snakemake(tmp_path, *configs, "--dry-run", "--printshellcmds")
+def _prehab_commands(*configs: str, tmp_path: Path) -> tuple[list[str], list[str]]:
+    """The planned `prehab prehab` command lines: (the recipes' runs, the others)."""
+    proc = snakemake(tmp_path, "--configfile", *configs, "--dry-run", "--printshellcmds")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     commands = [line for line in proc.stdout.splitlines() if " -m prehab prehab " in line]
-    recipe = [c for c in commands if "--recipe " in c]
-    plain = [c for c in commands if "--recipe " not in c]
-    assert len(recipe) == 12 and len(plain) == 21, (len(recipe), len(plain))
-    assert all("--steps 40" in c and "--lr " not in c and "--batch-size " not in c for c in recipe)
+    return [c for c in commands if "--recipe " in c], [c for c in commands if "--recipe " not in c]
+
+
+def test_dry_run_default_config_counts_every_rule(tmp_path):
+    # config/config.yaml: main on vit-small with seeds 0, 1, 2: the control, Prehab at lambda 1
+    # and 10, the authors-vit recipe and its control; lambda_sweep on vit-small, seed 0, adds
+    # lambda 0.1, 100 and 1000 (its 1 and 10 and the control are main's). The recipe runs take
+    # arch_settings.vit-small.recipe_steps (40), the others prehab_steps (80); a recipe fixes lr
+    # and batch size, so neither flag is passed.
+    expected = _main_counts(fine_tuned=5, sweep=3)
+    assert sum(expected.values()) == 111
+    assert dry_run(tmp_path, DEFAULT_CONFIG) == expected
+    recipe, plain = _prehab_commands(str(DEFAULT_CONFIG), tmp_path=tmp_path)
+    assert len(recipe) == 3 * 2 and len(plain) == 3 * 3 + 3, (len(recipe), len(plain))
+    assert all("--recipe authors-vit" in c and "--steps 40" in c and "--lr " not in c and "--batch-size " not in c
+               for c in recipe)
     assert all("--steps 80" in c and "--lr " in c for c in plain)
-    assert all("results/recipes-run/" in c for c in commands)
+
+
+def test_bert_config_runs_the_default_study_on_bert_small(tmp_path):
+    # config/bert.yaml over the default: the same main on bert-small (authors-bert), no sweep
+    expected = _main_counts(fine_tuned=5, sweep=0)
+    assert sum(expected.values()) == 99
+    assert dry_run(tmp_path, REPO / "config" / "bert.yaml") == expected
+    recipe, plain = _prehab_commands(str(DEFAULT_CONFIG), str(REPO / "config" / "bert.yaml"), tmp_path=tmp_path)
+    assert len(recipe) == 6 and len(plain) == 9, (len(recipe), len(plain))
+    assert all("--recipe authors-bert" in c and "--steps 40" in c and "--lr " not in c for c in recipe)
+    assert all("--arch-opt n_test=2000" in c and "results/bert-run/" in c for c in recipe + plain)
+
 
 TEST_CONFIG_COUNTS = {
     # 3 fixtures x seed 0 (all studies)
@@ -228,34 +224,6 @@ def test_invalid_value_fails_naming_the_key(tmp_path):
 # ----------------------------------------------------------------------------- the tiny run
 
 
-def readme_main_command() -> list[str]:
-    """The snakemake part of the README's first command (`bash scripts/setup.sh && <this>`)."""
-    lines = README.read_text().splitlines()
-    fence = lines.index("```bash")
-    first = next(line for line in lines[fence + 1:] if line.strip() and not line.startswith("#"))
-    setup, sep, main = first.partition(" && ")
-    assert setup == "bash scripts/setup.sh" and sep, first
-    return shlex.split(main)
-
-
-def readme_snakemake(results: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """The README's main command, literally, from the repository root, on the tiny config."""
-    cmd = [*readme_main_command(), "--configfile", "config/test.yaml", "--config", f"results_dir={results}", *args]
-    return subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """config/test.yaml run to completion once by the README's command: (results, wall s, process)."""
-    results = tmp_path_factory.mktemp("tiny_workflow") / "results"
-    assert shutil.which("prehab", path=ENV["PATH"]) is None
-    start = time.perf_counter()
-    proc = readme_snakemake(results, timeout=1800)
-    elapsed = time.perf_counter() - start
-    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
-    return results, elapsed, proc
-
-
 def test_readme_main_command_runs_without_the_venv_on_path(tiny_run):
     """Every job of the tiny run started and finished: none hit `prehab: command not found`."""
     results, _, proc = tiny_run
@@ -283,11 +251,6 @@ def test_report_from_runs_rebuilds_a_configs_tables_from_a_larger_grid(tiny_run,
     assert sub.returncode == 0, sub.stderr[-3000:]
     assert (tmp_path / "sub" / "tables" / "main.csv").read_text() == (results / "tables" / "main.csv").read_text()
     assert "Study disabled" in (tmp_path / "sub" / "tables" / "lambda_sweep.md").read_text()
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.mark.slow
@@ -397,19 +360,6 @@ def test_conda_env_matches_pyproject():
 
 # Fields that legitimately differ between two runs: wall times, the code version, and checkpoint
 # sizes (a checkpoint stores its history, whose input paths hold the results folder's name).
-WALL_KEYS = {"wall_time_s", "code", "seconds", "checkpoint_bytes", "checkpoint_bytes_before",
-             "checkpoint_bytes_after", "dense_checkpoint_bytes"}
-
-
-def _table_text(path: Path, results: Path) -> str:
-    """A table with the results folder masked and the checkpoint-size column dropped."""
-    rows = read_csv(path) if path.suffix == ".csv" else None
-    if rows is None:
-        return path.read_text().replace(str(results), "<results>")
-    return repr([{k: v.replace(str(results), "<results>") for k, v in row.items() if k not in WALL_KEYS}
-                 for row in rows])
-
-
 def _comparable(value):
     """A metrics.json without its wall times and code version (by name, nothing else)."""
     if isinstance(value, dict):
@@ -469,4 +419,4 @@ def test_a_run_killed_mid_training_resumes_to_the_same_tables(tiny_run, tmp_path
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert _records(results) == _records(reference)
     for table in sorted((reference / "tables").iterdir()):
-        assert _table_text(results / "tables" / table.name, results) == _table_text(table, reference), table.name
+        assert table_text(results / "tables" / table.name, results) == table_text(table, reference), table.name

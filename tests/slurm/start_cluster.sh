@@ -57,7 +57,8 @@ SelectTypeParameters=CR_Core_Memory
 SchedulerType=sched/backfill
 MpiDefault=none
 ReturnToService=2
-MinJobAge=300
+MinJobAge=3600
+# (finished jobs stay in squeue for an hour: tests/test_slurm.py reads their states there)
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 $node NodeAddr=127.0.0.1 State=UNKNOWN

@@ -38,7 +38,6 @@ config = LlamaConfig(vocab_size=vocab, hidden_size=d, intermediate_size=ff, num_
                      num_attention_heads=max(1, d // 64), num_key_value_heads=max(1, d // 64),
                      max_position_embeddings=max(2048, seq_len))
 model = LlamaForCausalLM(config).eval()
-built = rss_mb()
 data = {"input_ids": torch.randint(0, vocab, (n_windows, seq_len))}
 targets = find_targets(model, LLAMA_TARGETS)
 start = time.perf_counter()
@@ -47,8 +46,7 @@ calibrated = time.perf_counter()
 whitening = whitening_from_moments(moments, owner, n_tokens)
 compress_model(model, targets, 0.6, "svd-llm", whitening)
 done = time.perf_counter()
-print(json.dumps({"base_mb": base, "built_mb": built, "peak_mb": rss_mb(), "calibrate_s": calibrated - start,
-                  "total_s": done - start, "moments": len(moments)}))
+print(json.dumps({"base_mb": base, "peak_mb": rss_mb(), "calibrate_s": calibrated - start, "total_s": done - start}))
 """
 
 SHAPES = [  # (width, FFN, blocks, vocabulary): widths, depths, then FFN and vocabulary apart
@@ -99,7 +97,6 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=128)
     args = parser.parse_args()
     windows = max(1, args.tokens // args.seq_len)
-    tokens = windows * args.seq_len
     print(f"calibrate + compress (SVD-LLM, R = 0.6), {windows} x {args.seq_len} tokens, "
           f"one BLAS thread, each shape in a fresh process")
     print(f"  {'width':>5s} {'FFN':>5s} {'blocks':>6s} {'vocab':>6s} {'weights MB':>10s} {'moments MB':>10s} "

@@ -126,7 +126,7 @@ def merged(folders: list[Path], name: str) -> tuple[pd.DataFrame | None, list[Pa
         if not path.is_file() or path.stat().st_size == 0:
             continue
         table = _read(path)
-        table = table[~table["arch"].isin(seen)] if not table.empty else table
+        table = table[~table["arch"].isin(seen)]
         if table.empty:
             continue
         seen |= set(table["arch"])

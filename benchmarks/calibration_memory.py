@@ -1,16 +1,22 @@
-"""Peak host memory and time of calibrate + compress (SVD-LLM at R = 0.6) on LLaMA-shaped models
-of growing width and depth, each in a fresh process, with the growth fitted and extrapolated to
-LLaMA-7B (4096 wide, 11008 FFN, 32 blocks, 32,000-token vocabulary) calibrated on 256 x 2048
-tokens, next to the footprint SVD-LLM reports for its float64 factors (about 57 GB).
+"""Peak host memory and time of calibration on LLaMA-shaped models of growing width, FFN width,
+depth and token count, each in a fresh process, by both paths in one run: `prehab calibrate`'s
+(the checkpoint memory-mapped, block by block, each block's factors written as they exist:
+`streaming.write_whitening`) and the whole-model pass it replaced (the checkpoint loaded,
+`calibrate.second_moments` over every block at once, every factor held). Each path's growth is
+fitted and extrapolated to LLaMA-7B (4096 wide, 11008 FFN, 32 blocks) calibrated on 256 x 2048
+tokens in float32, next to the footprint SVD-LLM reports for its float64 factors (about 57 GB).
+Target (issue 12): under 16 GB for LLaMA-7B.
 
-The fit: peak - (the process before the model is built) = a * bytes of the model's float32
-weights + b * bytes of the float64 second moments and factors the package holds at once (the
-two grow differently with the FFN width and the vocabulary, which the shapes vary apart). The
-coefficients say how many copies of each the implementation holds at its peak; one batch's
-activations are small at these shapes and are not fitted. Target (issue 12):
-under 16 GB for LLaMA-7B. Random weights (the memory does not depend on them); one BLAS thread.
+Memory is the process's anonymous resident memory (RssAnon, sampled every 2 ms), above what it
+held before loading the model: memory-mapped weights are page cache the kernel can drop and
+re-read, not memory the host must provide (ru_maxrss, which counts them, is printed beside).
+The fits (least squares, bytes, plus a constant: the libraries' own working memory):
+- block by block: a * kept activations (tokens x width x 4) + b * one block's float64 moments
+  and factors + c * one batch's widest float64 rows (batch tokens x FFN x 8);
+- whole model: a * float32 weights + b * every block's float64 moments and factors.
+Random weights (memory does not depend on them); one BLAS thread.
 
-    .venv/bin/python benchmarks/calibration_memory.py [--tokens 4096] [--seq-len 128]
+    .venv/bin/python benchmarks/calibration_memory.py [--seq-len 128] [--batch 4]
 """
 
 from __future__ import annotations
@@ -20,106 +26,149 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
-PROBE = r"""
-import json, resource, sys, time
-import torch
+BUILD = r"""
+import sys, torch
 from transformers import LlamaConfig, LlamaForCausalLM
-from prehab.layers import find_targets
-from prehab.archs.llama import LLAMA_TARGETS
-from prehab.method.calibrate import second_moments, whitening_from_moments
-from prehab.method.compress import compress_model
-d, ff, blocks, vocab, n_windows, seq_len = map(int, sys.argv[1:7])
-def rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-base = rss_mb()
+from prehab import checkpoint
+from prehab.archs.llama import arch_config_of
+from prehab.registry import get_arch
+d, ff, blocks, vocab, seq_len = map(int, sys.argv[1:6])
 torch.manual_seed(0)
 config = LlamaConfig(vocab_size=vocab, hidden_size=d, intermediate_size=ff, num_hidden_layers=blocks,
                      num_attention_heads=max(1, d // 64), num_key_value_heads=max(1, d // 64),
                      max_position_embeddings=max(2048, seq_len))
 model = LlamaForCausalLM(config).eval()
-data = {"input_ids": torch.randint(0, vocab, (n_windows, seq_len))}
-targets = find_targets(model, LLAMA_TARGETS)
-start = time.perf_counter()
-moments, owner, n_tokens = second_moments(model, "lm", data, targets, batch_size=4)
-calibrated = time.perf_counter()
-whitening = whitening_from_moments(moments, owner, n_tokens)
-compress_model(model, targets, 0.6, "svd-llm", whitening)
-done = time.perf_counter()
-print(json.dumps({"base_mb": base, "peak_mb": rss_mb(), "calibrate_s": calibrated - start, "total_s": done - start}))
+options = get_arch("llama-tiny").resolve_options({})
+checkpoint.save(checkpoint.Checkpoint(model, "llama-tiny", options, arch_config_of(model)), sys.argv[6])
 """
 
-SHAPES = [  # (width, FFN, blocks, vocabulary): widths, depths, then FFN and vocabulary apart
-    (256, 688, 4, 1000), (384, 1032, 4, 1000), (512, 1376, 4, 1000), (768, 2064, 4, 1000),
-    (512, 1376, 2, 1000), (512, 1376, 8, 1000), (512, 2752, 4, 1000), (512, 1376, 4, 16000),
+PROBE = r"""
+import json, resource, sys, threading, time
+import torch
+from prehab import checkpoint
+from prehab.layers import find_targets
+from prehab.archs.llama import LLAMA_TARGETS
+from transformers import LlamaForCausalLM  # imported before the base reading: code, not data
+path, out, path_kind = sys.argv[1:4]
+vocab, windows, seq_len, batch = map(int, sys.argv[4:8])
+def anon_mb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon")) / 1024
+peak = [0.0]
+stop = threading.Event()
+def sample():
+    while not stop.is_set():
+        peak[0] = max(peak[0], anon_mb())
+        time.sleep(0.002)
+data = {"input_ids": torch.randint(0, vocab, (windows, seq_len), generator=torch.Generator().manual_seed(0))}
+base = anon_mb()
+sampler = threading.Thread(target=sample, daemon=True)
+sampler.start()
+start = time.perf_counter()
+if path_kind == "blocks":
+    from prehab.method.streaming import write_whitening
+    model = checkpoint.load(path, lazy=True).model
+    write_whitening(model, "lm", data, find_targets(model, LLAMA_TARGETS), batch, 0.0, out)
+else:
+    from prehab.method.calibrate import second_moments, whitening_from_moments
+    model = checkpoint.load(path).model
+    whitening = whitening_from_moments(*second_moments(model, "lm", data, find_targets(model, LLAMA_TARGETS), batch))
+seconds = time.perf_counter() - start
+stop.set()
+sampler.join()
+peak[0] = max(peak[0], anon_mb())
+print(json.dumps({"base_mb": base, "peak_mb": peak[0], "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "seconds": seconds}))
+"""
+
+SHAPES = [  # (width, FFN, blocks, tokens): widths, then FFN, depth and tokens apart
+    (256, 688, 4, 4096), (512, 1376, 4, 4096), (768, 2064, 4, 4096), (1024, 2752, 4, 4096),
+    (512, 2752, 4, 4096), (512, 1376, 8, 4096), (512, 1376, 4, 16384), (768, 2064, 4, 16384),
 ]
-LLAMA_7B = dict(d=4096, ff=11008, blocks=32, vocab=32000)
+VOCAB = 1000
+LLAMA_7B = dict(d=4096, ff=11008, blocks=32, vocab=32000, tokens=256 * 2048, batch_tokens=4 * 2048)
 SVD_LLM_REPORTED_GB = 57
+TARGET_GB = 16
 
 
 def weight_bytes(d: int, ff: int, blocks: int, vocab: int) -> float:
     """float32 bytes of a LLaMA's weights (untied embeddings and head, norms)."""
-    per_block = 4 * d * d + 3 * d * ff + 2 * d
-    return 4.0 * (blocks * per_block + 2 * vocab * d + d)
+    return 4.0 * (blocks * (4 * d * d + 3 * d * ff + 2 * d) + 2 * vocab * d + d)
 
 
-def moment_bytes(d: int, ff: int, blocks: int) -> float:
-    """float64 bytes of every block's distinct-input second moments and their factors (4 inputs
-    per block: q/k/v share one, o, gate/up share one, down), all held at once, as now."""
-    return 2 * 8.0 * blocks * (3 * d * d + ff * ff)
+def block_moment_bytes(d: int, ff: int) -> float:
+    """float64 bytes of one block's distinct-input second moments and their factors (4 inputs per
+    block: q/k/v share one, o, gate/up share one, down)."""
+    return 2 * 8.0 * (3 * d * d + ff * ff)
 
 
-def run(shape: tuple[int, int, int, int], windows: int, seq_len: int) -> dict:
-    d, ff, blocks, vocab = shape
+def terms(path_kind: str, d: int, ff: int, blocks: int, vocab: int, tokens: int, batch_tokens: int) -> list[float]:
+    """The byte counts each path's fit uses (module docstring)."""
+    if path_kind == "blocks":
+        return [4.0 * tokens * d, block_moment_bytes(d, ff), 8.0 * batch_tokens * ff]
+    return [weight_bytes(d, ff, blocks, vocab), blocks * block_moment_bytes(d, ff)]
+
+
+def run(code: str, *args) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-c", PROBE, str(d), str(ff), str(blocks), str(vocab), str(windows),
-                          str(seq_len)], env=env, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env, capture_output=True, text=True)
     if out.returncode:
-        raise SystemExit(f"probe failed for {shape}:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        raise SystemExit(f"probe failed ({args}):\n{out.stderr[-3000:]}")
+    return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
 
 
-def fit(rows: list[dict]):
-    """Least squares of (peak - base) on the two byte counts, no intercept: the coefficients and
-    the largest misfit relative to the largest peak."""
+def fit(rows: list[dict], path_kind: str):
+    """Least squares of (peak - base) on a constant and the path's byte counts: coefficients
+    (constant first), largest misfit relative to the largest peak."""
     import torch
 
-    X = torch.tensor([[r["weights"], r["moments_b"]] for r in rows], dtype=torch.float64)
-    y = torch.tensor([(r["peak_mb"] - r["base_mb"]) * 2**20 for r in rows], dtype=torch.float64)
+    X = torch.tensor([[1.0, *r["terms"][path_kind]] for r in rows], dtype=torch.float64)
+    y = torch.tensor([(r[path_kind]["peak_mb"] - r[path_kind]["base_mb"]) * 2**20 for r in rows], dtype=torch.float64)
     coef = torch.linalg.lstsq(X, y[:, None]).solution.flatten()
-    residual = (X @ coef - y).abs().max() / y.abs().max()
-    return coef.tolist(), float(residual)
+    return coef.tolist(), float((X @ coef - y).abs().max() / y.abs().max())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tokens", type=int, default=4096, help="calibration tokens per probe")
-    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--seq-len", type=int, default=128, help="tokens per calibration window")
+    parser.add_argument("--batch", type=int, default=4, help="windows per forward batch")
     args = parser.parse_args()
-    windows = max(1, args.tokens // args.seq_len)
-    print(f"calibrate + compress (SVD-LLM, R = 0.6), {windows} x {args.seq_len} tokens, "
-          f"one BLAS thread, each shape in a fresh process")
-    print(f"  {'width':>5s} {'FFN':>5s} {'blocks':>6s} {'vocab':>6s} {'weights MB':>10s} {'moments MB':>10s} "
-          f"{'peak - base MB':>14s} {'calibrate s':>11s} {'total s':>8s}")
+    batch_tokens = args.batch * args.seq_len
+    print(f"calibration (second moments + Cholesky factors), {args.seq_len}-token windows, batches of {args.batch}, "
+          f"float32 model, one BLAS thread, each probe in a fresh process; MB above the process before the model")
+    print(f"  {'width':>5s} {'FFN':>5s} {'blocks':>6s} {'tokens':>6s} | {'block by block: peak':>20s} "
+          f"{'maxrss':>7s} {'s':>6s} | {'whole model: peak':>17s} {'maxrss':>7s} {'s':>6s}")
     rows = []
-    for shape in SHAPES:
-        d, ff, blocks, vocab = shape
-        r = run(shape, windows, args.seq_len)
-        r.update(weights=weight_bytes(d, ff, blocks, vocab), moments_b=moment_bytes(d, ff, blocks))
-        rows.append(r)
-        print(f"  {d:5d} {ff:5d} {blocks:6d} {vocab:6d} {r['weights'] / 2**20:10.0f} {r['moments_b'] / 2**20:10.0f} "
-              f"{r['peak_mb'] - r['base_mb']:14.0f} {r['calibrate_s']:11.1f} {r['total_s']:8.1f}")
-    coef, residual = fit(rows)
-    print(f"fit: peak - base = {coef[0]:.2f} x weights + {coef[1]:.2f} x (moments + factors); "
-          f"largest misfit {residual:.0%} of the largest peak")
+    with tempfile.TemporaryDirectory() as tmp:
+        for d, ff, blocks, tokens in SHAPES:
+            model = os.path.join(tmp, "dense")
+            os.makedirs(model, exist_ok=True)
+            run(BUILD, d, ff, blocks, VOCAB, args.seq_len, model)
+            row = {"terms": {k: terms(k, d, ff, blocks, VOCAB, tokens, batch_tokens) for k in ("blocks", "whole")}}
+            for kind in ("blocks", "whole"):
+                out = os.path.join(tmp, f"grams-{kind}")
+                os.makedirs(out, exist_ok=True)
+                row[kind] = json.loads(run(PROBE, model, out, kind, VOCAB, tokens // args.seq_len, args.seq_len,
+                                           args.batch))
+            rows.append(row)
+            b, w = row["blocks"], row["whole"]
+            print(f"  {d:5d} {ff:5d} {blocks:6d} {tokens:6d} | {b['peak_mb'] - b['base_mb']:20.0f} {b['maxrss_mb']:7.0f} "
+                  f"{b['seconds']:6.1f} | {w['peak_mb'] - w['base_mb']:17.0f} {w['maxrss_mb']:7.0f} {w['seconds']:6.1f}")
     big = LLAMA_7B
-    parts = (weight_bytes(big["d"], big["ff"], big["blocks"], big["vocab"]),
-             moment_bytes(big["d"], big["ff"], big["blocks"]))
-    estimate = sum(c * p for c, p in zip(coef, parts)) / 2**30
-    print(f"LLaMA-7B, float32 weights: about {estimate:.0f} GB peak above the process (weights "
-          f"{parts[0] / 2**30:.0f} GB, float64 moments + factors {parts[1] / 2**30:.0f} GB), whatever the number of "
-          f"calibration tokens (moments are accumulated batch by batch), plus one batch's activations; SVD-LLM "
-          f"reports about {SVD_LLM_REPORTED_GB} GB of float64 factors; target: under 16 GB with 256 x 2048 tokens")
+    names = {"blocks": ("kept activations", "one block's moments + factors", "one batch's float64 rows"),
+             "whole": ("weights", "every block's moments + factors")}
+    for kind, label in (("blocks", "block by block (prehab calibrate)"), ("whole", "whole model (before)")):
+        coef, misfit = fit(rows, kind)
+        parts = terms(kind, big["d"], big["ff"], big["blocks"], big["vocab"], big["tokens"], big["batch_tokens"])
+        estimate = (coef[0] + sum(c * p for c, p in zip(coef[1:], parts))) / 2**30
+        formula = f"{coef[0] / 2**20:.0f} MB + " + " + ".join(f"{c:.2f} x {n}" for c, n in zip(coef[1:], names[kind]))
+        sizes = ", ".join(f"{n} {p / 2**30:.1f} GB" for n, p in zip(names[kind], parts))
+        print(f"{label}: peak = {formula}; largest misfit {misfit:.0%} of the largest peak")
+        print(f"  LLaMA-7B, 256 x 2048 tokens, float32: about {estimate:.1f} GB ({sizes})"
+              + (f"; target under {TARGET_GB} GB: {'met' if estimate < TARGET_GB else 'NOT met'}" if kind == "blocks" else ""))
+    print(f"SVD-LLM reports about {SVD_LLM_REPORTED_GB} GB of float64 factors for LLaMA-7B (all held at once)")
 
 
 if __name__ == "__main__":

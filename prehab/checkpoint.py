@@ -60,14 +60,27 @@ def save(ckpt: Checkpoint, folder: Path) -> Path:
     return path
 
 
+def _without_weights(lazy: bool):
+    """Parameters created on the meta device (no memory) when `lazy`, buffers as usual: the
+    checkpoint's tensors are then assigned in place of the parameters, not copied into them."""
+    import contextlib
+
+    if not lazy:
+        return contextlib.nullcontext()
+    from accelerate import init_empty_weights
+
+    return init_empty_weights(include_buffers=False)
+
+
 REQUIRED = ("arch", "arch_options", "arch_config", "factorized", "state_dict")
 
 
-def read_torch_file(path: Path, what: str) -> Any:
+def read_torch_file(path: Path, what: str, mmap: bool = False) -> Any:
     """`torch.load(weights_only=True)` of a step's output, every failure as one UsageError line:
-    a pickled object (refused: loading it could run code), a truncated or corrupt file."""
+    a pickled object (refused: loading it could run code), a truncated or corrupt file.
+    `mmap`: tensors stay in the file, paged in when read (reclaimable page cache, not process memory)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError:
         raise UsageError(f"{what} {str(path)!r} holds not only tensors and plain values (refused: loading it "
                          "could run code)") from None
@@ -75,8 +88,12 @@ def read_torch_file(path: Path, what: str) -> Any:
         raise UsageError(f"{what} {str(path)!r} is truncated, corrupt or not a torch file ({type(err).__name__})") from None
 
 
-def load(path: str | Path) -> Checkpoint:
+def load(path: str | Path, lazy: bool = False) -> Checkpoint:
     """Rebuild the module tree from the stored config (factorised layers included), then load weights.
+
+    `lazy`: the weights stay memory-mapped in the file (the module tree is built without
+    allocating any), so a step that reads the model block by block (calibration) never holds all
+    of it in process memory. For reading only: a lazy model must not be trained.
 
     Raises:
         UsageError: the file is missing, not a prehab checkpoint (a pickled object included:
@@ -86,7 +103,7 @@ def load(path: str | Path) -> Checkpoint:
     from prehab.layers import factorize_structure
 
     path = model_path(path)
-    payload = read_torch_file(path, "checkpoint")
+    payload = read_torch_file(path, "checkpoint", mmap=lazy)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UsageError(f"checkpoint {str(path)!r} is not a {FORMAT} file")
     absent = [key for key in REQUIRED if key not in payload]
@@ -100,9 +117,10 @@ def load(path: str | Path) -> Checkpoint:
     except UsageError as err:
         raise UsageError(f"checkpoint {str(path)!r}: {err}") from None
     try:  # a module tree other than the architecture's: another family's config or weights
-        model = spec.from_config(payload["arch_config"])
-        factorize_structure(model, payload["factorized"])
-        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+        with _without_weights(lazy):
+            model = spec.from_config(payload["arch_config"])
+            factorize_structure(model, payload["factorized"])
+        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False, assign=lazy)
     except (TypeError, KeyError, ValueError, RuntimeError, AttributeError) as err:
         raise UsageError(f"checkpoint {str(path)!r} does not fit architecture {spec.name} "
                          f"({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
@@ -111,6 +129,9 @@ def load(path: str | Path) -> Checkpoint:
             f"checkpoint {str(path)!r} does not fit architecture {spec.name}: "
             f"missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
+    unloaded = [name for name, p in model.named_parameters() if p.is_meta]
+    if unloaded:
+        raise UsageError(f"checkpoint {str(path)!r} has no weights for {unloaded[:3]}")
     model.eval()
     return Checkpoint(
         model=model,

@@ -30,7 +30,8 @@ from prehab.method import names
 # ---- file names -----------------------------------------------------------------------------
 MODEL_FILE = "model.pt"  # checkpoint of every step that makes a model
 METRICS_FILE = "metrics.json"  # what a step measured, its parameters and code version
-GRAMS_FILE = "grams.pt"  # whitening factors (calibrate)
+GRAMS_FILE = "grams.pt"  # whitening index (calibrate): which factor file holds each layer's L, damping
+FACTORS_FILE = "factors-{index:04d}.pt"  # whitening factors of one block, beside grams.pt
 SCORES_FILE = "scores.json"  # per-row test (and validation) scores of an evaluation, for paired statistics
 SPECTRA_FILE = "spectra.pt"  # whitened singular values before/after (prehab)
 EVAL_DIR = "eval"  # evaluation folder below a model

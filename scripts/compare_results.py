@@ -4,7 +4,7 @@
 
 Every metrics.json under runs/ (everything in it but the fields that legitimately differ
 between two runs of the same code: wall times, the code version, and file paths), every
-tensor of every grams.pt / spectra.pt, and every table under tables/ (byte for byte). Prints
+tensor of every grams.pt / factors-*.pt / spectra.pt, and every table under tables/ (byte for byte). Prints
 one line per kind and each difference; exits 1 if anything differs or is missing on one side.
 Used to show that a restructuring changed no result. With --rtol/--atol (another device, e.g.
 scripts/gpu_check.sh), numbers are equal when |a - b| <= rtol * max(|a|, |b|) + atol, the

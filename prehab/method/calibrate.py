@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Mapping
 
 import torch
 import torch.nn as nn
@@ -21,7 +21,7 @@ from tqdm import tqdm
 from prehab import tasks
 from prehab.errors import UsageError
 from prehab.layers import get_module
-from prehab.layout import GRAMS_FILE
+from prehab.layout import FACTORS_FILE, GRAMS_FILE
 
 JITTER_LADDER = (1e-10, 1e-8, 1e-6, 1e-4, 1e-2)  # relative to trace(C)/n
 EIG_FLOOR = 1e-5  # relative to the largest eigenvalue, as the authors floor eigenvalues
@@ -29,13 +29,14 @@ EIG_FLOOR = 1e-5  # relative to the largest eigenvalue, as the authors floor eig
 # every second moment is full rank with room to spare (fewer tokens than inputs leave directions
 # the calibration never saw, where L^-1 is enormous). Below it calibrate warns and records it.
 TOKENS_PER_INPUT = 4
+GRAMS_FORMAT = "prehab-grams-v2"  # grams.pt: an index of per-block factor files (v1 held the factors)
 
 
 @dataclass
 class Whitening:
     """One factor per distinct input; `owner[layer]` names the group a layer reads its L from."""
 
-    factors: dict[str, torch.Tensor]  # group leader -> L (n, n) float64 lower-triangular
+    factors: Mapping[str, torch.Tensor]  # group leader -> L (n, n) lower-triangular (float64 or float32)
     owner: dict[str, str]  # target layer -> group leader
     n_tokens: int
     damping: dict[str, dict[str, Any]] = field(default_factory=dict)  # group leader -> what was done
@@ -60,12 +61,44 @@ class Whitening:
                 raise UsageError(f"calibration {str(source)!r} has a {tuple(L.shape)} factor for layer {name}, which "
                                  f"reads {width} inputs (it was made for another model)")
 
-    def to_payload(self) -> dict[str, Any]:
-        return {"factors": self.factors, "owner": self.owner, "n_tokens": self.n_tokens, "damping": self.damping}
-
     @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> "Whitening":
-        return cls(payload["factors"], payload["owner"], payload["n_tokens"], payload["damping"])
+    def from_payload(cls, payload: dict[str, Any], folder: Path) -> "Whitening":
+        """grams.pt's index (factors in per-block files beside it), or an older grams.pt that
+        holds the factors themselves."""
+        factors = payload["factors"] if "factors" in payload else FactorFiles(folder, payload["files"])
+        return cls(factors, payload["owner"], payload["n_tokens"], payload["damping"])
+
+
+class FactorFiles(Mapping[str, torch.Tensor]):
+    """Factors stored one file per block beside grams.pt (`calibrate` writes them as each block
+    is done), each file read memory-mapped on first use: a step needing one block's factors never
+    holds every block's."""
+
+    def __init__(self, folder: Path, files: dict[str, str]):
+        self.folder, self.files = Path(folder), files  # group leader -> file name
+        self._read: dict[str, dict[str, torch.Tensor]] = {}
+
+    def __getitem__(self, leader: str) -> torch.Tensor:
+        from prehab.checkpoint import read_torch_file
+
+        name = self.files[leader]
+        if name not in self._read:
+            path = self.folder / name
+            if not path.is_file():
+                raise UsageError(f"calibration file {str(path)!r} does not exist (the calibration folder is incomplete)")
+            self._read[name] = read_torch_file(path, "calibration file", mmap=True)
+        return self._read[name][leader]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def factors_file(index: int) -> str:
+    """File name of the factors of the index-th calibrated block."""
+    return FACTORS_FILE.format(index=index)
 
 
 def whiten(W: torch.Tensor, L: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -86,34 +119,41 @@ def robust_cholesky(C: torch.Tensor, damping: float = 0.0) -> tuple[torch.Tensor
     """
     n = C.shape[0]
     assert C.shape == (n, n), f"second moment must be square, got {tuple(C.shape)}"
-    C = 0.5 * (C + C.T).double()
+    C = C.double() + C.T.double()
+    C.mul_(0.5)  # in place: a 7B model's FFN moment is 1 GB in float64
     scale = float(torch.trace(C)) / n
     if not (scale > 0 and torch.isfinite(C).all()):
         return torch.eye(n, dtype=torch.float64), {"method": "identity", "reason": "no finite energy", "shift": 0.0,
                                                    "rank_deficient": True}
-    eye = torch.eye(n, dtype=torch.float64)
     L, info = torch.linalg.cholesky_ex(C)
     plain = int(info) == 0 and bool(torch.isfinite(L).all())
     if damping > 0:
-        L, info = torch.linalg.cholesky_ex(C + damping * scale * eye)
+        L, info = torch.linalg.cholesky_ex(_plus_identity(C, damping * scale))
         if int(info) == 0 and torch.isfinite(L).all():
             return L, {"method": "damped", "relative": damping, "shift": damping * scale, "rank_deficient": not plain}
     elif plain:
         return L, {"method": "cholesky", "shift": 0.0, "rank_deficient": False}
-    L, record = _ladder(C, scale, eye)
+    L, record = _ladder(C, scale)
     return L, {**record, "rank_deficient": not plain}
 
 
-def _ladder(C: torch.Tensor, scale: float, eye: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+def _plus_identity(C: torch.Tensor, shift: float) -> torch.Tensor:
+    """C + shift * I without an n x n identity (the same numbers: off the diagonal it adds 0)."""
+    shifted = C.clone()
+    shifted.diagonal().add_(shift)
+    return shifted
+
+
+def _ladder(C: torch.Tensor, scale: float) -> tuple[torch.Tensor, dict[str, Any]]:
     """The smallest jitter that factors C, else floored eigenvalues (robust_cholesky's rungs 2-3)."""
     for eps in JITTER_LADDER:
-        L, info = torch.linalg.cholesky_ex(C + eps * scale * eye)
+        L, info = torch.linalg.cholesky_ex(_plus_identity(C, eps * scale))
         if int(info) == 0 and torch.isfinite(L).all():
             return L, {"method": "jitter", "relative": eps, "shift": eps * scale}
     w, V = torch.linalg.eigh(C)
     floor = EIG_FLOOR * float(w.max())
     C_floor = (V * w.clamp(min=floor)) @ V.T
-    L = torch.linalg.cholesky(0.5 * (C_floor + C_floor.T) + floor * 1e-6 * eye)
+    L = torch.linalg.cholesky(_plus_identity(0.5 * (C_floor + C_floor.T), floor * 1e-6))
     return L, {"method": "eig_floor", "floor": floor, "shift": floor}
 
 
@@ -208,6 +248,6 @@ def load_whitening(path: Path) -> Whitening:
         raise UsageError(f"calibration file {str(path)!r} does not exist; pass a `prehab calibrate` output folder")
     payload = read_torch_file(path, "calibration file")
     try:
-        return Whitening.from_payload(payload)
+        return Whitening.from_payload(payload, path.parent)
     except (KeyError, TypeError, ValueError) as err:
         raise UsageError(f"calibration file {str(path)!r} is corrupt ({type(err).__name__})") from None

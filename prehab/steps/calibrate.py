@@ -9,7 +9,6 @@ from pathlib import Path
 
 
 from prehab.errors import UsageError
-from prehab.layout import GRAMS_FILE
 from prehab.steps.options import COUNT, NON_NEGATIVE, StepOptions, option, step_default
 
 log = logging.getLogger(__name__)
@@ -29,6 +28,9 @@ class Options(StepOptions):
     damping: float = option("damping f: factor C + f * mean(diag C) * I (GPTQ's form; 0.01 is GPTQ's default); 0 adds "
                             "only the smallest jitter that makes a singular C factor", 0.0, type=float,
                             check=NON_NEGATIVE)
+    factor_dtype: str = option("precision the factors are stored in (one file per block): float64, or float32 to halve "
+                               "the disk a large model's factors take (compress still works in float64)", "float64",
+                               choices=("float64", "float32"))
     out: Path = option("output folder (written atomically: all or nothing)", type=Path)
 
 
@@ -38,11 +40,12 @@ def run(opts: Options) -> dict:
     from prehab import checkpoint
     from prehab.device import resolve_device
     from prehab.layers import find_targets
-    from prehab.method.calibrate import TOKENS_PER_INPUT, second_moments, whitening_from_moments
+    from prehab.method.calibrate import TOKENS_PER_INPUT
+    from prehab.method.streaming import write_whitening
     from prehab.outputs import StepRecord, atomic_dir
     from prehab.steps.common import checkpoint_options, seed_everything
 
-    ckpt = checkpoint.load(opts.model)
+    ckpt = checkpoint.load(opts.model, lazy=True)  # read block by block: weights stay in the file
     spec = ckpt.spec
     options = checkpoint_options(ckpt, opts)
     if opts.source not in spec.calib_sources:
@@ -51,29 +54,28 @@ def run(opts: Options) -> dict:
     batch_size = step_default(opts.batch_size, spec, "eval_batch_size")
     record = StepRecord("calibrate", {"model": str(opts.model), "arch": spec.name, "source": opts.source,
                                       "samples": samples, "batch_size": batch_size, "seed": opts.seed,
-                                      "damping": opts.damping})
+                                      "damping": opts.damping, "factor_dtype": opts.factor_dtype})
     ckpt.model.to(resolve_device(opts.device))
     seed_everything(opts.seed)
     data = spec.load(options, opts.source, samples, opts.seed)
     targets = find_targets(ckpt.model, spec.targets)
-    moments, owner, n_tokens = second_moments(ckpt.model, spec.task, data, targets, batch_size)
-    whitening = whitening_from_moments(moments, owner, n_tokens, opts.damping)
-    methods = Counter(d["method"] for d in whitening.damping.values())
-    widest = max(L.shape[0] for L in whitening.factors.values())
-    deficient = sorted(k for k, d in whitening.damping.items() if d["rank_deficient"])
-    if n_tokens < TOKENS_PER_INPUT * widest:
-        log.warning("calibrated on %d tokens, %.1f per input of the widest target (%d inputs); the token rule asks "
-                    "for %d: pass more --samples", n_tokens, n_tokens / widest, widest, TOKENS_PER_INPUT)
-    if deficient:
-        log.warning("%d of %d second moments are rank-deficient (first: %s)", len(deficient), len(whitening.factors),
-                    deficient[0])
-    record.metrics.update(
-        n_samples=samples, n_tokens=n_tokens, n_targets=len(targets), n_factors=len(whitening.factors),
-        damping=opts.damping, damping_methods=dict(methods),
-        max_shift=max(d["shift"] for d in whitening.damping.values()),
-        tokens_per_input=n_tokens / widest, n_rank_deficient=len(deficient),
-    )
-    record.extra["damping"] = whitening.damping
     with atomic_dir(opts.out) as out:
-        torch.save(whitening.to_payload(), out / GRAMS_FILE)
+        index = write_whitening(ckpt.model, spec.task, data, targets, batch_size, opts.damping, out,
+                                getattr(torch, opts.factor_dtype))
+        n_tokens, widest, damping = index["n_tokens"], index["widest"], index["damping"]
+        methods = Counter(d["method"] for d in damping.values())
+        deficient = sorted(k for k, d in damping.items() if d["rank_deficient"])
+        if n_tokens < TOKENS_PER_INPUT * widest:
+            log.warning("calibrated on %d tokens, %.1f per input of the widest target (%d inputs); the token rule "
+                        "asks for %d: pass more --samples", n_tokens, n_tokens / widest, widest, TOKENS_PER_INPUT)
+        if deficient:
+            log.warning("%d of %d second moments are rank-deficient (first: %s)", len(deficient), len(damping),
+                        deficient[0])
+        record.metrics.update(
+            n_samples=samples, n_tokens=n_tokens, n_targets=len(targets), n_factors=len(damping),
+            damping=opts.damping, damping_methods=dict(methods),
+            max_shift=max(d["shift"] for d in damping.values()),
+            tokens_per_input=n_tokens / widest, n_rank_deficient=len(deficient),
+        )
+        record.extra["damping"] = damping
         return record.write(out)

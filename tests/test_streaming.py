@@ -1,0 +1,76 @@
+"""Block-by-block calibration: the same second moments as a whole-model pass, bit for bit, on
+every architecture family; the calibrate step's per-block factor files; lazy checkpoints."""
+
+import pytest
+import torch
+
+from prehab import checkpoint
+from prehab.cli import main
+from prehab.layers import find_targets
+from prehab.method.calibrate import load_whitening, second_moments
+from prehab.method.streaming import block_moments, find_blocks
+from prehab.registry import get_arch
+
+ARCHS = ["tiny-mlp", "vit-tiny", "bert-tiny", "llama-tiny", "vit-small", "bert-small", "llama-small"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_streamed_moments_equal_a_whole_model_pass(arch):
+    spec = get_arch(arch)
+    options = spec.resolve_options({})
+    torch.manual_seed(0)
+    model, _ = spec.build_pretrained(options)
+    model.eval()
+    data = spec.load_split(options, "train", 6, 0)
+    targets = find_targets(model, spec.targets)
+    moments, owner, n_tokens = second_moments(model, spec.task, data, targets, batch_size=4)  # 2 batches, uneven
+    parts = list(block_moments(model, spec.task, data, targets, batch_size=4))
+    streamed = {k: C for part in parts for k, C in part.moments.items()}
+    assert {k: v for part in parts for k, v in part.owner.items()} == owner
+    assert streamed.keys() == moments.keys()
+    for leader, C in moments.items():
+        assert torch.equal(streamed[leader], C), f"{arch}: {leader} differs"
+    assert min(part.n_tokens for part in parts) == n_tokens
+    blocks = find_blocks(model, targets)
+    assert len(parts) == (1 if arch == "tiny-mlp" else len(blocks)) > 0
+
+
+def test_calibrate_writes_one_factor_file_per_block(tmp_path):
+    dense, grams = tmp_path / "dense", tmp_path / "grams"
+    assert main(["pretrain", "--arch", "llama-tiny", "--steps", "1", "--out", str(dense)]) == 0
+    assert main(["calibrate", "--model", str(dense), "--samples", "8", "--out", str(grams)]) == 0
+    files = sorted(p.name for p in grams.glob("factors-*.pt"))
+    model = checkpoint.load(dense).model
+    assert len(files) == len(model.model.layers)  # one per decoder block
+    whitening = load_whitening(grams)
+    assert len(whitening.factors) == 4 * len(model.model.layers)  # q/k/v, o, gate/up, down
+    L = whitening.factor_of("model.layers.1.mlp.up_proj")
+    assert L is whitening.factor_of("model.layers.1.mlp.gate_proj")  # one factor per distinct input
+    assert torch.equal(L, torch.tril(L)) and L.dtype == torch.float64
+    (grams / files[-1]).unlink()
+    with pytest.raises(Exception, match="does not exist"):
+        load_whitening(grams).factor_of("model.layers.1.mlp.up_proj")
+
+
+def test_lazy_checkpoint_has_the_same_weights_and_leaves_none_unloaded(tmp_path):
+    dense = tmp_path / "dense"
+    assert main(["pretrain", "--arch", "bert-tiny", "--steps", "1", "--out", str(dense)]) == 0
+    eager, lazy = checkpoint.load(dense).model, checkpoint.load(dense, lazy=True).model
+    eager_state, lazy_state = eager.state_dict(), lazy.state_dict()
+    assert eager_state.keys() == lazy_state.keys()
+    assert all(torch.equal(eager_state[k], lazy_state[k]) for k in eager_state)
+    assert not any(p.is_meta for p in lazy.parameters())
+
+
+def test_float32_factors_compress_like_float64_ones(tmp_path):
+    dense = tmp_path / "dense"
+    assert main(["pretrain", "--arch", "llama-tiny", "--steps", "1", "--out", str(dense)]) == 0
+    for dtype in ("float64", "float32"):
+        assert main(["calibrate", "--model", str(dense), "--samples", "8", "--factor-dtype", dtype,
+                     "--out", str(tmp_path / dtype)]) == 0
+        assert main(["compress", "--model", str(dense), "--grams", str(tmp_path / dtype), "--ratio", "0.5",
+                     "--out", str(tmp_path / f"c-{dtype}")]) == 0
+    assert load_whitening(tmp_path / "float32").factor_of("model.layers.0.mlp.down_proj").dtype == torch.float32
+    wide, narrow = (checkpoint.load(tmp_path / f"c-{d}").model.state_dict() for d in ("float64", "float32"))
+    for key in wide:
+        assert torch.allclose(wide[key], narrow[key], rtol=1e-3, atol=1e-5), key

@@ -12,7 +12,8 @@ held before loading the model: memory-mapped weights are page cache the kernel c
 re-read, not memory the host must provide (ru_maxrss, which counts them, is printed beside).
 The fits (least squares, bytes, plus a constant: the libraries' own working memory):
 - block by block: a * kept activations (tokens x width x 4) + b * one block's float64 moments
-  and factors + c * one batch's widest float64 rows (batch tokens x FFN x 8);
+  and factors (one batch's float64 rows, batch tokens x FFN x 8, grow with the FFN width alone
+  at one batch size, so they cannot be fitted apart from the moments: added once, unfitted);
 - whole model: a * float32 weights + b * every block's float64 moments and factors.
 Random weights (memory does not depend on them); one BLAS thread.
 
@@ -107,7 +108,7 @@ def block_moment_bytes(d: int, ff: int) -> float:
 def terms(path_kind: str, d: int, ff: int, blocks: int, vocab: int, tokens: int, batch_tokens: int) -> list[float]:
     """The byte counts each path's fit uses (module docstring)."""
     if path_kind == "blocks":
-        return [4.0 * tokens * d, block_moment_bytes(d, ff), 8.0 * batch_tokens * ff]
+        return [4.0 * tokens * d, block_moment_bytes(d, ff)]
     return [weight_bytes(d, ff, blocks, vocab), blocks * block_moment_bytes(d, ff)]
 
 
@@ -157,12 +158,17 @@ def main() -> None:
             print(f"  {d:5d} {ff:5d} {blocks:6d} {tokens:6d} | {b['peak_mb'] - b['base_mb']:20.0f} {b['maxrss_mb']:7.0f} "
                   f"{b['seconds']:6.1f} | {w['peak_mb'] - w['base_mb']:17.0f} {w['maxrss_mb']:7.0f} {w['seconds']:6.1f}")
     big = LLAMA_7B
-    names = {"blocks": ("kept activations", "one block's moments + factors", "one batch's float64 rows"),
+    names = {"blocks": ("kept activations", "one block's moments + factors"),
              "whole": ("weights", "every block's moments + factors")}
     for kind, label in (("blocks", "block by block (prehab calibrate)"), ("whole", "whole model (before)")):
         coef, misfit = fit(rows, kind)
         parts = terms(kind, big["d"], big["ff"], big["blocks"], big["vocab"], big["tokens"], big["batch_tokens"])
         estimate = (coef[0] + sum(c * p for c, p in zip(coef[1:], parts))) / 2**30
+        if kind == "blocks":  # plus one batch's float64 rows of the widest input, unfitted (docstring)
+            rows_gb = 8.0 * big["batch_tokens"] * big["ff"] / 2**30
+            estimate += rows_gb
+            names["blocks"] += ("one batch's float64 rows, x 1",)
+            parts.append(rows_gb * 2**30)
         formula = f"{coef[0] / 2**20:.0f} MB + " + " + ".join(f"{c:.2f} x {n}" for c, n in zip(coef[1:], names[kind]))
         sizes = ", ".join(f"{n} {p / 2**30:.1f} GB" for n, p in zip(names[kind], parts))
         print(f"{label}: peak = {formula}; largest misfit {misfit:.0%} of the largest peak")

@@ -3,6 +3,7 @@ the ranks of factorised layers sit in the same file as the weights."""
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -63,8 +64,6 @@ def save(ckpt: Checkpoint, folder: Path) -> Path:
 def _without_weights(lazy: bool):
     """Parameters created on the meta device (no memory) when `lazy`, buffers as usual: the
     checkpoint's tensors are then assigned in place of the parameters, not copied into them."""
-    import contextlib
-
     if not lazy:
         return contextlib.nullcontext()
     from accelerate import init_empty_weights

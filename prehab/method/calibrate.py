@@ -203,6 +203,19 @@ class _MomentHooks:
         for handle in self._handles:
             handle.remove()
 
+    def moments(self, targets: list[str]) -> tuple[dict[str, torch.Tensor], dict[str, str], int]:
+        """({leader: C}, {layer: leader}, tokens per matrix) once every batch has passed; the sums
+        are divided in place (one copy per moment: the hooks are done with them).
+
+        Raises:
+            RuntimeError: a target the forward passes never reached.
+        """
+        missing = [t for t in targets if t not in self.owner]
+        if missing:
+            raise RuntimeError(f"calibration never reached target layers {missing[:3]}")
+        moments = {leader: s.div_(self.counts[leader]).cpu() for leader, s in self.sums.items()}
+        return moments, self.owner, min(self.counts.values())
+
 
 @torch.no_grad()
 def second_moments(
@@ -218,12 +231,7 @@ def second_moments(
             tasks.forward(model, task, batch)
     finally:
         hooks.close()
-    missing = [t for t in targets if t not in hooks.owner]
-    if missing:
-        raise RuntimeError(f"calibration never reached target layers {missing[:3]}")
-    moments = {leader: (hooks.sums[leader] / hooks.counts[leader]).cpu() for leader in hooks.sums}
-    n_tokens = min(hooks.counts.values())
-    return moments, hooks.owner, n_tokens
+    return hooks.moments(targets)
 
 
 def whitening_from_moments(moments: dict[str, torch.Tensor], owner: dict[str, str], n_tokens: int,

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from prehab import tasks
 from prehab.layout import GRAMS_FILE
-from prehab.method.calibrate import GRAMS_FORMAT, _MomentHooks, factors_file, whitening_from_moments
+from prehab.method.calibrate import GRAMS_FORMAT, _MomentHooks, factors_file, second_moments, whitening_from_moments
 
 
 @dataclass
@@ -56,21 +56,21 @@ class _Reached(Exception):
     """Raised by the first block's hook: the rest of the forward pass is not needed."""
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal tensors (or equal tuples of them); anything else counts as different."""
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return False
+
+
 def _share_repeats(kwargs: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
     """Keep one copy of keyword inputs that are the same in every batch (masks, position tables
     of equal-length windows): each batch then holds only its own hidden states."""
     if previous is None:
         return kwargs
-    shared = {}
-    for key, value in kwargs.items():
-        old = previous.get(key)
-        same = (isinstance(value, torch.Tensor) and isinstance(old, torch.Tensor) and value.shape == old.shape
-                and torch.equal(value, old))
-        if isinstance(value, tuple) and isinstance(old, tuple) and len(value) == len(old):
-            same = all(isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
-                       and torch.equal(a, b) for a, b in zip(value, old))
-        shared[key] = old if same else value
-    return shared
+    return {key: previous[key] if _same(value, previous.get(key)) else value for key, value in kwargs.items()}
 
 
 def _without_caches(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -127,8 +127,8 @@ def block_moments(model: nn.Module, task: str, data: dict[str, torch.Tensor], ta
     """
     model.eval()
     blocks = find_blocks(model, targets)
-    if blocks == [("", model)]:
-        yield _whole_model(model, task, data, targets, batch_size)
+    if blocks[0][0] == "":  # no blocks: the whole model in one pass
+        yield BlockMoments("", *second_moments(model, task, data, targets, batch_size))
         return
     inputs = _first_block_inputs(model, blocks[0][1], task, data, batch_size)
     done: set[str] = set()
@@ -149,26 +149,14 @@ def block_moments(model: nn.Module, task: str, data: dict[str, torch.Tensor], ta
                 hooks.close()
         if hooks is None:
             continue
-        missing = [t for t in inside if t not in hooks.owner]
-        if missing:
-            raise RuntimeError(f"calibration never reached target layers {missing[:3]}")
         done.update(inside)
-        # normalised in place and the hooks dropped before the caller factors: one copy per moment
-        moments = {k: s.div_(hooks.counts[k]).cpu() for k, s in hooks.sums.items()}
-        part = BlockMoments(name, moments, hooks.owner, min(hooks.counts.values()))
-        del hooks, moments
+        part = BlockMoments(name, *hooks.moments(inside))
+        del hooks  # before the caller factors: one copy per moment
         yield part
         del part
     outside = [t for t in targets if t not in done]
     if outside:
         raise RuntimeError(f"target layers outside the model's blocks: {outside[:3]}")
-
-
-def _whole_model(model, task, data, targets, batch_size) -> BlockMoments:
-    from prehab.method.calibrate import second_moments
-
-    moments, owner, n_tokens = second_moments(model, task, data, targets, batch_size)
-    return BlockMoments("", moments, owner, n_tokens)
 
 
 def write_whitening(model: nn.Module, task: str, data: dict[str, torch.Tensor], targets: list[str], batch_size: int,

@@ -105,3 +105,35 @@ def test_damping_adds_a_fraction_of_the_mean_diagonal():
     assert record["method"] == "damped" and record["shift"] == pytest.approx(shift)
     assert torch.allclose(L @ L.T, C + shift * torch.eye(6, dtype=torch.float64))
     assert not record["rank_deficient"]
+
+
+@pytest.mark.parametrize("damping", [0.0, 0.01])
+def test_factoring_in_place_gives_the_same_factor(monkeypatch, damping):
+    """overwrite=True symmetrises tile by tile inside C (tiles smaller than C here, so the
+    off-diagonal tiles are exercised): the factor is bit for bit the copying path's."""
+    from prehab.method import calibrate
+
+    monkeypatch.setattr(calibrate, "SYMMETRISE_TILE", 7)
+    torch.manual_seed(2)
+    X = torch.randn(300, 20, dtype=torch.float64)
+    C = X.T @ X / 300
+    C += 1e-12 * torch.randn(20, 20, dtype=torch.float64)  # not exactly symmetric, as sums of X^T X are not
+    L_copy, record_copy = robust_cholesky(C, damping)
+    kept = C.clone()
+    L_in_place, record_in_place = robust_cholesky(C, damping, overwrite=True)
+    assert torch.equal(L_copy, L_in_place) and record_copy == record_in_place
+    assert torch.equal(C, 0.5 * (kept + kept.T))  # overwritten with its symmetric part
+    assert not torch.equal(C, kept)
+
+
+def test_consuming_moments_empties_them_and_keeps_the_factors():
+    from prehab.method.calibrate import whitening_from_moments
+
+    torch.manual_seed(3)
+    X = torch.randn(50, 6, dtype=torch.float64)
+    moments = {"a": X.T @ X / 50, "b": (X[:, :4].T @ X[:, :4]) / 50}
+    plain = whitening_from_moments(dict((k, v.clone()) for k, v in moments.items()), {"a": "a", "b": "b"}, 50)
+    consumed = whitening_from_moments(moments, {"a": "a", "b": "b"}, 50, consume=True, dtype=torch.float32)
+    assert moments == {}
+    assert all(consumed.factors[k].dtype == torch.float32 for k in "ab")
+    assert all(torch.equal(consumed.factors[k], plain.factors[k].float()) for k in "ab")

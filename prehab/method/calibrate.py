@@ -108,7 +108,7 @@ def whiten(W: torch.Tensor, L: torch.Tensor, dtype: torch.dtype = torch.float64)
     return W.to(dtype) @ L.to(W.device, dtype)
 
 
-def robust_cholesky(C: torch.Tensor, damping: float = 0.0) -> tuple[torch.Tensor, dict[str, Any]]:
+def robust_cholesky(C: torch.Tensor, damping: float = 0.0, overwrite: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
     """Lower Cholesky factor of a symmetric PSD matrix that may be singular.
 
     `damping` f > 0 first adds f * mean(diag C) * I, as GPTQ does (a chosen amount, the same for
@@ -116,11 +116,12 @@ def robust_cholesky(C: torch.Tensor, damping: float = 0.0) -> tuple[torch.Tensor
     for eps in JITTER_LADDER; 3) eigenvalues floored at EIG_FLOOR * lambda_max; 4) (tr(C)/n) I
     when C has no energy at all. Returns (L, record): which rung succeeded, the absolute shift
     used, and `rank_deficient` (C itself does not factor: the calibration missed directions).
+    `overwrite`: C may be symmetrised in place (the caller is done with it; a 7B model's FFN
+    moment is 1 GB in float64, so this saves one such matrix).
     """
     n = C.shape[0]
     assert C.shape == (n, n), f"second moment must be square, got {tuple(C.shape)}"
-    C = C.double() + C.T.double()
-    C.mul_(0.5)  # in place: a 7B model's FFN moment is 1 GB in float64
+    C = _symmetrised(C, in_place=overwrite)
     scale = float(torch.trace(C)) / n
     if not (scale > 0 and torch.isfinite(C).all()):
         return torch.eye(n, dtype=torch.float64), {"method": "identity", "reason": "no finite energy", "shift": 0.0,
@@ -128,6 +129,7 @@ def robust_cholesky(C: torch.Tensor, damping: float = 0.0) -> tuple[torch.Tensor
     L, info = torch.linalg.cholesky_ex(C)
     plain = int(info) == 0 and bool(torch.isfinite(L).all())
     if damping > 0:
+        del L  # before the damped factor exists: one n x n matrix fewer
         L, info = torch.linalg.cholesky_ex(_plus_identity(C, damping * scale))
         if int(info) == 0 and torch.isfinite(L).all():
             return L, {"method": "damped", "relative": damping, "shift": damping * scale, "rank_deficient": not plain}
@@ -135,6 +137,26 @@ def robust_cholesky(C: torch.Tensor, damping: float = 0.0) -> tuple[torch.Tensor
         return L, {"method": "cholesky", "shift": 0.0, "rank_deficient": False}
     L, record = _ladder(C, scale)
     return L, {**record, "rank_deficient": not plain}
+
+
+SYMMETRISE_TILE = 1024  # rows and columns per tile of the in-place symmetrisation
+
+
+def _symmetrised(C: torch.Tensor, in_place: bool) -> torch.Tensor:
+    """(C + C^T) / 2 in float64. In place (tile by tile, no second n x n matrix) when allowed and C
+    is a contiguous float64 matrix; the same numbers either way, since floating-point addition
+    commutes and each entry is (C_ij + C_ji) * 0.5."""
+    if not (in_place and C.dtype == torch.float64 and C.is_contiguous()):
+        S = C.double() + C.T.double()
+        return S.mul_(0.5)
+    t = SYMMETRISE_TILE
+    for i in range(0, C.shape[0], t):
+        for j in range(0, i + 1, t):
+            tile = C[i:i + t, j:j + t] + C[j:j + t, i:i + t].T
+            tile.mul_(0.5)
+            C[i:i + t, j:j + t] = tile
+            C[j:j + t, i:i + t] = tile.T
+    return C
 
 
 def _plus_identity(C: torch.Tensor, shift: float) -> torch.Tensor:
@@ -235,13 +257,22 @@ def second_moments(
 
 
 def whitening_from_moments(moments: dict[str, torch.Tensor], owner: dict[str, str], n_tokens: int,
-                           damping: float = 0.0) -> Whitening:
-    """Factor every second moment (robust_cholesky with `damping`); a factor calibrated on fewer
-    tokens than it has inputs is rank-deficient whatever the numbers say."""
+                           damping: float = 0.0, consume: bool = False,
+                           dtype: torch.dtype = torch.float64) -> Whitening:
+    """Factor every second moment (robust_cholesky with `damping`), factors kept in `dtype`; a
+    factor calibrated on fewer tokens than it has inputs is rank-deficient whatever the numbers
+    say. `consume`: each moment is taken out of `moments` and overwritten while it is factored
+    (the caller is done with them), so at most one moment and its factor are in flight beyond the
+    factors already made."""
     factors, records = {}, {}
-    for leader, C in moments.items():
-        factors[leader], records[leader] = robust_cholesky(C, damping)
-        records[leader]["rank_deficient"] = records[leader]["rank_deficient"] or n_tokens < C.shape[0]
+    for leader in list(moments):
+        C = moments.pop(leader) if consume else moments[leader]
+        n = C.shape[0]
+        L, records[leader] = robust_cholesky(C, damping, overwrite=consume)
+        del C
+        factors[leader] = L.to(dtype)
+        del L
+        records[leader]["rank_deficient"] = records[leader]["rank_deficient"] or n_tokens < n
     return Whitening(factors=factors, owner=owner, n_tokens=n_tokens, damping=records)
 
 

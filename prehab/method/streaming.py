@@ -3,8 +3,8 @@
 SVD-LLM's low-resource path. The calibration batches run through the model once, up to its first
 block, and that block's inputs are kept for every batch (a model's blocks read nothing else).
 Then, block after block, the block runs on the kept inputs while its target layers accumulate
-their second moments, its outputs replace its inputs, and its moments are handed to the caller
-(to factor and write) before the next block starts. Peak memory is then the calibration
+their second moments, its outputs overwrite its inputs in place, and its moments are handed to
+the caller (to factor and write) before the next block starts. Peak memory is then the calibration
 activations plus one block's moments, not every block's, and a model whose weights are
 memory-mapped (`checkpoint.load(lazy=True)`) reads each block's weights once, in order.
 
@@ -67,10 +67,12 @@ def _same(a: Any, b: Any) -> bool:
 
 def _share_repeats(kwargs: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
     """Keep one copy of keyword inputs that are the same in every batch (masks, position tables
-    of equal-length windows): each batch then holds only its own hidden states."""
+    of equal-length windows): each batch then holds only its own hidden states (never shared,
+    even when equal: `block_moments` overwrites them in place)."""
     if previous is None:
         return kwargs
-    return {key: previous[key] if _same(value, previous.get(key)) else value for key, value in kwargs.items()}
+    return {key: previous[key] if key != "hidden_states" and _same(value, previous.get(key)) else value
+            for key, value in kwargs.items()}
 
 
 def _without_caches(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -140,10 +142,15 @@ def block_moments(model: nn.Module, task: str, data: dict[str, torch.Tensor], ta
                 args, kwargs, mask = entry
                 if hooks is not None:
                     hooks.start_batch(mask)
-                if args:
-                    args[0] = _hidden_of(block(*args, **kwargs))
+                hidden = args[0] if args else kwargs["hidden_states"]
+                out = _hidden_of(block(*args, **kwargs))
+                if out.shape == hidden.shape and out.dtype == hidden.dtype and hidden.is_contiguous():
+                    hidden.copy_(out)  # in place: the kept activations are allocated once, never twice
+                elif args:
+                    args[0] = out
                 else:
-                    kwargs["hidden_states"] = _hidden_of(block(**kwargs))
+                    kwargs["hidden_states"] = out
+                del out
         finally:
             if hooks is not None:
                 hooks.close()
@@ -167,12 +174,10 @@ def write_whitening(model: nn.Module, task: str, data: dict[str, torch.Tensor], 
     files, owner, records = {}, {}, {}
     n_tokens, widest = None, 0
     for index, part in enumerate(block_moments(model, task, data, targets, batch_size)):
-        factors = {}
-        for leader in list(part.moments):  # each moment is dropped as soon as its factor exists
-            one = whitening_from_moments({leader: part.moments.pop(leader)}, part.owner, part.n_tokens, damping)
-            factors[leader] = one.factors[leader].to(dtype)
-            records.update(one.damping)
-            del one
+        whitening = whitening_from_moments(part.moments, part.owner, part.n_tokens, damping, consume=True, dtype=dtype)
+        factors = whitening.factors
+        records.update(whitening.damping)
+        del whitening
         torch.save(factors, Path(folder) / factors_file(index))
         files.update(dict.fromkeys(factors, factors_file(index)))
         owner.update(part.owner)

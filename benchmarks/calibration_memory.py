@@ -1,7 +1,7 @@
 """Peak host memory and time of calibration on LLaMA-shaped models of growing width, FFN width,
 depth and token count, each in a fresh process, by both paths in one run: `prehab calibrate`'s
-(the checkpoint memory-mapped, block by block, each block's factors written as they exist:
-`streaming.write_whitening`) and the whole-model pass it replaced (the checkpoint loaded,
+(the checkpoint memory-mapped, block by block, each block's factors written in float32 as they
+exist, as config/paper.yaml does for LLaMA-7B: `streaming.write_whitening`) and the whole-model pass it replaced (the checkpoint loaded,
 `calibrate.second_moments` over every block at once, every factor held). Each path's growth is
 fitted and extrapolated to LLaMA-7B (4096 wide, 11008 FFN, 32 blocks) calibrated on 256 x 2048
 tokens in float32, next to the footprint SVD-LLM reports for its float64 factors (about 57 GB).
@@ -12,7 +12,7 @@ held before loading the model: memory-mapped weights are page cache the kernel c
 re-read, not memory the host must provide (ru_maxrss, which counts them, is printed beside).
 The fits (least squares, bytes, plus a constant: the libraries' own working memory):
 - block by block: a * kept activations (tokens x width x 4) + b * one block's float64 moments
-  and factors (one batch's float64 rows, batch tokens x FFN x 8, grow with the FFN width alone
+  and float32 factors (one batch's float64 rows, batch tokens x FFN x 8, grow with the FFN width alone
   at one batch size, so they cannot be fitted apart from the moments: added once, unfitted);
 - whole model: a * float32 weights + b * every block's float64 moments and factors.
 Random weights (memory does not depend on them); one BLAS thread.
@@ -25,9 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
+
+from probes import run_probe  # benchmarks/probes.py (scripts run from benchmarks/ as sys.path[0])
 
 BUILD = r"""
 import sys, torch
@@ -71,7 +71,7 @@ start = time.perf_counter()
 if path_kind == "blocks":
     from prehab.method.streaming import write_whitening
     model = checkpoint.load(path, lazy=True).model
-    write_whitening(model, "lm", data, find_targets(model, LLAMA_TARGETS), batch, 0.0, out)
+    write_whitening(model, "lm", data, find_targets(model, LLAMA_TARGETS), batch, 0.0, out, torch.float32)
 else:
     from prehab.method.calibrate import second_moments, whitening_from_moments
     model = checkpoint.load(path).model
@@ -99,25 +99,17 @@ def weight_bytes(d: int, ff: int, blocks: int, vocab: int) -> float:
     return 4.0 * (blocks * (4 * d * d + 3 * d * ff + 2 * d) + 2 * vocab * d + d)
 
 
-def block_moment_bytes(d: int, ff: int) -> float:
-    """float64 bytes of one block's distinct-input second moments and their factors (4 inputs per
+def block_moment_bytes(d: int, ff: int, factor_bytes: int) -> float:
+    """Bytes of one block's distinct-input float64 second moments and their factors (4 inputs per
     block: q/k/v share one, o, gate/up share one, down)."""
-    return 2 * 8.0 * (3 * d * d + ff * ff)
+    return (8.0 + factor_bytes) * (3 * d * d + ff * ff)
 
 
 def terms(path_kind: str, d: int, ff: int, blocks: int, vocab: int, tokens: int, batch_tokens: int) -> list[float]:
     """The byte counts each path's fit uses (module docstring)."""
     if path_kind == "blocks":
-        return [4.0 * tokens * d, block_moment_bytes(d, ff)]
-    return [weight_bytes(d, ff, blocks, vocab), blocks * block_moment_bytes(d, ff)]
-
-
-def run(code: str, *args) -> str:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env, capture_output=True, text=True)
-    if out.returncode:
-        raise SystemExit(f"probe failed ({args}):\n{out.stderr[-3000:]}")
-    return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+        return [4.0 * tokens * d, block_moment_bytes(d, ff, factor_bytes=4)]
+    return [weight_bytes(d, ff, blocks, vocab), blocks * block_moment_bytes(d, ff, factor_bytes=8)]
 
 
 def fit(rows: list[dict], path_kind: str):
@@ -129,6 +121,21 @@ def fit(rows: list[dict], path_kind: str):
     y = torch.tensor([(r[path_kind]["peak_mb"] - r[path_kind]["base_mb"]) * 2**20 for r in rows], dtype=torch.float64)
     coef = torch.linalg.lstsq(X, y[:, None]).solution.flatten()
     return coef.tolist(), float((X @ coef - y).abs().max() / y.abs().max())
+
+
+TERM_NAMES = {"blocks": ("kept activations", "one block's moments + factors"),
+              "whole": ("weights", "every block's moments + factors")}
+
+
+def extrapolated(path_kind: str, coef: list[float]) -> tuple[float, list[tuple[str, float, float]]]:
+    """LLaMA-7B's estimate in bytes and its parts (name, bytes, coefficient): the fitted terms and,
+    for the block path, one batch's float64 rows of the widest input, once (unfitted: docstring)."""
+    big = LLAMA_7B
+    sizes = terms(path_kind, big["d"], big["ff"], big["blocks"], big["vocab"], big["tokens"], big["batch_tokens"])
+    parts = list(zip(TERM_NAMES[path_kind], sizes, coef[1:]))
+    if path_kind == "blocks":
+        parts.append(("one batch's float64 rows", 8.0 * big["batch_tokens"] * big["ff"], 1.0))
+    return coef[0] + sum(b * c for _, b, c in parts), parts
 
 
 def main() -> None:
@@ -146,34 +153,26 @@ def main() -> None:
         for d, ff, blocks, tokens in SHAPES:
             model = os.path.join(tmp, "dense")
             os.makedirs(model, exist_ok=True)
-            run(BUILD, d, ff, blocks, VOCAB, args.seq_len, model)
+            run_probe(BUILD, d, ff, blocks, VOCAB, args.seq_len, model)
             row = {"terms": {k: terms(k, d, ff, blocks, VOCAB, tokens, batch_tokens) for k in ("blocks", "whole")}}
             for kind in ("blocks", "whole"):
                 out = os.path.join(tmp, f"grams-{kind}")
                 os.makedirs(out, exist_ok=True)
-                row[kind] = json.loads(run(PROBE, model, out, kind, VOCAB, tokens // args.seq_len, args.seq_len,
-                                           args.batch))
+                row[kind] = json.loads(run_probe(PROBE, model, out, kind, VOCAB, tokens // args.seq_len,
+                                                 args.seq_len, args.batch))
             rows.append(row)
             b, w = row["blocks"], row["whole"]
             print(f"  {d:5d} {ff:5d} {blocks:6d} {tokens:6d} | {b['peak_mb'] - b['base_mb']:20.0f} {b['maxrss_mb']:7.0f} "
                   f"{b['seconds']:6.1f} | {w['peak_mb'] - w['base_mb']:17.0f} {w['maxrss_mb']:7.0f} {w['seconds']:6.1f}")
-    big = LLAMA_7B
-    names = {"blocks": ("kept activations", "one block's moments + factors"),
-             "whole": ("weights", "every block's moments + factors")}
     for kind, label in (("blocks", "block by block (prehab calibrate)"), ("whole", "whole model (before)")):
         coef, misfit = fit(rows, kind)
-        parts = terms(kind, big["d"], big["ff"], big["blocks"], big["vocab"], big["tokens"], big["batch_tokens"])
-        estimate = (coef[0] + sum(c * p for c, p in zip(coef[1:], parts))) / 2**30
-        if kind == "blocks":  # plus one batch's float64 rows of the widest input, unfitted (docstring)
-            rows_gb = 8.0 * big["batch_tokens"] * big["ff"] / 2**30
-            estimate += rows_gb
-            names["blocks"] += ("one batch's float64 rows, x 1",)
-            parts.append(rows_gb * 2**30)
-        formula = f"{coef[0] / 2**20:.0f} MB + " + " + ".join(f"{c:.2f} x {n}" for c, n in zip(coef[1:], names[kind]))
-        sizes = ", ".join(f"{n} {p / 2**30:.1f} GB" for n, p in zip(names[kind], parts))
+        estimate, parts = extrapolated(kind, coef)
+        formula = f"{coef[0] / 2**20:.0f} MB + " + " + ".join(f"{c:.2f} x {n}" for n, _, c in parts)
+        sizes = ", ".join(f"{n} {b / 2**30:.1f} GB" for n, b, _ in parts)
+        verdict = f"; target under {TARGET_GB} GB: {'met' if estimate < TARGET_GB * 2**30 else 'NOT met'}"
         print(f"{label}: peak = {formula}; largest misfit {misfit:.0%} of the largest peak")
-        print(f"  LLaMA-7B, 256 x 2048 tokens, float32: about {estimate:.1f} GB ({sizes})"
-              + (f"; target under {TARGET_GB} GB: {'met' if estimate < TARGET_GB else 'NOT met'}" if kind == "blocks" else ""))
+        print(f"  LLaMA-7B, 256 x 2048 tokens, float32: about {estimate / 2**30:.1f} GB ({sizes})"
+              + (verdict if kind == "blocks" else ""))
     print(f"SVD-LLM reports about {SVD_LLM_REPORTED_GB} GB of float64 factors for LLaMA-7B (all held at once)")
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
+
+from probes import run_probe  # benchmarks/probes.py (scripts run from benchmarks/ as sys.path[0])
 
 PROBE = r"""
 import json, sys, time, torch
@@ -43,11 +43,7 @@ print(json.dumps({"step_ms": (time.perf_counter() - start) / steps * 1e3, "targe
 """
 
 def run(code: str, *args) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env, capture_output=True, text=True)
-    if out.returncode:
-        raise SystemExit(f"probe failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(run_probe(code, *args))
 
 
 def overhead(arch: str, steps: int, stagger_k: int) -> None:

@@ -134,7 +134,7 @@ def extrapolated(path_kind: str, coef: list[float]) -> tuple[float, list[tuple[s
     sizes = terms(path_kind, big["d"], big["ff"], big["blocks"], big["vocab"], big["tokens"], big["batch_tokens"])
     parts = list(zip(TERM_NAMES[path_kind], sizes, coef[1:]))
     if path_kind == "blocks":
-        parts.append(("one batch's float64 rows", 8.0 * big["batch_tokens"] * big["ff"], 1.0))
+        parts.append(("one batch's float64 rows (unfitted)", 8.0 * big["batch_tokens"] * big["ff"], 1.0))
     return coef[0] + sum(b * c for _, b, c in parts), parts
 
 

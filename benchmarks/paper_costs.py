@@ -1,0 +1,317 @@
+"""What config/paper.yaml costs on GPUs: the memory each rule needs and the GPU-hours of each
+study, estimated from FLOP and byte counts of the jobs Snakemake plans, with per-layer costs
+measured on this machine to check the FLOP model. Estimates until measured on a GPU.
+
+How:
+- Jobs: `snakemake --dry-run --printshellcmds` of the config, once with every study and once
+  per study alone (shared jobs, such as pretraining, count in every study that needs them); each
+  job's steps, batch size and ratios are read from its command line, else from the
+  architecture's registered defaults or its recipe (prehab/method/recipes.py).
+- Models: built on the meta device (no weights, no download) from their standard configs; the
+  target layers are the package's own (`find_targets`), so the counts are the package's work.
+- FLOPs per job: a forward pass is 2 x weights per token plus attention's 4 x tokens x width per
+  block; a training step 3 forward passes (LoRA: 2); the exact penalty per target matrix and step
+  (m x n, k = min(m, n), float64) W L (2 m n^2), the Gram (2 m n k), its eigen-decomposition
+  (9 k^3) and the gradient back through both (2 m n k + 2 m n^2); calibration one forward over
+  the calibration tokens plus a float64 Gram per distinct input (2 tokens n^2) and its Cholesky
+  (n^3 / 3); compression per target W L (SVD-LLM only) and a float64 SVD (6 m n^2 + 20 k^3),
+  then one evaluation per ratio.
+- Memory per job (GPU, float32, as the package runs: no mixed precision, no sharding):
+  training weights + gradients + Adam's two moments (16 bytes per weight) plus activations
+  (2 x 34 x tokens x width bytes per block: Korthikanti et al.'s count for 16-bit activations,
+  doubled for float32, without the attention scores, which torch's fused attention, used by timm
+  and transformers, does not keep); Prehab adds the whitening factors of every
+  distinct input and the float64 work of the largest target; LoRA holds the frozen weights
+  plus activations; calibration the model, the kept activations and one block's float64
+  moments; compression the model plus the largest target's float64 SVD.
+- Time: FLOPs divided by assumed sustained rates of one GPU (flags; the defaults are
+  guesses for an A100 without TF32, which torch leaves off for matmuls): float32 matmuls, float64
+  matmuls, and float64 decompositions (eigh and Cholesky; SVD), each scaled by its speed relative
+  to a float64 matmul as measured here on the CPU with the same FLOP counts (at most 1).
+
+    .venv/bin/python benchmarks/paper_costs.py [--configfile config/paper.yaml] [--gpu-gb 80]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TRAINING_RULES = ("pretrain", "prehab", "rehab")
+SLOW_DECOMPOSITIONS = 10  # the sensitivity line: decompositions this many times slower
+
+
+@dataclass
+class Shape:
+    """What the cost model needs of one paper-scale model."""
+
+    weights: int  # parameters
+    blocks: int
+    width: int
+    heads: int
+    tokens: int  # per sample
+    targets: list[tuple[int, int]]  # (out, in) of every target layer
+    inputs: list[int]  # width of every distinct target input (one second moment each)
+    eval_samples: int  # test set
+    block_inputs: list[int]  # distinct inputs of one block
+
+
+def _meta_model(arch: str):
+    """The paper model on the meta device: shapes only."""
+    with torch.device("meta"):
+        if arch == "vit-b16":
+            import timm
+            return timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=1000)
+        if arch == "bert-base":
+            from transformers import BertConfig, BertForSequenceClassification
+            return BertForSequenceClassification(BertConfig(num_labels=2))
+        if arch == "llama-7b":
+            from transformers import LlamaConfig, LlamaForCausalLM
+            return LlamaForCausalLM(LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                                                num_attention_heads=32, num_key_value_heads=32, vocab_size=32000))
+    raise SystemExit(f"no cost model for architecture {arch!r}; allowed: vit-b16, bert-base, llama-7b")
+
+
+# Test-set sizes: ImageNet-1k validation; GLUE SST-2 validation; WikiText-2 test in 2,048-token
+# LLaMA windows (about 341k tokens, the tail dropped).
+EVAL_SAMPLES = {"vit-b16": 50_000, "bert-base": 872, "llama-7b": 166}
+GEOMETRY = {"vit-b16": (12, 768, 12, 197), "bert-base": (12, 768, 12, 128), "llama-7b": (32, 4096, 32, 2048)}
+# Targets that read the previous target's input (one second moment between them, as calibration
+# finds by tensor identity): BERT's and LLaMA's k/v after q, LLaMA's up after gate.
+FOLLOWERS = {"vit-b16": (), "bert-base": ("self.key", "self.value"), "llama-7b": ("k_proj", "v_proj", "up_proj")}
+
+
+def shape_of(arch: str) -> Shape:
+    from prehab.layers import find_targets, get_module
+    from prehab.registry import get_arch
+
+    model = _meta_model(arch)
+    names = find_targets(model, get_arch(arch).targets)
+    layers = [get_module(model, n) for n in names]
+    targets = [(m.out_features, m.in_features) for m in layers]
+    inputs = [m.in_features for name, m in zip(names, layers) if not name.endswith(FOLLOWERS[arch])]
+    blocks, width, heads, tokens = GEOMETRY[arch]
+    return Shape(sum(p.numel() for p in model.parameters()), blocks, width, heads, tokens, targets, inputs,
+                 EVAL_SAMPLES[arch], inputs[: len(inputs) // blocks])
+
+
+@dataclass
+class Job:
+    rule: str
+    arch: str
+    command: list[str]
+
+    def flag(self, name: str) -> list[str]:
+        """The values after `name` up to the next flag."""
+        if name not in self.command:
+            return []
+        i = self.command.index(name) + 1
+        out = []
+        while i < len(self.command) and not self.command[i].startswith("--"):
+            out.append(self.command[i])
+            i += 1
+        return out
+
+
+def planned_jobs(configs: list[Path]) -> list[Job]:
+    """Every job of a dry run: its rule, architecture and `prehab` command line."""
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = [sys.executable, "-m", "snakemake", "--dry-run", "--printshellcmds", "--cores", "1",
+                "--directory", str(REPO), "--configfile", *map(str, configs), "--config", f"results_dir={tmp}/r"]
+        out = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"dry run failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+    jobs, rule = [], None
+    for line in out.stdout.splitlines():
+        found = re.match(r"^(?:local)?rule (\w+):", line)
+        if found:
+            rule = found.group(1)
+        arch = re.search(r"arch~([\w.-]+)", line)
+        if line.startswith("Shell command:") and " -m prehab " in line and arch:  # not the report's jobs
+            command = shlex.split(line.split(" -m prehab ", 1)[1].split(" > ")[0])
+            jobs.append(Job(rule, arch.group(1), command))
+    return jobs
+
+
+@dataclass
+class Rates:
+    """Sustained FLOP/s of one GPU."""
+
+    fp32: float
+    fp64: float
+    eigh: float  # float64 eigen-decompositions and Cholesky factors
+    svd: float  # float64 SVDs
+
+
+def forward_flops(s: Shape, samples: float) -> float:
+    return samples * s.tokens * (2.0 * s.weights + 4.0 * s.blocks * s.tokens * s.width)
+
+
+def penalty_flops(s: Shape) -> float:
+    """(matmul, decomposition) float64 FLOPs of the exact penalty on every target, one step."""
+    mm = sum(4 * m * n * n + 4 * m * n * min(m, n) for m, n in s.targets)
+    return float(mm), float(sum(9 * min(m, n) ** 3 for m, n in s.targets))
+
+
+def steps_of(job: Job, arch_defaults: dict, recipes: dict) -> int:
+    if job.flag("--steps"):
+        return int(job.flag("--steps")[0])
+    recipe = job.flag("--recipe")
+    if recipe:
+        return recipes[recipe[0]].steps
+    key = {"pretrain": "pretrain_steps", "prehab": "prehab_steps", "rehab": "rehab_steps"}[job.rule]
+    return int(arch_defaults[key])
+
+
+def batch_of(job: Job, arch_defaults: dict, recipes: dict) -> int:
+    if job.flag("--batch-size"):
+        return int(job.flag("--batch-size")[0])
+    recipe = job.flag("--recipe")
+    return recipes[recipe[0]].batch_size if recipe else int(arch_defaults["batch_size"])
+
+
+def job_cost(job: Job, s: Shape, defaults: dict, recipes: dict, rates: Rates) -> tuple[float, float]:
+    """(GPU seconds, GPU bytes) of one job."""
+    samples = int((job.flag("--samples") or [256])[0])
+    calib = samples * s.tokens
+    models = len(job.flag("--model")) if job.rule == "rehab" else 1  # one rehab job recovers every ratio
+    evals = models * max(1, len(job.flag("--ratio")))
+    if job.rule != "evaluate" and "--evaluate" not in job.command:
+        evals = 0
+    seconds = evals * forward_flops(s, s.eval_samples) / rates.fp32
+    activations = lambda batch: 2.0 * 34 * batch * s.tokens * s.width * s.blocks  # noqa: E731
+    widest = max(s.targets, key=lambda t: t[0] * t[1])
+    svd_work = 8.0 * (2 * widest[0] * widest[1] + 2 * min(widest) ** 2)
+    memory = 4.0 * s.weights + activations(int(defaults["eval_batch_size"])) / s.blocks
+    steps = steps_of(job, defaults, recipes) if job.rule in TRAINING_RULES else 0
+    if steps:  # (pretraining 0 steps takes the checkpoint as it is)
+        batch = batch_of(job, defaults, recipes)
+        per_step = (2.0 if job.rule == "rehab" else 3.0) * forward_flops(s, batch)
+        seconds += models * steps * per_step / rates.fp32
+        memory = (4.0 if job.rule == "rehab" else 16.0) * s.weights + activations(batch)
+        if job.rule == "prehab" and job.flag("--lam") != ["0"]:
+            mm, dec = penalty_flops(s)
+            seconds += steps * (mm / rates.fp64 + dec / rates.eigh)
+        if job.rule == "prehab":  # the factors sit beside the model, the control's too
+            memory += 4.0 * sum(n * n for n in s.inputs) + svd_work
+    elif job.rule in ("calibrate", "recalibrate"):
+        seconds += forward_flops(s, samples) / rates.fp32
+        seconds += sum(2.0 * calib * n * n for n in s.inputs) / rates.fp64
+        seconds += sum(n ** 3 / 3 for n in s.inputs) / rates.eigh
+        memory = 4.0 * s.weights + 4.0 * calib * s.width + 8.0 * sum(n * n for n in s.block_inputs)
+    elif job.rule.startswith("compress"):
+        whiten = 0 if job.rule == "compress_svd" else sum(2 * m * n * n for m, n in s.targets)
+        seconds += whiten / rates.fp64 + sum(6 * m * n * min(m, n) for m, n in s.targets) / rates.fp64
+        seconds += sum(20 * min(m, n) ** 3 for m, n in s.targets) / rates.svd
+        memory += svd_work
+    return seconds, memory
+
+
+def measured_rates() -> dict[str, float]:
+    """FLOP/s measured here, one thread: float32 and float64 matmuls, float64 eigh and SVD."""
+    torch.set_num_threads(1)
+    out = {}
+    for name, n, flops, fn in (
+        ("fp32 matmul", 1024, 2 * 1024 ** 3, lambda a: a.float() @ a.float()),
+        ("fp64 matmul", 1024, 2 * 1024 ** 3, lambda a: a @ a),
+        ("fp64 eigh", 768, 9 * 768 ** 3, lambda a: torch.linalg.eigh(a @ a.T)),
+        ("fp64 SVD", 768, 26 * 768 ** 3, lambda a: torch.linalg.svd(a, full_matrices=False)),  # 6 m n^2 + 20 n^3
+    ):
+        a = torch.randn(n, n, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        fn(a)
+        best = float("inf")
+        for _ in range(3):  # the fastest of three: the machine is shared and noisy
+            start = time.perf_counter()
+            fn(a)
+            best = min(best, time.perf_counter() - start)
+        out[name] = flops / best
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configfile", type=Path, default=REPO / "config" / "paper.yaml")
+    parser.add_argument("--fp32-tflops", type=float, default=12.0, help="sustained float32 matmul TFLOP/s of one GPU")
+    parser.add_argument("--fp64-tflops", type=float, default=12.0, help="sustained float64 matmul TFLOP/s of one GPU")
+    parser.add_argument("--gpu-gb", type=float, default=80.0, help="memory of one GPU, GB")
+    args = parser.parse_args()
+
+    import prehab.archs  # noqa: F401  (registers the architectures)
+    from prehab.method.recipes import RECIPES
+    from prehab.registry import get_arch
+
+    here = measured_rates()
+    print("measured here (one CPU thread), GFLOP/s: " + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in here.items()))
+    fp64 = args.fp64_tflops * 1e12
+    share = {k: min(1.0, here[f"fp64 {k}"] / here["fp64 matmul"]) for k in ("eigh", "SVD")}
+    rates = Rates(args.fp32_tflops * 1e12, fp64, fp64 * share["eigh"], fp64 * share["SVD"])
+    print(f"assumed GPU: float32 {args.fp32_tflops:g} TFLOP/s, float64 {args.fp64_tflops:g} TFLOP/s, eigh "
+          f"{rates.eigh / 1e12:.2f} and SVD {rates.svd / 1e12:.2f} TFLOP/s (float64 x the ratio measured here to "
+          f"a float64 matmul, at most 1: {share['eigh']:.2f}, {share['SVD']:.2f}), {args.gpu_gb:g} GB")
+
+    default = REPO / "config" / "config.yaml"
+    config = yaml.safe_load(args.configfile.read_text())
+    enabled = [name for name, study in config["studies"].items() if study.get("enabled", True)]
+    shapes = {}
+
+    # GPU solvers may reach a far smaller share of their matmul speed than LAPACK does here
+    slow = Rates(rates.fp32, rates.fp64, rates.eigh / SLOW_DECOMPOSITIONS, rates.svd / SLOW_DECOMPOSITIONS)
+
+    def costs(jobs: list[Job], at: Rates = rates) -> dict[tuple[str, str], list[tuple[float, float]]]:
+        out = defaultdict(list)
+        for job in jobs:
+            if job.arch not in shapes:
+                shapes[job.arch] = shape_of(job.arch)
+            spec = get_arch(job.arch)
+            out[(job.arch, job.rule)].append(job_cost(job, shapes[job.arch], spec.defaults, RECIPES, at))
+        return out
+
+    def gpu_hours(table) -> float:
+        return sum(sec for rows in table.values() for sec, _ in rows) / 3600
+
+    planned = planned_jobs([default, args.configfile])
+    union = costs(planned)
+    print(f"\n{args.configfile.relative_to(REPO)}: every study; per rule and architecture, the largest job")
+    print(f"  {'arch':10s} {'rule':17s} {'jobs':>4s} {'GPU GB':>7s} {'fits':>5s} {'h per job':>9s} {'GPU-h':>7s}")
+    total = 0.0
+    for (arch, rule), rows in sorted(union.items()):
+        hours = [sec / 3600 for sec, _ in rows]
+        gb = max(mem for _, mem in rows) / 1e9
+        total += sum(hours)
+        print(f"  {arch:10s} {rule:17s} {len(rows):4d} {gb:7.1f} {'yes' if gb <= args.gpu_gb else 'NO':>5s} "
+              f"{max(hours):9.2f} {sum(hours):7.1f}")
+    print(f"  total: {total:.0f} GPU-hours ({gpu_hours(costs(planned, slow)):.0f} if the decompositions ran "
+          f"{SLOW_DECOMPOSITIONS}x slower)")
+    for arch, s in shapes.items():
+        print(f"  {arch}: {s.weights / 1e6:.0f}M weights, {len(s.targets)} targets, {len(s.inputs)} distinct inputs")
+
+    print("\nper study alone (the jobs it needs, shared ones included): GPU-hours by architecture")
+    for name in enabled:
+        alone = {"studies": {other: {"enabled": False, "methods": ["dense"]} for other in enabled if other != name}}
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            yaml.safe_dump(alone, f)
+        try:
+            jobs = planned_jobs([default, args.configfile, Path(f.name)])
+        finally:
+            Path(f.name).unlink()
+        by_arch = defaultdict(float)
+        for (arch, _), rows in costs(jobs).items():
+            by_arch[arch] += sum(sec for sec, _ in rows) / 3600
+        print(f"  {name:14s} " + ", ".join(f"{a} {h:.0f}" for a, h in sorted(by_arch.items()))
+              + f"; total {sum(by_arch.values()):.0f} ({gpu_hours(costs(jobs, slow)):.0f} with slow decompositions)")
+
+
+if __name__ == "__main__":
+    main()

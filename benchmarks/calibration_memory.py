@@ -1,8 +1,9 @@
 """Peak host memory and time of calibration on LLaMA-shaped models of growing width, FFN width,
 depth and token count, each in a fresh process, by both paths in one run: `prehab calibrate`'s
 (the checkpoint memory-mapped, block by block, each block's factors written in float32 as they
-exist, as config/paper.yaml does for LLaMA-7B: `streaming.write_whitening`) and the whole-model pass it replaced (the checkpoint loaded,
-`calibrate.second_moments` over every block at once, every factor held). Each path's growth is
+exist, as config/paper.yaml does for LLaMA-7B: `streaming.write_whitening`) and the
+whole-model pass it replaced (the checkpoint loaded, `calibrate.second_moments` over every
+block at once, every factor held). Each path's growth is
 fitted and extrapolated to LLaMA-7B (4096 wide, 11008 FFN, 32 blocks) calibrated on 256 x 2048
 tokens in float32, next to the footprint SVD-LLM reports for its float64 factors (about 57 GB).
 Target (issue 12): under 16 GB for LLaMA-7B.

@@ -1,6 +1,6 @@
 """What config/paper.yaml costs on GPUs: the memory each rule needs and the GPU-hours of each
-study, estimated from FLOP and byte counts of the jobs Snakemake plans, with per-layer costs
-measured on this machine to check the FLOP model. Estimates until measured on a GPU.
+study, estimated from FLOP and byte counts of the jobs Snakemake plans, with the relative speed
+of the per-layer decompositions measured on this machine. Estimates until measured on a GPU.
 
 How:
 - Jobs: `snakemake --dry-run --printshellcmds` of the config, once with every study and once
@@ -60,7 +60,6 @@ class Shape:
     weights: int  # parameters
     blocks: int
     width: int
-    heads: int
     tokens: int  # per sample
     targets: list[tuple[int, int]]  # (out, in) of every target layer
     inputs: list[int]  # width of every distinct target input (one second moment each)
@@ -87,7 +86,8 @@ def _meta_model(arch: str):
 # Test-set sizes: ImageNet-1k validation; GLUE SST-2 validation; WikiText-2 test in 2,048-token
 # LLaMA windows (about 341k tokens, the tail dropped).
 EVAL_SAMPLES = {"vit-b16": 50_000, "bert-base": 872, "llama-7b": 166}
-GEOMETRY = {"vit-b16": (12, 768, 12, 197), "bert-base": (12, 768, 12, 128), "llama-7b": (32, 4096, 32, 2048)}
+# (blocks, width, tokens per sample)
+GEOMETRY = {"vit-b16": (12, 768, 197), "bert-base": (12, 768, 128), "llama-7b": (32, 4096, 2048)}
 # Targets that read the previous target's input (one second moment between them, as calibration
 # finds by tensor identity): BERT's and LLaMA's k/v after q, LLaMA's up after gate.
 FOLLOWERS = {"vit-b16": (), "bert-base": ("self.key", "self.value"), "llama-7b": ("k_proj", "v_proj", "up_proj")}
@@ -102,8 +102,8 @@ def shape_of(arch: str) -> Shape:
     layers = [get_module(model, n) for n in names]
     targets = [(m.out_features, m.in_features) for m in layers]
     inputs = [m.in_features for name, m in zip(names, layers) if not name.endswith(FOLLOWERS[arch])]
-    blocks, width, heads, tokens = GEOMETRY[arch]
-    return Shape(sum(p.numel() for p in model.parameters()), blocks, width, heads, tokens, targets, inputs,
+    blocks, width, tokens = GEOMETRY[arch]
+    return Shape(sum(p.numel() for p in model.parameters()), blocks, width, tokens, targets, inputs,
                  EVAL_SAMPLES[arch], inputs[: len(inputs) // blocks])
 
 

@@ -108,7 +108,8 @@ def whiten(W: torch.Tensor, L: torch.Tensor, dtype: torch.dtype = torch.float64)
     return W.to(dtype) @ L.to(W.device, dtype)
 
 
-def robust_cholesky(C: torch.Tensor, damping: float = 0.0, overwrite: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
+def robust_cholesky(C: torch.Tensor, damping: float = 0.0,
+                    overwrite: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
     """Lower Cholesky factor of a symmetric PSD matrix that may be singular.
 
     `damping` f > 0 first adds f * mean(diag C) * I, as GPTQ does (a chosen amount, the same for

@@ -20,8 +20,6 @@ import yaml
 from workflow_env import (BIN, DEFAULT_CONFIG, ENV, README, REPO, TEST_CONFIG, WALL_KEYS, read_csv,
                           readme_main_command, readme_snakemake, table_text)
 
-# The budget for the tiny run; a loaded machine may need more (PREHAB_E2E_BUDGET_S).
-E2E_BUDGET_S = float(os.environ.get("PREHAB_E2E_BUDGET_S", 300))
 RULES = ("pretrain", "calibrate", "prehab", "recalibrate", "compress_svd", "compress_svd_llm", "rehab",
          "evaluate", "mlflow", "report", "all")
 
@@ -303,7 +301,6 @@ def test_tiny_config_end_to_end(tiny_run):
     assert sorted(logged["tags.mlflow.runName"]) == evaluated  # exactly one MLflow run per evaluated model
     assert (results / "logs" / "arch~vit-tiny" / "seed~0" / "dense" / "pretrain.log").is_file()
     assert (results / "benchmarks" / "arch~vit-tiny" / "seed~0" / "dense" / "eval" / "evaluate.tsv").is_file()
-    assert elapsed < E2E_BUDGET_S, f"tiny workflow took {elapsed:.0f} s (budget {E2E_BUDGET_S:.0f} s)"
 
 
 @pytest.mark.slow

@@ -35,10 +35,6 @@ How:
 from __future__ import annotations
 
 import argparse
-import re
-import shlex
-import subprocess
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -47,8 +43,8 @@ from pathlib import Path
 
 import torch
 import yaml
+from planned import REPO, Job, planned_jobs  # benchmarks/planned.py (scripts run from benchmarks/ as sys.path[0])
 
-REPO = Path(__file__).resolve().parents[1]
 TRAINING_RULES = ("pretrain", "prehab", "rehab")
 SLOW_DECOMPOSITIONS = 10  # the sensitivity line: decompositions this many times slower
 
@@ -105,44 +101,6 @@ def shape_of(arch: str) -> Shape:
     blocks, width, tokens = GEOMETRY[arch]
     return Shape(sum(p.numel() for p in model.parameters()), blocks, width, tokens, targets, inputs,
                  EVAL_SAMPLES[arch], inputs[: len(inputs) // blocks])
-
-
-@dataclass
-class Job:
-    rule: str
-    arch: str
-    command: list[str]
-
-    def flag(self, name: str) -> list[str]:
-        """The values after `name` up to the next flag."""
-        if name not in self.command:
-            return []
-        i = self.command.index(name) + 1
-        out = []
-        while i < len(self.command) and not self.command[i].startswith("--"):
-            out.append(self.command[i])
-            i += 1
-        return out
-
-
-def planned_jobs(configs: list[Path]) -> list[Job]:
-    """Every job of a dry run: its rule, architecture and `prehab` command line."""
-    with tempfile.TemporaryDirectory() as tmp:
-        argv = [sys.executable, "-m", "snakemake", "--dry-run", "--printshellcmds", "--cores", "1",
-                "--directory", str(REPO), "--configfile", *map(str, configs), "--config", f"results_dir={tmp}/r"]
-        out = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
-    if out.returncode:
-        raise SystemExit(f"dry run failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
-    jobs, rule = [], None
-    for line in out.stdout.splitlines():
-        found = re.match(r"^(?:local)?rule (\w+):", line)
-        if found:
-            rule = found.group(1)
-        arch = re.search(r"arch~([\w.-]+)", line)
-        if line.startswith("Shell command:") and " -m prehab " in line and arch:  # not the report's jobs
-            command = shlex.split(line.split(" -m prehab ", 1)[1].split(" > ")[0])
-            jobs.append(Job(rule, arch.group(1), command))
-    return jobs
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Estimate how long a workflow config takes on this machine, from measured job times.
 
-Counts the jobs of a config per (architecture, rule) with a forced dry run, multiplies
-them by the mean wall time of the same (architecture, rule) in Snakemake benchmark files of an
+Counts the jobs a config plans from scratch per (architecture, rule) (benchmarks/planned.py),
+multiplies them by the mean wall time of the same (architecture, rule) in Snakemake benchmark files of an
 earlier run (`results/benchmarks/**.tsv`), and prints the job-seconds and the wall time on N
 parallel job slots. Pairs never measured are listed, not guessed.
 
@@ -13,31 +13,16 @@ import argparse
 import collections
 import csv
 import re
-import subprocess
-import sys
 from pathlib import Path
+
+from planned import planned_jobs  # benchmarks/planned.py (scripts run from benchmarks/ as sys.path[0])
 
 ARCH = re.compile(r"arch~([^/]+)")
 
 
-def job_counts(configfile: str) -> collections.Counter:
-    """(arch, rule) -> number of jobs, from a forced dry run: each job block names its rule
-    (`rule NAME:`) and its one log file, whose path carries the architecture."""
-    out = subprocess.run(
-        [str(Path(sys.executable).parent / "snakemake"), "-n", "--forceall", "--configfile", configfile],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    counts: collections.Counter = collections.Counter()
-    rule = None
-    for line in out.splitlines():
-        if line.startswith(("rule ", "localrule ")):
-            rule = line.split()[1].rstrip(":")
-        elif line.strip().startswith("log:") and rule:
-            arch = ARCH.search(line)
-            if arch:
-                counts[(arch[1], rule)] += 1
-            rule = None
-    return counts
+def job_counts(configfile: Path) -> collections.Counter:
+    """(arch, rule) -> number of jobs the config plans from scratch."""
+    return collections.Counter((job.arch, job.rule) for job in planned_jobs([configfile]))
 
 
 def measured(folder: Path) -> dict[tuple[str, str], float]:
@@ -54,7 +39,7 @@ def measured(folder: Path) -> dict[tuple[str, str], float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configfile", default="config/config.yaml")
+    parser.add_argument("--configfile", type=Path, default=Path("config/config.yaml"))
     parser.add_argument("--benchmarks", type=Path, default=Path("results/benchmarks"))
     parser.add_argument("--cores", type=int, default=2, help="parallel job slots (one thread each)")
     args = parser.parse_args()

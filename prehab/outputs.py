@@ -48,15 +48,21 @@ def atomic_file(path: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_folder(path: Path) -> Iterator[Path]:
+def atomic_folder(path: Path, *, first_wins: bool = False) -> Iterator[Path]:
     """Yield a hidden temporary folder beside `path`, renamed to `path` as a whole on success
-    (`path` must not exist yet); on error it is removed."""
+    (`path` must not exist yet); on error it is removed. `first_wins`: for a cache that parallel
+    jobs may build at once (same contents), a `path` that another process completed meanwhile
+    is kept and this copy dropped."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     try:
         yield tmp
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError:  # ENOTEMPTY / EEXIST: the rename target is a finished folder
+            if not (first_wins and path.is_dir() and any(path.iterdir())):
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

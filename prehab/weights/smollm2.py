@@ -75,7 +75,8 @@ def ensure_cache() -> Path:
         raise RuntimeError(f"{final} exists but is incomplete (no {DONE_MARKER}); delete it and rerun")
     # A one-time cache build must not move the caller's random stream (the conversion builds a
     # randomly initialised model): else a first run on a fresh machine differs from all later ones.
-    with atomic_folder(final) as tmp, torch.random.fork_rng(devices=[]):
+    # Parallel jobs on a fresh machine may all build it: the first to finish wins.
+    with atomic_folder(final, first_wins=True) as tmp, torch.random.fork_rng(devices=[]):
         convert_gguf(tmp)
     return final
 

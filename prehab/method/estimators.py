@@ -23,7 +23,8 @@ import torch
 from prehab.method import names
 from prehab.method.surrogates import Surrogate, ridged_gram
 
-ESTIMATORS = names.ESTIMATORS
+ESTIMATORS = ("exact", "fast")  # of the matrices themselves; `lagged` (lagged.py) reads the parameters
+assert set(ESTIMATORS) | {"lagged"} == set(names.ESTIMATORS)
 MAX_REFRESHES = 3  # block re-diagonalisations per step before a cold restart
 Tensor = torch.Tensor
 

@@ -27,6 +27,7 @@ from prehab.method import names
 from prehab.method.calibrate import Whitening, whiten
 from prehab.method.schedule import LambdaSchedule
 from prehab.method.estimators import Penalty
+from prehab.method.lagged import LaggedPenalty
 from prehab.method.surrogates import Surrogate, entropy_rank_of, gram_eigenvalues
 from prehab.train import train_steps
 
@@ -135,6 +136,7 @@ def run_prehab(
     penalty_every: int = 1,
     stagger: bool = False,
     estimator: str = "exact",
+    refresh_every: int = names.DEFAULT_REFRESH,
     snapshots: tuple[set[int], Callable[[int, nn.Module, list], None]] | None = None,
 ) -> list[dict[str, float]]:
     """Regularised fine-tuning in place; returns the curve (task loss, surrogate, lambda, entropy rank).
@@ -142,7 +144,8 @@ def run_prehab(
     `penalty_every` = k > 1 applies k * lambda(t) * R to each matrix on every k-th step only
     (same average weight, 1/k of the spectral cost): all matrices on the same steps, or with
     `stagger` a rotating 1/k of them on every step (matrix i on steps t = i + 1 mod k).
-    `estimator`: how R and its gradient are computed (estimators.py); the logged diagnostics
+    `estimator`: how R and its gradient are computed (estimators.py; `lagged`: lagged.py, each
+    matrix refreshed exactly at most every `refresh_every` steps); the logged diagnostics
     always use the exact spectrum. `snapshots` = (steps, callback): after each of those steps the
     callback gets (step, a copy of the model as a k-step run would return it, the curve so far).
     Nothing here depends on the total step count (constant lr, schedules in absolute steps, data
@@ -152,7 +155,20 @@ def run_prehab(
         p.requires_grad_(False)
     mats = _Targets(model, targets, whitening, space)
     n = len(targets)
-    estimate = Penalty(surrogate, estimator, n)
+    if estimator == "lagged":
+        lagged = LaggedPenalty(surrogate, n, refresh_every)
+
+        def estimate(chosen: list[int], step: int) -> torch.Tensor:
+            return lagged(mats.params, lambda i: mats.penalised([i])[0], chosen, step)
+
+        estimator_stats = lagged.stats
+    else:
+        plain = Penalty(surrogate, estimator, n)
+
+        def estimate(chosen: list[int], step: int) -> torch.Tensor:
+            return plain(mats.penalised(chosen), chosen)
+
+        estimator_stats = dict
 
     def chosen_at(step: int) -> list[int]:
         """The matrices penalised at this step."""
@@ -166,7 +182,7 @@ def run_prehab(
         lam, chosen = schedule(step), chosen_at(step)
         if not chosen:
             return None, {"lambda": lam}
-        value = estimate(mats.penalised(chosen), chosen)  # sum over `chosen` / n
+        value = estimate(chosen, step)  # sum over `chosen` / n
         logged = {"surrogate": float(value.detach())} if len(chosen) == n else {}
         return (penalty_every * lam * value).to(torch.float32), {"lambda": lam, **logged}
 
@@ -175,7 +191,7 @@ def run_prehab(
             whitened = mats.whitened()
             eigenvalues = [gram_eigenvalues(A) for A in whitened]
             ranks = [entropy_rank_of(lam.sqrt()) for lam in eigenvalues]
-            row = {"entropy_rank": sum(ranks) / len(ranks)}
+            row = {"entropy_rank": sum(ranks) / len(ranks), **estimator_stats()}
             if len(chosen_at(step)) < n:  # else penalty() logged it at this step already
                 if space == "raw":  # penalised matrices are not the whitened ones
                     row["surrogate"] = float(torch.stack([surrogate(A) for A in mats.penalised(range(n))]).mean())

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from prehab.errors import UsageError
 from prehab.layout import SNAPSHOT_PART, SPECTRA_FILE, fmt
-from prehab.method.names import ESTIMATORS, SPACES, SURROGATES, check_tail_ratio
+from prehab.method.names import DEFAULT_REFRESH, ESTIMATORS, SPACES, SURROGATES, check_tail_ratio
 from prehab.method.ratio import RATIO_RULE, valid_ratio
 from prehab.method.recipes import RECIPES, Recipe
 from prehab.method.schedule import LambdaSchedule
@@ -35,9 +35,14 @@ class Options(StepOptions):
     tail_ratio: float | None = option("the compression ratio whose truncation `--surrogate tail` prices (needed "
                                       "by tail only)", None, type=float, check=(RATIO_RULE, valid_ratio))
     estimator: str = option("exact: autograd through an fp64 eigen-decomposition per matrix per step (the "
-                            "reference); fast: warm-started eigenbasis per matrix, matrix products (README \"Performance\": not "
-                            "faster on the embedded testbeds)",
+                            "reference); fast: warm-started eigenbasis per matrix, matrix products (README "
+                            "\"Performance\": not faster on the embedded testbeds); lagged: each matrix's penalty "
+                            "linearised in its weights and refreshed exactly every --refresh-every steps, in "
+                            "rotation, a drift guard shortening the lag where the gradient goes stale",
                             "exact", choices=ESTIMATORS)
+    refresh_every: int | None = option("with --estimator lagged: the longest lag k, in steps, between two exact "
+                                       "refreshes of a matrix's penalty (1/k of the exact cost per step; default "
+                                       f"{DEFAULT_REFRESH})", None, type=int, check=COUNT)
     lam: float = option("penalty weight lambda; 0 = the control run", 1.0, type=float, check=NON_NEGATIVE)
     lam_start: float = option("first lambda of the geometric warm-up (needs --lam-warmup-steps)", 0.0, type=float,
                               check=NON_NEGATIVE)
@@ -66,6 +71,10 @@ class Options(StepOptions):
             self._apply_recipe(RECIPES[self.recipe])
         self.schedule = LambdaSchedule(self.lam, self.lam_start, self.lam_warmup_steps)  # checks the warm-up
         check_tail_ratio(self.surrogate, self.tail_ratio)
+        if self.refresh_every is not None and self.estimator != "lagged":
+            raise UsageError(f"--refresh-every {self.refresh_every} needs --estimator lagged (got {self.estimator})")
+        if self.estimator == "lagged" and self.refresh_every is None:
+            self.refresh_every = DEFAULT_REFRESH
         if len(set(self.snapshots)) != len(self.snapshots):
             raise UsageError(f"--snapshots {' '.join(f'{f:g}' for f in self.snapshots)}: a fraction is listed twice")
 
@@ -125,6 +134,7 @@ def run(opts: Options) -> dict:
     params = {"model": str(opts.model), "grams": str(opts.grams), "arch": spec.name, "surrogate": opts.surrogate,
               **({"tail_ratio": opts.tail_ratio} if opts.tail_ratio is not None else {}),
               **({"estimator": opts.estimator} if opts.estimator != "exact" else {}),
+              **({"refresh_every": opts.refresh_every} if opts.estimator == "lagged" else {}),
               **({"penalty_stagger": True} if opts.penalty_stagger else {}),
               **({"recipe": opts.recipe, "recipe_steps": RECIPES[opts.recipe].steps} if opts.recipe else {}),
               "lam": opts.lam, "lam_start": opts.lam_start, "lam_warmup_steps": opts.lam_warmup_steps,
@@ -173,6 +183,7 @@ def run(opts: Options) -> dict:
                            schedule=opts.schedule, space=opts.space, steps=steps, lr=lr, batch_size=batch_size,
                            seed=opts.seed, log_every=opts.log_every, penalty_every=opts.penalty_every,
                            stagger=opts.penalty_stagger, estimator=opts.estimator,
+                           refresh_every=opts.refresh_every or DEFAULT_REFRESH,
                            snapshots=(set(at), on_snapshot))
         return save(ckpt.model, out, curve, params)
 

@@ -35,6 +35,7 @@ rule prehab:
                 "penalty_every",
                 "penalty_stagger",
                 "estimator",
+                "refresh_every",
             ],
         ),
         steps=prehab_steps_flag,

@@ -106,6 +106,10 @@ def semantic_error(config: dict[str, Any], arch_names: list[str], arch_options: 
             if value is not None and key not in arch_options[arch]:  # null: not passed at all
                 known = ", ".join(sorted(arch_options[arch])) or "none"
                 return f"arch_settings.{arch}.arch_opts.{key}: not an option of {arch}; allowed: {known}"
+    prehab = config.get("prehab") or {}
+    if prehab.get("refresh_every") is not None and prehab.get("estimator", "exact") != "lagged":
+        return (f"prehab.refresh_every = {prehab['refresh_every']}: only with prehab.estimator lagged "
+                f"(got {prehab.get('estimator', 'exact')!r})")
     for name, study in config.get("studies", {}).items():
         if not study.get("enabled", True):
             continue

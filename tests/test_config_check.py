@@ -47,6 +47,8 @@ CASES = [
     ("unknown surrogate", "studies.main.prehab.surrogate", ["nucleus"], ["surrogate[0]", "nucleus", "nuclear_fro"]),
     ("unknown space", "studies.main.prehab.space", ["latent"], ["space[0]", "latent", "whitened"]),
     ("unknown estimator", "prehab.estimator", "slow", ["prehab.estimator", "'slow'", "exact"]),
+    ("refresh interval without the lagged estimator", "prehab.refresh_every", 4,
+     ["prehab.refresh_every = 4", "estimator lagged"]),
     ("unknown LoRA schedule", "studies.main.lora", ["both"], ["lora[0]", "both", "sequential"]),
     ("unknown method", "studies.main.methods", ["magic"], ["methods[0]", "magic", "svd-llm"]),
     ("unknown study key", "studies.main.ratio", [0.5], ["unknown key studies.main.ratio", "ratios"]),

@@ -69,9 +69,9 @@ def _meta_model(arch: str):
         if arch == "vit-b16":
             import timm
             return timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=1000)
-        if arch == "bert-base":
+        if _family(arch) == "bert-base":
             from transformers import BertConfig, BertForSequenceClassification
-            return BertForSequenceClassification(BertConfig(num_labels=2))
+            return BertForSequenceClassification(BertConfig(num_labels=_glue(arch).num_labels))
         if arch == "llama-7b":
             from transformers import LlamaConfig, LlamaForCausalLM
             return LlamaForCausalLM(LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
@@ -79,14 +79,29 @@ def _meta_model(arch: str):
     raise SystemExit(f"no cost model for architecture {arch!r}; allowed: vit-b16, bert-base, llama-7b")
 
 
-# Test-set sizes: ImageNet-1k validation; GLUE SST-2 validation; WikiText-2 test in 2,048-token
-# LLaMA windows (about 341k tokens, the tail dropped).
-EVAL_SAMPLES = {"vit-b16": 50_000, "bert-base": 872, "llama-7b": 166}
+# Test-set sizes: ImageNet-1k validation; the GLUE task's validation split (MNLI: matched);
+# WikiText-2 test in 2,048-token LLaMA windows (about 341k tokens, the tail dropped).
+EVAL_SAMPLES = {"vit-b16": 50_000, "llama-7b": 166}
+GLUE_VALIDATION = {"sst2": 872, "mnli": 9815, "qnli": 5463, "qqp": 40430, "cola": 1043, "mrpc": 408, "rte": 277}
 # (blocks, width, tokens per sample)
 GEOMETRY = {"vit-b16": (12, 768, 197), "bert-base": (12, 768, 128), "llama-7b": (32, 4096, 2048)}
 # Targets that read the previous target's input (one second moment between them, as calibration
 # finds by tensor identity): BERT's and LLaMA's k/v after q, LLaMA's up after gate.
 FOLLOWERS = {"vit-b16": (), "bert-base": ("self.key", "self.value"), "llama-7b": ("k_proj", "v_proj", "up_proj")}
+
+
+def _family(arch: str) -> str:
+    """The cost model's key: every GLUE task's BERT-base (`bert-base-TASK`) has one geometry."""
+    from prehab.registry import get_arch
+
+    return "bert-base" if "glue_task" in get_arch(arch).options else arch
+
+
+def _glue(arch: str):
+    from prehab.data.hf_text import glue_task
+    from prehab.registry import get_arch
+
+    return glue_task(get_arch(arch).options["glue_task"])
 
 
 def shape_of(arch: str) -> Shape:
@@ -97,10 +112,12 @@ def shape_of(arch: str) -> Shape:
     names = find_targets(model, get_arch(arch).targets)
     layers = [get_module(model, n) for n in names]
     targets = [(m.out_features, m.in_features) for m in layers]
-    inputs = [m.in_features for name, m in zip(names, layers) if not name.endswith(FOLLOWERS[arch])]
-    blocks, width, tokens = GEOMETRY[arch]
+    family = _family(arch)
+    inputs = [m.in_features for name, m in zip(names, layers) if not name.endswith(FOLLOWERS[family])]
+    blocks, width, tokens = GEOMETRY[family]
+    eval_samples = GLUE_VALIDATION[get_arch(arch).options["glue_task"]] if family == "bert-base" else EVAL_SAMPLES[arch]
     return Shape(sum(p.numel() for p in model.parameters()), blocks, width, tokens, targets, inputs,
-                 EVAL_SAMPLES[arch], inputs[: len(inputs) // blocks])
+                 eval_samples, inputs[: len(inputs) // blocks])
 
 
 @dataclass

@@ -68,15 +68,18 @@ def _list_archs(args: argparse.Namespace) -> dict:
     table = {}
     for name in arch_names():
         spec = get_arch(name)
-        table[name] = {"family": spec.family, "task": spec.task, "options": spec.options,
-                       "defaults": spec.defaults, "calib_sources": spec.calib_sources, "note": spec.note}
+        table[name] = {"family": spec.family, "task": spec.task, "metric": spec.metric_of(spec.options),
+                       "options": spec.options, "defaults": spec.defaults, "calib_sources": spec.calib_sources,
+                       "note": spec.note}
     if args.json:
         print(json.dumps(table, indent=2, sort_keys=True, default=str))
     else:
+        width = max(map(len, table))
         for name, info in table.items():
-            print(f"{name:12s} {info['family']:6s} {info['task']:10s} options: {info['options']}")
+            print(f"{name:{width}s} {info['family']:6s} {info['task']:10s} {info['metric']:10s} "
+                  f"options: {info['options']}")
             if info["note"]:
-                print(f"{'':12s} note: {info['note']}")
+                print(f"{'':{width}s} note: {info['note']}")
     return table
 
 

@@ -74,6 +74,8 @@ class ArchSpec:
             workflow config asking for more is refused before any job (prehab.config_check);
             None where only loading can tell (paper-scale paths: the steps' own checks refuse).
         note: what a reader must know next to a number (e.g. "MiniLM, not BERT-base").
+        metric: `(options) -> name` of the metric that judges it, where it is not the task's
+            (prehab.tasks.METRIC): GLUE scores CoLA by Matthews correlation, MRPC by F1.
     """
 
     name: str
@@ -88,6 +90,13 @@ class ArchSpec:
     calib_sources: dict[str, str] = field(default_factory=lambda: {"train": "the task's training split"})
     split_rows: Callable[[dict[str, Any]], dict[str, int]] | None = None
     note: str = ""
+    metric: Callable[[dict[str, Any]], str] | None = None
+
+    def metric_of(self, options: dict[str, Any]) -> str:
+        """The name of the metric evaluations report for these options."""
+        from prehab import tasks
+
+        return self.metric(options) if self.metric is not None else tasks.METRIC[self.task]
 
     def resolve_options(self, overrides: dict[str, str] | None = None) -> dict[str, Any]:
         """Defaults updated by string overrides, each cast to its default's type."""

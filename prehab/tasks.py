@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from prehab.errors import UsageError
 
 TASKS = ("image-cls", "text-cls", "lm")
-METRIC = {"image-cls": "accuracy", "text-cls": "accuracy", "lm": "perplexity"}
-HIGHER_IS_BETTER = {"accuracy": True, "perplexity": False}
+METRIC = {"image-cls": "accuracy", "text-cls": "accuracy", "lm": "perplexity"}  # unless the arch names its own
+HIGHER_IS_BETTER = {"accuracy": True, "f1": True, "mcc": True, "perplexity": False}  # higher: compared in points
 
 
 def num_rows(data: dict[str, torch.Tensor]) -> int:

@@ -280,3 +280,20 @@ def test_hub_names_are_the_papers():
     assert hf_text.LM_SOURCES["wikitext2"].hub == ("Salesforce/wikitext", "wikitext-2-raw-v1")
     assert hf_text.LM_SOURCES["c4"].max_windows == {"validation": 256}
     assert hf_text.glue_split_name("mnli", "test") == "validation_matched"
+
+
+def test_a_glue_task_is_evaluated_by_its_own_metric(bert_dir, glue_dirs, tmp_path):
+    """bert-base-mrpc reports F1 (GLUE's MRPC metric) with accuracy beside it, per-row
+    predictions and labels in its scores for the paired bootstrap."""
+    from prehab.method.evaluate import evaluate_model
+    from prehab.method.metrics import classification_metric
+
+    spec = get_arch("bert-base-mrpc")
+    opts = spec.resolve_options({"model": str(bert_dir), "data_dir": str(glue_dirs / "mrpc"), "seq_len": str(SEQ_LEN)})
+    model, _ = spec.build_pretrained(opts)
+    (tmp_path / "model.pt").write_bytes(b"x")
+    metrics, scores = evaluate_model(model, spec, opts, n_factorized=0, model_file=tmp_path / "model.pt", batch_size=2)
+    assert metrics["metric"] == "f1" and 0 <= metrics["f1"] <= 1 and "accuracy" in metrics
+    test = scores["test"]
+    assert metrics["f1"] == pytest.approx(float(classification_metric("f1", test["predicted"], test["label"])))
+    assert test["label"] == spec.load_split(opts, "test", None, 0)["labels"].tolist()

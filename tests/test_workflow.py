@@ -179,13 +179,15 @@ def test_dry_run_other_configs_plan(tmp_path, name, prehab_jobs):
 
 
 def test_dry_run_paper_config_counts_every_rule(tmp_path):
-    # vit-b16, bert-base, llama-7b x 3 seeds. Fine-tuned per model: main's control, nuclear_fro
-    # and stable at lambda 1, the recipe and its control (5); lambda_sweep adds lambda 0.01, 0.1
-    # and 10 on seed 0 (extreme_ratio reuses lambda 1 and the control). LoRA (main only) recovers
+    # vit-b16, BERT-base on 5 GLUE tasks (bert-base = SST-2, -mnli, -qnli, -mrpc, -cola),
+    # llama-7b: 7 architectures x 3 seeds. Fine-tuned per model: main's control, nuclear_fro and
+    # stable at lambda 1, the recipe and its control (5); lambda_sweep adds lambda 0.01, 0.1 and
+    # 10 on seed 0 (extreme_ratio reuses lambda 1 and the control). LoRA (main only) recovers
     # SVD and SVD-LLM of the dense model and SVD-LLM of the 5 fine-tuned ones.
     counts = dry_run(tmp_path, REPO / "config" / "paper.yaml")
-    models, main_tuned, sweep_extra = 3 * 3, 5, 3
-    tuned = models * main_tuned + 3 * sweep_extra
+    archs = 7
+    models, main_tuned, sweep_extra = archs * 3, 5, 3
+    tuned = models * main_tuned + archs * sweep_extra
     expected = {"pretrain": models, "calibrate": models, "compress_svd": models, "prehab": tuned,
                 "recalibrate": tuned, "evaluate": models + tuned, "compress_svd_llm": models + tuned,
                 "rehab": models * (2 + main_tuned), "mlflow": 1, "report": 1, "all": 1}

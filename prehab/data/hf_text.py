@@ -78,25 +78,28 @@ def load_tokenizer(model: str):
 # ---------------------------------------------------------------------------- GLUE
 @dataclass(frozen=True)
 class GlueTask:
-    """Columns and label count of one GLUE task; `test_split` is the scored (validation) split."""
+    """Columns and label count of one GLUE task; `test_split` is the scored (validation) split;
+    `metric` the task's standard one (GLUE's: F1 of the positive class for MRPC and QQP, whose
+    accuracy is reported beside it, Matthews correlation for CoLA, accuracy elsewhere)."""
 
     columns: tuple[str, ...]
     num_labels: int
     test_split: str = "validation"
+    metric: str = "accuracy"
 
 
 GLUE_HUB = "nyu-mll/glue"
 GLUE_TASKS = {
-    "cola": GlueTask(("sentence",), 2),
+    "cola": GlueTask(("sentence",), 2, metric="mcc"),
     "sst2": GlueTask(("sentence",), 2),
-    "mrpc": GlueTask(("sentence1", "sentence2"), 2),
-    "qqp": GlueTask(("question1", "question2"), 2),
+    "mrpc": GlueTask(("sentence1", "sentence2"), 2, metric="f1"),
+    "qqp": GlueTask(("question1", "question2"), 2, metric="f1"),
     "mnli": GlueTask(("premise", "hypothesis"), 3, "validation_matched"),
     "qnli": GlueTask(("question", "sentence"), 2),
     "rte": GlueTask(("sentence1", "sentence2"), 2),
 }
-# GLUE tasks that exist but that the accuracy metric (prehab.tasks) cannot score.
-GLUE_UNSUPPORTED = {"stsb": "a regression task (similarity scores), and text-cls is scored by accuracy"}
+# GLUE tasks that exist but that no classification metric (prehab.method.metrics) can score.
+GLUE_UNSUPPORTED = {"stsb": "a regression task (similarity scores, scored by correlation), not classification"}
 
 
 def glue_task(name: str) -> GlueTask:

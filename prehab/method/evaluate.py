@@ -1,6 +1,7 @@
 """Evaluation: the task metric of a model and its size, as one record (metrics.json).
 
-accuracy (classification) or perplexity (language modelling, non-overlapping windows), always
+accuracy, F1 or Matthews correlation (classification: the architecture's metric, e.g. GLUE's
+per task) or perplexity (language modelling, non-overlapping windows), always
 over the whole test split (and the validation split where the architecture holds one out),
 counting non-finite outputs instead of skipping them; the per-row scores behind them go to
 scores.json for paired comparisons.
@@ -22,6 +23,7 @@ from prehab import checkpoint, tasks
 from prehab.layers import count_params
 from prehab.data.holdout import VAL_SPLIT
 from prehab.layout import EVAL_DIR, SCORES_FILE
+from prehab.method.metrics import NO_PREDICTION, classification_metric
 from prehab.outputs import StepRecord, atomic_dir
 from prehab.registry import ArchSpec
 
@@ -31,16 +33,17 @@ def item_scores(model: nn.Module, task: str, data: dict[str, torch.Tensor], batc
     """Per-row scores of a split, in the split's row order, so that two models scored on the same
     split can be compared item by item (the paired statistics of prehab.report.paired).
 
-    accuracy tasks: `correct` (1/0; a row with non-finite logits counts as wrong). lm: `nll` (the
-    window's summed next-token NLL, float64) and `tokens` (predicted tokens per window). Both:
-    `finite` (1 when every logit of the row is finite).
+    classification: `correct` (1/0; a row with non-finite logits counts as wrong), `predicted`
+    (the argmax, -1 where non-finite) and `label`. lm: `nll` (the window's summed next-token NLL,
+    float64) and `tokens` (predicted tokens per window). Both: `finite` (1 when every logit of the
+    row is finite).
     """
     model.eval()
     order = torch.arange(tasks.num_rows(data))
     if "attention_mask" in data:  # similar lengths per batch: less padding to compute
         order = torch.argsort(data["attention_mask"].sum(dim=1), stable=True)
         data = tasks.take(data, order)
-    finite_rows, correct, nll, tokens = [], [], [], []
+    finite_rows, correct, predicted, labels, nll, tokens = [], [], [], [], [], []
     for batch in tasks.batches(data, batch_size):
         logits = tasks.forward(model, task, batch)
         batch = tasks.to_device(batch, logits.device)
@@ -55,7 +58,10 @@ def item_scores(model: nn.Module, task: str, data: dict[str, torch.Tensor], batc
             nll.append(token_nll.double().sum(dim=1).cpu())
             tokens.append(torch.full((ids.shape[0],), token_nll.shape[1]))
         else:
-            correct.append(((logits.argmax(dim=-1) == batch["labels"]) & finite).cpu())
+            guess = torch.where(finite, logits.argmax(dim=-1), NO_PREDICTION)
+            correct.append(((guess == batch["labels"]) & finite).cpu())
+            predicted.append(guess.cpu())
+            labels.append(batch["labels"].cpu())
     inverse = torch.argsort(order)  # back to the split's own row order
 
     def rows(parts: list[torch.Tensor]) -> list:
@@ -66,12 +72,15 @@ def item_scores(model: nn.Module, task: str, data: dict[str, torch.Tensor], batc
         scores.update(nll=rows(nll), tokens=[int(v) for v in rows(tokens)])
     else:
         scores["correct"] = [int(v) for v in rows(correct)]
+        scores["predicted"] = [int(v) for v in rows(predicted)]
+        scores["label"] = [int(v) for v in rows(labels)]
     return scores
 
 
-def summary(scores: dict[str, list], task: str) -> dict[str, float]:
-    """The task metric of per-row scores: accuracy, or perplexity = exp(total NLL / tokens)
-    (inf when the NLL is non-finite or overflows), with the row and non-finite counts."""
+def summary(scores: dict[str, list], task: str, metric: str | None = None) -> dict[str, float]:
+    """The metric of per-row scores (default: the task's): accuracy, F1 or MCC, or perplexity =
+    exp(total NLL / tokens) (inf when the NLL is non-finite or overflows), with the row and
+    non-finite counts; a classifier's accuracy is always reported beside its own metric."""
     metrics = {"n_eval": len(scores["finite"]), "nonfinite_rows": len(scores["finite"]) - sum(scores["finite"])}
     if task == "lm":
         tokens = sum(scores["tokens"])
@@ -83,12 +92,16 @@ def summary(scores: dict[str, list], task: str) -> dict[str, float]:
         )
     else:
         metrics["accuracy"] = sum(scores["correct"]) / max(len(scores["correct"]), 1)
+        metric = metric or tasks.METRIC[task]
+        if metric != "accuracy":
+            metrics[metric] = float(classification_metric(metric, scores["predicted"], scores["label"]))
     return metrics
 
 
-def task_metrics(model: nn.Module, task: str, data: dict[str, torch.Tensor], batch_size: int) -> dict[str, float]:
-    """The task metric over a whole split, counting (never skipping) non-finite outputs."""
-    return summary(item_scores(model, task, data, batch_size), task)
+def task_metrics(model: nn.Module, task: str, data: dict[str, torch.Tensor], batch_size: int,
+                 metric: str | None = None) -> dict[str, float]:
+    """The metric over a whole split, counting (never skipping) non-finite outputs."""
+    return summary(item_scores(model, task, data, batch_size), task, metric)
 
 
 def evaluate_model(model: nn.Module, spec: ArchSpec, options: dict[str, Any], *, n_factorized: int,
@@ -97,14 +110,14 @@ def evaluate_model(model: nn.Module, spec: ArchSpec, options: dict[str, Any], *,
     `n_test`) and, where the architecture holds one out, on the validation split (`val_<metric>`,
     what lambda is chosen by), the model's parameter count, its checkpoint's size and how many
     layers are factorised."""
-    metric = tasks.METRIC[spec.task]
+    metric = spec.metric_of(options)
     splits = {"test": spec.load(options, "test", options.get("n_test"), 0)}
     if options.get("n_val"):
         splits[VAL_SPLIT] = spec.load(options, VAL_SPLIT, None, 0)
     scores = {name: item_scores(model, spec.task, data, batch_size) for name, data in splits.items()}
-    metrics = summary(scores["test"], spec.task)
+    metrics = summary(scores["test"], spec.task, metric)
     if VAL_SPLIT in scores:
-        val = summary(scores[VAL_SPLIT], spec.task)
+        val = summary(scores[VAL_SPLIT], spec.task, metric)
         metrics.update({f"{VAL_SPLIT}_{metric}": val[metric], f"{VAL_SPLIT}_n_eval": val["n_eval"],
                         f"{VAL_SPLIT}_nonfinite_rows": val["nonfinite_rows"]})
     metrics.update(metric=metric, model_params=count_params(model),

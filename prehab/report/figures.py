@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from prehab.layout import CONTROL_SURROGATE, NO_LORA, fmt
-from prehab.report import plotting, prehab_figures, tables
+from prehab.report import paired, plotting, prehab_figures, tables
 from prehab.report.collect import declared, no_study_text
 from prehab.studies import FIGURES
 from prehab.tasks import HIGHER_IS_BETTER
@@ -119,10 +119,10 @@ def prehab_vs_control(df, cfg, path: Path) -> None:
             name = f"{label} λ={fmt(lam)}" + ("" if lora == NO_LORA else f" + LoRA({lora})")
             ax.errorbar(g["ratio"], g["vs_control"], yerr=[low, high], marker="o", ms=4, capsize=3,
                         ls="-" if lora == NO_LORA else "--", label=name)
-        ax.axhline(0.0 if metric == "accuracy" else 1.0, color="k", lw=0.8)
+        ax.axhline(0.0 if paired.in_points(metric) else 1.0, color="k", lw=0.8)
         ax.set_title(arch)
         ax.set_xlabel("compression ratio")
-        ax.set_ylabel("Prehab − control (points)" if metric == "accuracy" else "perplexity ratio Prehab / control")
+        ax.set_ylabel("Prehab − control (points)" if paired.in_points(metric) else "perplexity ratio Prehab / control")
         ax.ticklabel_format(axis="y", useOffset=False, style="plain")
         ax.grid(alpha=0.3)
     plotting.finish(fig, axes, f"{title} (study `{study}`; paired 95% intervals over test items, seeds "
@@ -239,11 +239,11 @@ def budget(df, cfg, path: Path) -> None:
             low, high = g["vs_control"] - g["vs_control_low"], g["vs_control_high"] - g["vs_control"]
             ax.errorbar(g["steps"], g["vs_control"], yerr=[low.clip(lower=0), high.clip(lower=0)], marker="o", ms=4,
                         capsize=3, label=f"{where}, λ={fmt(lam)}")
-        ax.axhline(0.0 if metric == "accuracy" else 1.0, color="k", lw=0.8)
+        ax.axhline(0.0 if paired.in_points(metric) else 1.0, color="k", lw=0.8)
         ax.set_xscale("log", base=2)
         ax.set_title(arch)
         ax.set_xlabel("Prehab steps")
-        ax.set_ylabel("Prehab − control (points)" if metric == "accuracy" else "perplexity ratio Prehab / control")
+        ax.set_ylabel("Prehab − control (points)" if paired.in_points(metric) else "perplexity ratio Prehab / control")
         ax.grid(alpha=0.3)
     plotting.finish(fig, axes, f"{title} (study `{study}`; paired 95% intervals over test items)", path)
 

@@ -3,6 +3,8 @@
 The difference is taken where it is paired: per seed, on the same test rows (both models were
 scored on the identical split, scores.json), then averaged over the seeds both sides have.
   accuracy:   points, 100 * (acc_A - acc_B); positive = A better.
+  F1, MCC:    points too, 100 * (metric_A - metric_B), each side's metric computed on the rows
+              (prehab.method.metrics), since neither is a mean of per-row scores.
   perplexity: log(ppl_A / ppl_B) per seed, shown as the ratio ppl_A / ppl_B; below 1 = A better.
 Interval: a paired bootstrap over test items within each seed (each replicate resamples the rows
 of every seed with replacement, the same rows for A and B), the replicate's statistic is the mean
@@ -25,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from prehab.layout import SCORES_FILE
+from prehab.method.metrics import classification_metric
+from prehab.tasks import HIGHER_IS_BETTER
 
 REPLICATES = 2000
 LEVEL = 0.95
@@ -56,9 +60,19 @@ def verdict(low: float, high: float, higher_is_better: bool) -> str:
     return UNDETECTED
 
 
+def in_points(metric: str) -> bool:
+    """Higher-is-better metrics (accuracy, F1, MCC) are compared in points, the others (perplexity)
+    as ratios."""
+    return HIGHER_IS_BETTER.get(metric, True)
+
+
 def _item_arrays(scores: dict, metric: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-row values and, alongside, what must be equal on both sides for the rows to pair:
+    accuracy (correct, None); F1 / MCC (predictions, labels); perplexity (NLL, tokens)."""
     if metric == "accuracy":
         return np.asarray(scores["correct"], dtype=np.float64), None
+    if in_points(metric):
+        return np.asarray(scores["predicted"]), np.asarray(scores["label"])
     return np.asarray(scores["nll"], dtype=np.float64), np.asarray(scores["tokens"], dtype=np.float64)
 
 
@@ -66,7 +80,7 @@ def paired_difference(pairs: dict[int, tuple[dict, dict]], metric: str, replicat
                       seed: int = BOOTSTRAP_SEED) -> Paired | None:
     """The paired difference of A against B from {seed: (scores A, scores B)} (test split scores,
     prehab.method.evaluate.item_scores); None when no seed has both sides on the same rows."""
-    higher = metric == "accuracy"
+    higher = in_points(metric)
     rng = np.random.default_rng(seed)
     per_seed, boots, sizes, seeds = [], [], [], []
     for s in sorted(pairs):
@@ -77,7 +91,11 @@ def paired_difference(pairs: dict[int, tuple[dict, dict]], metric: str, replicat
             continue
         n = len(xa)
         index = rng.integers(0, n, size=(replicates, n))  # (B, n) the same rows for A and B
-        if higher:
+        if higher and metric != "accuracy":  # on the rows: tok holds the labels
+            per_seed.append(100.0 * float(classification_metric(metric, xa, tok) - classification_metric(metric, xb, tok)))
+            boots.append(100.0 * (classification_metric(metric, xa, tok, index)
+                                  - classification_metric(metric, xb, tok, index)))
+        elif higher:
             diff = xa - xb
             per_seed.append(100.0 * diff.mean())
             boots.append(100.0 * diff[index].mean(axis=1))
@@ -128,7 +146,7 @@ def fmt_paired(p: Paired | None, metric: str) -> str:
     """`+1.2 [+0.3, +2.1]` points, or `×0.97 [0.95, 0.99]` for perplexity; "" when unpaired."""
     if p is None or math.isnan(p.estimate):
         return "" if p is None else "both non-finite"
-    if metric == "accuracy":
+    if in_points(metric):
         return f"{p.estimate:+.1f} [{p.low:+.1f}, {p.high:+.1f}]"
 
     def ratio(v: float) -> str:

@@ -94,7 +94,7 @@ def fmt_value(x: float, metric: str) -> str:
         return ""
     if math.isinf(x):
         return "inf" if x > 0 else "-inf"
-    if metric == "accuracy":
+    if paired.in_points(metric):
         return f"{x:.4f}"
     return f"{x:.4g}" if abs(x) >= 1000 else f"{x:.2f}"
 

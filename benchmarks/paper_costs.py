@@ -80,8 +80,10 @@ def _meta_model(arch: str):
 
 
 # Test-set sizes: ImageNet-1k validation; the GLUE task's validation split (MNLI: matched);
-# WikiText-2 test in 2,048-token LLaMA windows (about 341k tokens, the tail dropped).
+# WikiText-2 test in 2,048-token LLaMA windows (about 341k tokens, the tail dropped); an extra
+# test set (`--arch-opt extra_test=c4`) adds C4's 256 validation windows (GPTQ / SVD-LLM).
 EVAL_SAMPLES = {"vit-b16": 50_000, "llama-7b": 166}
+EXTRA_TEST_SAMPLES = {"c4": 256}
 GLUE_VALIDATION = {"sst2": 872, "mnli": 9815, "qnli": 5463, "qqp": 40430, "cola": 1043, "mrpc": 408, "rte": 277}
 # (blocks, width, tokens per sample)
 GEOMETRY = {"vit-b16": (12, 768, 197), "bert-base": (12, 768, 128), "llama-7b": (32, 4096, 2048)}
@@ -165,7 +167,8 @@ def job_cost(job: Job, s: Shape, defaults: dict, recipes: dict, rates: Rates) ->
     evals = models * max(1, len(job.flag("--ratio")))
     if job.rule != "evaluate" and "--evaluate" not in job.command:
         evals = 0
-    seconds = evals * forward_flops(s, s.eval_samples) / rates.fp32
+    extra = [EXTRA_TEST_SAMPLES[o.split("=", 1)[1]] for o in job.flag("--arch-opt") if o.startswith("extra_test=")]
+    seconds = evals * forward_flops(s, s.eval_samples + sum(extra)) / rates.fp32
     activations = lambda batch: 2.0 * 34 * batch * s.tokens * s.width * s.blocks  # noqa: E731
     widest = max(s.targets, key=lambda t: t[0] * t[1])
     svd_work = 8.0 * (2 * widest[0] * widest[1] + 2 * min(widest) ** 2)

@@ -37,6 +37,13 @@ SPECTRA_FILE = "spectra.pt"  # whitened singular values before/after (prehab)
 EVAL_DIR = "eval"  # evaluation folder below a model
 RECAL_DIR = "recal"  # re-calibration below a Prehab/control model
 
+
+def extra_scores_key(label: str) -> str:
+    """The SCORES_FILE key of an extra test set's rows (ArchSpec.extra_tests); "test" holds the
+    architecture's own test split."""
+    return f"test:{label}"
+
+
 # ---- labels ---------------------------------------------------------------------------------
 METHODS = ("dense", "svd", "svd-llm", "control", "prehab")
 CONTROL_SURROGATE = "none"  # path label of the lambda = 0 control (no penalty, surrogate irrelevant)

@@ -76,6 +76,8 @@ class ArchSpec:
         note: what a reader must know next to a number (e.g. "MiniLM, not BERT-base").
         metric: `(options) -> name` of the metric that judges it, where it is not the task's
             (prehab.tasks.METRIC): GLUE scores CoLA by Matthews correlation, MRPC by F1.
+        extra_tests: `(options) -> {label: options}`: further test sets every evaluation also
+            scores, each loaded as `load(options_of_it, "test")` (LLaMA: C4 beside WikiText-2).
     """
 
     name: str
@@ -91,6 +93,7 @@ class ArchSpec:
     split_rows: Callable[[dict[str, Any]], dict[str, int]] | None = None
     note: str = ""
     metric: Callable[[dict[str, Any]], str] | None = None
+    extra_tests: Callable[[dict[str, Any]], dict[str, dict[str, Any]]] | None = None
 
     def metric_of(self, options: dict[str, Any]) -> str:
         """The name of the metric evaluations report for these options."""

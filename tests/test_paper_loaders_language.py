@@ -7,6 +7,7 @@ local-folder code paths never reach the hub.
 from __future__ import annotations
 
 import json
+import math
 import socket
 
 import pytest
@@ -297,3 +298,29 @@ def test_a_glue_task_is_evaluated_by_its_own_metric(bert_dir, glue_dirs, tmp_pat
     test = scores["test"]
     assert metrics["f1"] == pytest.approx(float(classification_metric("f1", test["predicted"], test["label"])))
     assert test["label"] == spec.load_split(opts, "test", None, 0)["labels"].tolist()
+
+
+def test_llama_7b_scores_c4_beside_wikitext2(llama_dir, lm_dirs, tmp_path):
+    """SVD-LLM's protocol: one model (calibrated on WikiText-2) scored on WikiText-2 test and C4
+    validation. The evaluation records both; the report reads C4 as a block `llama-7b:c4` whose
+    paired statistics use the C4 rows."""
+    from prehab.method.evaluate import evaluate_model
+    from prehab.report.collect import extra_arch
+    from prehab.report.paired import read_scores, scores_address
+
+    spec = get_arch("llama-7b")
+    opts = spec.resolve_options({"model": str(llama_dir), "data_dir": str(lm_dirs / "wikitext2"),
+                                 "seq_len": str(SEQ_LEN), "extra_test": "c4", "extra_test_dir": str(lm_dirs / "c4")})
+    model, _ = spec.build_pretrained(opts)
+    (tmp_path / "model.pt").write_bytes(b"x")
+    metrics, scores = evaluate_model(model, spec, opts, n_factorized=0, model_file=tmp_path / "model.pt", batch_size=2)
+    assert metrics["extra_tests"] == ["c4"] and math.isfinite(metrics["c4_perplexity"])
+    c4_windows = _expected_windows(llama_dir, " ".join(C4_DOCS))
+    assert metrics["c4_n_eval"] == len(c4_windows) != metrics["n_eval"]
+    assert metrics["c4_perplexity"] != metrics["perplexity"]
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "scores.json").write_text(json.dumps(scores))
+    assert read_scores(scores_address(str(tmp_path / "eval"), "c4"))["tokens"] == [SEQ_LEN - 1] * len(c4_windows)
+    assert extra_arch("llama-7b", "c4") == "llama-7b:c4"
+    with pytest.raises(UsageError, match="dataset='ptb' is unknown"):
+        spec.extra_tests({**opts, "extra_test": "ptb"})

@@ -468,3 +468,34 @@ def test_lambda_star_is_chosen_on_validation_and_never_reads_test_metrics(tmp_pa
             write_json(root / eval_dir / "scores.json", {"test": scores_of("accuracy", 0.01)})
     after = lambda_star_rows()
     assert after and all("λ*=0.1 " in line for line in after) and after != rows  # numbers moved, choice did not
+
+
+def test_an_extra_test_set_is_a_block_of_its_own_with_its_own_paired_rows(tmp_path):
+    """A llama-7b evaluation that also scored C4 gives two rows: WikiText-2 under `llama-7b`, C4
+    under `llama-7b:c4`, whose paired comparison reads the C4 rows of both models' scores."""
+    import json
+
+    from prehab.layout import Run
+    from prehab.report.collect import Record, to_frame
+    from prehab.report.paired import compare_runs
+
+    def evaluation(folder: str, wiki_nll: float, c4_nll: float) -> Record:
+        (tmp_path / folder).mkdir(parents=True)
+        scores = {"test": {"nll": [wiki_nll] * 4, "tokens": [7] * 4, "finite": [1] * 4},
+                  "test:c4": {"nll": [c4_nll, c4_nll + 1, c4_nll, c4_nll], "tokens": [7] * 4, "finite": [1] * 4}}
+        (tmp_path / folder / "scores.json").write_text(json.dumps(scores))
+        metrics = {"metric": "perplexity", "perplexity": 2.0, "val_perplexity": 2.1, "c4_perplexity": 3.0,
+                   "c4_nonfinite_rows": 0, "extra_tests": ["c4"]}
+        run = Run("llama-7b", 0, "dense", False)
+        return Record(run, ["main"], {"metrics": metrics})
+
+    rec = evaluation(Run("llama-7b", 0, "dense", False).eval_dir, 10.0, 20.0)
+    df = to_frame([rec])
+    assert list(df["arch"]) == ["llama-7b", "llama-7b:c4"]
+    assert list(df["value"]) == [2.0, 3.0] and list(df["val_value"]) == [2.1, 2.1]
+    c4_dir = df["eval_dir"].iloc[1]
+    evaluation("other/eval", 10.0, 10.0)  # C4 NLL 41 in all against 81: better on C4, equal on WikiText-2
+    better = compare_runs(tmp_path, {0: "other/eval#c4"}, {0: c4_dir}, "perplexity")
+    assert better.estimate < 1 and better.estimate == pytest.approx(math.exp((41.0 - 81.0) / 28))
+    same_on_wiki = compare_runs(tmp_path, {0: "other/eval"}, {0: df["eval_dir"].iloc[0]}, "perplexity")
+    assert same_on_wiki.estimate == pytest.approx(1.0)

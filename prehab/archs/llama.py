@@ -200,6 +200,17 @@ def load_paper_lm(options: dict[str, Any], split: str, n: int | None = None, see
     return text.subset({"input_ids": ids}, split, n, seed, what)
 
 
+def extra_lm_tests(options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """ArchSpec.extra_tests of llama-7b: `extra_test` (e.g. c4, read from `extra_test_dir`, else the
+    hub) scored beside the dataset's own test split, as SVD-LLM reports WikiText-2 and C4 of one
+    model calibrated on WikiText-2."""
+    name = options["extra_test"]
+    if not name:
+        return {}
+    hf_text.lm_source(name)  # a known dataset, else a UsageError naming the allowed ones
+    return {name: {**options, "dataset": name, "data_dir": options["extra_test_dir"]}}
+
+
 register_arch(
     ArchSpec(
         name="llama-7b",
@@ -215,6 +226,8 @@ register_arch(
             "data_dir": "",
             "seq_len": 2048,
             "torch_dtype": "float32",
+            "extra_test": "",  # a second test set, e.g. c4 (its test: the GPTQ / SVD-LLM validation windows)
+            "extra_test_dir": "",  # its local copy ("": the hub)
         },
         defaults={
             "pretrain_steps": 0,  # used as loaded
@@ -229,5 +242,6 @@ register_arch(
         },
         calib_sources={"train": "windows of the dataset's training split"},
         note="paper scale: LLaMA-7B (needs the hub or a local copy and a large machine)",
+        extra_tests=extra_lm_tests,
     )
 )

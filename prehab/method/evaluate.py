@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from prehab import checkpoint, tasks
 from prehab.layers import count_params
 from prehab.data.holdout import VAL_SPLIT
-from prehab.layout import EVAL_DIR, SCORES_FILE
+from prehab.layout import EVAL_DIR, SCORES_FILE, extra_scores_key
 from prehab.method.metrics import NO_PREDICTION, classification_metric
 from prehab.outputs import StepRecord, atomic_dir
 from prehab.registry import ArchSpec
@@ -108,18 +108,25 @@ def evaluate_model(model: nn.Module, spec: ArchSpec, options: dict[str, Any], *,
                    model_file: Path, batch_size: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """(metrics, per-row scores) an evaluation records: the task metric on the test split (options
     `n_test`) and, where the architecture holds one out, on the validation split (`val_<metric>`,
-    what lambda is chosen by), the model's parameter count, its checkpoint's size and how many
-    layers are factorised."""
+    what lambda is chosen by), on each extra test set (`<label>_<metric>`, ArchSpec.extra_tests),
+    the model's parameter count, its checkpoint's size and how many layers are factorised."""
     metric = spec.metric_of(options)
     splits = {"test": spec.load(options, "test", options.get("n_test"), 0)}
     if options.get("n_val"):
         splits[VAL_SPLIT] = spec.load(options, VAL_SPLIT, None, 0)
+    extra = spec.extra_tests(options) if spec.extra_tests else {}
+    for label, opts in extra.items():
+        splits[extra_scores_key(label)] = spec.load(opts, "test", opts.get("n_test"), 0)
     scores = {name: item_scores(model, spec.task, data, batch_size) for name, data in splits.items()}
     metrics = summary(scores["test"], spec.task, metric)
-    if VAL_SPLIT in scores:
-        val = summary(scores[VAL_SPLIT], spec.task, metric)
-        metrics.update({f"{VAL_SPLIT}_{metric}": val[metric], f"{VAL_SPLIT}_n_eval": val["n_eval"],
-                        f"{VAL_SPLIT}_nonfinite_rows": val["nonfinite_rows"]})
+    others = {VAL_SPLIT: VAL_SPLIT} if VAL_SPLIT in scores else {}  # metric prefix -> scores key
+    others.update({label: extra_scores_key(label) for label in extra})
+    for prefix, key in others.items():
+        other = summary(scores[key], spec.task, metric)
+        metrics.update({f"{prefix}_{metric}": other[metric], f"{prefix}_n_eval": other["n_eval"],
+                        f"{prefix}_nonfinite_rows": other["nonfinite_rows"]})
+    if extra:
+        metrics["extra_tests"] = list(extra)
     metrics.update(metric=metric, model_params=count_params(model),
                    checkpoint_bytes=Path(model_file).stat().st_size, n_factorized=n_factorized)
     return metrics, scores

@@ -19,6 +19,7 @@ from typing import Any
 from prehab.errors import UsageError
 from prehab.layout import (CONTROL_SURROGATE, EVAL_DIR, GRAMS_FILE, METRICS_FILE, NO_LORA, SPECTRA_FILE, Run,
                            parse_eval_dir)
+from prehab.report import paired
 from prehab.studies import BY_PRODUCTS, expand
 
 log = logging.getLogger(__name__)
@@ -218,8 +219,17 @@ def rank_deficient_calibrations(runs_dir: str | Path) -> list[str]:
     return found
 
 
+def extra_arch(arch: str, label: str) -> str:
+    """The table name of an architecture's extra test set (ArchSpec.extra_tests): its rows form
+    a block of their own, e.g. `llama-7b:c4` beside `llama-7b` (WikiText-2)."""
+    return f"{arch}:{label}"
+
+
 def to_frame(records: list[Record]):
-    """The long table: one row per evaluated model, columns `COLUMNS`."""
+    """The long table: one row per evaluated model and test set, columns `COLUMNS`. An extra test
+    set's row repeats the model's axes under `extra_arch`, with the validation value of its own
+    test set's model (choices read the architecture's validation split) and `eval_dir` naming
+    its scores (paired.scores_address)."""
     import pandas as pd
 
     rows = []
@@ -239,6 +249,10 @@ def to_frame(records: list[Record]):
             eval_dir=rec.eval_dir,
         )
         rows.append(row)
+        for label in metrics.get("extra_tests") or []:  # the same model on another test set
+            rows.append({**row, "arch": extra_arch(row["arch"], label), "value": number(metrics[f"{label}_{name}"]),
+                         "nonfinite_rows": number(metrics.get(f"{label}_nonfinite_rows")),
+                         "eval_dir": paired.scores_address(rec.eval_dir, label)})
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     for col in ("seed",):
         df[col] = df[col].astype("int64")

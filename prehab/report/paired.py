@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prehab.layout import SCORES_FILE
+from prehab.layout import SCORES_FILE, extra_scores_key
 from prehab.method.metrics import classification_metric
 from prehab.tasks import HIGHER_IS_BETTER
 
@@ -123,13 +123,23 @@ def paired_difference(pairs: dict[int, tuple[dict, dict]], metric: str, replicat
     return Paired(estimate, low, high, verdict(low, high, higher), tuple(seeds), tuple(per_seed), min(sizes))
 
 
+EXTRA_TEST_MARK = "#"  # eval_dir#label: the rows of an extra test set in that evaluation's scores
+
+
+def scores_address(eval_dir: str, label: str) -> str:
+    """Where the paired statistics find an extra test set's rows (ArchSpec.extra_tests)."""
+    return f"{eval_dir}{EXTRA_TEST_MARK}{label}"
+
+
 @functools.lru_cache(maxsize=4096)
-def read_scores(path: str) -> dict | None:
-    """The test-split scores of one evaluation (None: the evaluation predates scores.json)."""
-    file = Path(path) / SCORES_FILE
+def read_scores(address: str) -> dict | None:
+    """The test-split scores of one evaluation folder, or of its extra test set `folder#label`
+    (None: the evaluation predates scores.json)."""
+    folder, _, label = address.partition(EXTRA_TEST_MARK)
+    file = Path(folder) / SCORES_FILE
     if not file.is_file():
         return None
-    return json.loads(file.read_text())["test"]
+    return json.loads(file.read_text())[extra_scores_key(label) if label else "test"]
 
 
 def compare_runs(runs_dir: Path, a: dict[int, str], b: dict[int, str], metric: str) -> Paired | None:

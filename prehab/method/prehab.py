@@ -183,7 +183,8 @@ def run_prehab(
         if not chosen:
             return None, {"lambda": lam}
         value = estimate(chosen, step)  # sum over `chosen` / n
-        logged = {"surrogate": float(value.detach())} if len(chosen) == n else {}
+        name = "surrogate" if estimator == "exact" else "surrogate_estimate"  # else log_extra's is exact
+        logged = {name: float(value.detach())} if len(chosen) == n else {}
         return (penalty_every * lam * value).to(torch.float32), {"lambda": lam, **logged}
 
     def log_extra(step: int) -> dict[str, float]:
@@ -192,7 +193,7 @@ def run_prehab(
             eigenvalues = [gram_eigenvalues(A) for A in whitened]
             ranks = [entropy_rank_of(lam.sqrt()) for lam in eigenvalues]
             row = {"entropy_rank": sum(ranks) / len(ranks), **estimator_stats()}
-            if len(chosen_at(step)) < n:  # else penalty() logged it at this step already
+            if len(chosen_at(step)) < n or estimator != "exact":  # else penalty() logged it already
                 if space == "raw":  # penalised matrices are not the whitened ones
                     row["surrogate"] = float(torch.stack([surrogate(A) for A in mats.penalised(range(n))]).mean())
                 else:

@@ -262,13 +262,14 @@ def main() -> None:
     planned = planned_jobs([default, args.configfile])
     union = costs(planned)
     print(f"\n{args.configfile.relative_to(REPO)}: every study; per rule and architecture, the largest job")
-    print(f"  {'arch':10s} {'rule':17s} {'jobs':>4s} {'GPU GB':>7s} {'fits':>5s} {'h per job':>9s} {'GPU-h':>7s}")
+    w = max(len(arch) for arch, _ in union)
+    print(f"  {'arch':{w}s} {'rule':17s} {'jobs':>4s} {'GPU GB':>7s} {'fits':>5s} {'h per job':>9s} {'GPU-h':>7s}")
     total = 0.0
     for (arch, rule), rows in sorted(union.items()):
         hours = [sec / 3600 for sec, _ in rows]
         gb = max(mem for _, mem in rows) / 1e9
         total += sum(hours)
-        print(f"  {arch:10s} {rule:17s} {len(rows):4d} {gb:7.1f} {'yes' if gb <= args.gpu_gb else 'NO':>5s} "
+        print(f"  {arch:{w}s} {rule:17s} {len(rows):4d} {gb:7.1f} {'yes' if gb <= args.gpu_gb else 'NO':>5s} "
               f"{max(hours):9.2f} {sum(hours):7.1f}")
     print(f"  total: {total:.0f} GPU-hours ({gpu_hours(costs(planned, slow)):.0f} if the decompositions ran "
           f"{SLOW_DECOMPOSITIONS}x slower)")

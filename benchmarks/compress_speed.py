@@ -3,8 +3,10 @@ implementation, in one run: a second moment per target layer (q, k and v each th
 float64 throughout, an explicit inverse of each Cholesky factor. Prints both times and their
 ratio, the largest difference between the two compressed weights (relative to the layer's
 largest entry), and the fraction of the package's time spent inside the SVDs themselves (the
-floor no implementation goes below). Targets: >= 2x faster; >= 70% of the time in the SVDs on
-the LLaMA-shaped model (llama-small: SmolLM2-135M). One BLAS thread, as the workflow runs.
+floor no implementation goes below), with the package's time split by stage (the forward passes
+with their second moments, the factors, the SVDs, the rest). Targets: >= 2x faster; >= 70% of
+the time in the SVDs on the LLaMA-shaped model (llama-small: SmolLM2-135M). One BLAS thread, as
+the workflow runs.
 
     .venv/bin/python benchmarks/compress_speed.py [--archs A ...] [--samples N]
 """
@@ -30,8 +32,10 @@ from prehab.registry import get_arch  # noqa: E402
 RATIO = 0.6
 
 
-def package(model, spec, data, targets, batch_size) -> tuple[dict[str, torch.Tensor], float]:
-    """({layer: W_u W_v}, seconds inside torch.linalg.svd) of the package's calibrate + compress."""
+def package(model, spec, data, targets, batch_size) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """({layer: W_u W_v}, seconds per stage) of the package's calibrate + compress: the forward
+    passes with their second moments, the Cholesky factors, the SVDs, and the rest of compress
+    (W L, the triangular solve, the new modules)."""
     svd_seconds = 0.0
     real_svd = torch.linalg.svd
 
@@ -44,14 +48,21 @@ def package(model, spec, data, targets, batch_size) -> tuple[dict[str, torch.Ten
 
     torch.linalg.svd = timed_svd
     try:
-        whitening = whitening_from_moments(*second_moments(model, spec.task, data, targets, batch_size))
+        start = time.perf_counter()
+        moments = second_moments(model, spec.task, data, targets, batch_size)
+        mid = time.perf_counter()
+        whitening = whitening_from_moments(*moments)
+        factored = time.perf_counter()
         compress.compress_model(model, targets, RATIO, "svd-llm", whitening)
+        done = time.perf_counter()
     finally:
         torch.linalg.svd = real_svd
+    stages = {"forward + moments": mid - start, "factors": factored - mid, "SVDs": svd_seconds,
+              "rest of compress": done - factored - svd_seconds}
     with torch.no_grad():
         weights = {name: (get_module(model, name).u.weight @ get_module(model, name).v.weight).double()
                    for name in targets}
-    return weights, svd_seconds
+    return weights, stages
 
 
 @torch.no_grad()
@@ -102,11 +113,12 @@ def measure(arch: str, samples: int) -> None:
     naive = straightforward(first, spec, data, targets, batch)
     naive_s = time.perf_counter() - start
     start = time.perf_counter()
-    ours, svd_s = package(second, spec, data, targets, batch)
+    ours, stages = package(second, spec, data, targets, batch)
     ours_s = time.perf_counter() - start
     diff = max(float((ours[n] - naive[n]).abs().max() / naive[n].abs().max()) for n in targets)
     print(f"{arch:12s} {len(targets):4d} targets  straightforward {naive_s:7.1f} s  package {ours_s:7.1f} s  "
-          f"ratio {naive_s / ours_s:5.2f}  in SVDs {svd_s / ours_s:5.1%}  max rel diff {diff:.1e}")
+          f"ratio {naive_s / ours_s:5.2f}  in SVDs {stages['SVDs'] / ours_s:5.1%}  max rel diff {diff:.1e}")
+    print(f"{'':12s} package's time: " + ", ".join(f"{k} {v / ours_s:.0%}" for k, v in stages.items()))
 
 
 def main() -> None:

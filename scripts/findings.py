@@ -17,6 +17,7 @@ detected; whether the control harmed the model before compression.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -27,8 +28,8 @@ from prehab.method.recipes import RECIPES
 from prehab.report import choice, paired
 
 START, END = "<!-- findings:start -->", "<!-- findings:end -->"
-# The default's tables (vit-small), then config/bert.yaml's (bert-small).
-TABLES = [Path("results/tables"), Path("results/bert/tables")]
+# The default's tables (vit-small), then config/bert.yaml's (bert-small), config/llama.yaml's.
+TABLES = [Path("results/tables"), Path("results/bert/tables"), Path("results/llama/tables")]
 
 
 def _cell(r, name: str) -> str:
@@ -75,6 +76,13 @@ def _counted(pre, what: str) -> list[str]:
         lines.append(f"Their paired 95% intervals have half-widths {min(widths):.1f} to {max(widths):.1f} points of "
                      f"accuracy (median {sorted(widths)[len(widths) // 2]:.1f}): a true effect of about that "
                      "size or more would have been called better or worse; smaller ones would not.")
+    ppl = pre[(pre["metric"] == "perplexity") & pre["vs_control_verdict"].fillna("").astype(bool)]
+    spans = sorted(100 * ((r["vs_control_high"] / r["vs_control_low"]) ** 0.5 - 1) for _, r in ppl.iterrows()
+                   if r["vs_control_low"] > 0 and math.isfinite(r["vs_control_high"]))
+    if spans:
+        lines.append(f"Their paired 95% intervals of the perplexity ratio reach {spans[0]:.2g}% to {spans[-1]:.2g}% "
+                     f"either side (median {spans[len(spans) // 2]:.2g}%): a true change of perplexity of about "
+                     "that size or more would have been called better or worse; smaller ones would not.")
     return lines
 
 

@@ -499,3 +499,25 @@ def test_an_extra_test_set_is_a_block_of_its_own_with_its_own_paired_rows(tmp_pa
     assert better.estimate < 1 and better.estimate == pytest.approx(math.exp((41.0 - 81.0) / 28))
     same_on_wiki = compare_runs(tmp_path, {0: "other/eval"}, {0: df["eval_dir"].iloc[0]}, "perplexity")
     assert same_on_wiki.estimate == pytest.approx(1.0)
+
+
+def test_lambda_star_falls_back_to_the_study_ratio_closest_to_0_6():
+    """llama-small is cut at 0.2 and 0.4 only: lambda* is chosen at 0.4 there, not left empty
+    (which would drop every Prehab row from the page, as a first llama run showed)."""
+    import pandas as pd
+
+    from prehab.report import choice
+
+    def rows(ratios):
+        return pd.DataFrame([{"arch": "a", "method": "prehab", "compressed": True, "ratio": r, "lora": "none",
+                              "surrogate": "nuclear_fro", "space": "weight", "cal_source": "train",
+                              "cal_samples": 96, "lam": lam, "val_mean": val, "metric": "perplexity"}
+                             for r in ratios for lam, val in ((1.0, 5.0 + r), (10.0, 4.0 + r))])
+
+    assert choice.choice_ratio(rows([0.2, 0.4])) == 0.4
+    assert choice.choice_ratio(rows([0.4, 0.6, 0.8])) == 0.6
+    assert choice.choice_ratio(rows([0.4, 0.8])) == 0.8  # a tie: the larger
+    assert list(choice.lambda_star(rows([0.2, 0.4])).values()) == [10.0]
+    merged = pd.concat([rows([0.2, 0.4]), rows([0.6]).assign(arch="b", lam=lambda d: d["lam"] / 10)])
+    assert choice.lambda_star(merged) == {("a", "nuclear_fro", "weight", "train", 96): 10.0,
+                                          ("b", "nuclear_fro", "weight", "train", 96): 1.0}

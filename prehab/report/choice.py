@@ -2,7 +2,8 @@
 
 For each architecture and Prehab setting (surrogate, space, calibration), lambda* is the lambda
 whose compressed models score best on the VALIDATION split (`val_mean`: mean over the seeds of
-the sweep's own runs) at CHOICE_RATIO without LoRA. Only `val_mean` is read, so a test metric
+the sweep's own runs) at CHOICE_RATIO without LoRA, or, in a study without that ratio (llama-small
+is cut at 0.2 and 0.4 only), at its ratio closest to it (`choice_ratio`). Only `val_mean` is read, so a test metric
 can never move the choice (tests/test_report.py changes them to check). A 3-seed sweep's runs are
 both the choice and the reported rows: the selection uses validation data, the report test data.
 """
@@ -17,15 +18,24 @@ CHOICE_RATIO = 0.6
 SETTING = ("arch", "surrogate", "space", "cal_source", "cal_samples")
 
 
+def _candidates(table):
+    return table[(table["method"] == "prehab") & table["compressed"].astype(bool) & (table["lora"] == NO_LORA)]
+
+
+def choice_ratio(table) -> float:
+    """The ratio lambda* is chosen at: CHOICE_RATIO, else the table's Prehab ratio closest to it
+    (the larger on a tie); per setting (so per architecture) when tables of several studies are
+    merged."""
+    ratios = sorted(set(_candidates(table)["ratio"].dropna()), reverse=True)
+    return min(ratios, key=lambda r: round(abs(r - CHOICE_RATIO), 9)) if ratios else CHOICE_RATIO
+
+
 def lambda_star(table) -> dict[tuple, float]:
     """{(arch, surrogate, space, cal_source, cal_samples): lambda*} from a study table's Prehab
-    rows at CHOICE_RATIO without LoRA; settings with no validation metric there are left out."""
-    rows = table[(table["method"] == "prehab") & table["compressed"].astype(bool)
-                 & (table["lora"] == NO_LORA)]
-    rows = rows[(rows["ratio"] - CHOICE_RATIO).abs() < 1e-9]
+    rows at `choice_ratio` without LoRA; settings with no validation metric there are left out."""
     chosen: dict[tuple, float] = {}
-    for key, part in rows.groupby(list(SETTING), dropna=False, sort=False):
-        part = part[part["val_mean"].notna()]
+    for key, part in _candidates(table).groupby(list(SETTING), dropna=False, sort=False):
+        part = part[((part["ratio"] - choice_ratio(part)).abs() < 1e-9) & part["val_mean"].notna()]
         if part.empty:
             continue
         higher = HIGHER_IS_BETTER.get(part["metric"].iloc[0], True)

@@ -107,7 +107,7 @@ def main_markdown(table, study: str, missing: list[str], deficient: list[str] = 
     if swept:
         lams = ", ".join(fmt(v) for v in sorted(table.loc[prehab_rows, "lam"].dropna().unique()))
         parts += [f"**Prehab (λ\\*)**: per architecture, the λ among {{{lams}}} whose compressed models score best "
-                  f"on the validation split at R = {fmt(choice.CHOICE_RATIO)} without LoRA (mean over seeds; the "
+                  f"on the validation split at R = {fmt(choice.choice_ratio(table))} without LoRA (mean over seeds; the "
                   "test split is never read for the choice); the other λ are in the `lambda_sweep` page.", ""]
     for arch, t in table.groupby("arch", sort=False):
         metric = t["metric"].iloc[0]

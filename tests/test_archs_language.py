@@ -88,8 +88,9 @@ def test_paper_scale_options_are_the_documented_knobs():
     }  # fmt: skip
     assert get_arch("llama-7b").options == {
         "model": "huggyllama/llama-7b", "dataset": "wikitext2", "data_dir": "",
-        "seq_len": 2048, "torch_dtype": "float32",
+        "seq_len": 2048, "torch_dtype": "float32", "extra_test": "", "extra_test_dir": "",
     }  # fmt: skip
+    assert get_arch("bert-base-cola").options == {**get_arch("bert-base").options, "glue_task": "cola"}
     assert get_arch("bert-small").options == {"seq_len": 48, "n_test": 2000, "n_val": 1000}
 
 

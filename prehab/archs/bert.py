@@ -224,8 +224,8 @@ def glue_metric(options: dict[str, Any]) -> str:
 
 
 def bert_base_name(task: str) -> str:
-    """`bert-base` is SST-2 (the paper's first task); every other GLUE task has its own name, so
-    one workflow config runs several tasks side by side (folders, tables and plots by name)."""
+    """`bert-base` is SST-2 (its name before the other tasks came); every other GLUE task has its
+    own name, so one workflow config runs several tasks side by side (folders, tables, plots)."""
     return "bert-base" if task == "sst2" else f"bert-base-{task}"
 
 

@@ -93,7 +93,7 @@ def main() -> None:
         results[estimator] = (metric(run / "eval"), metric(run / "svdllm" / "eval"))
     std, where = spread(args.table, args.arch, args.lam)
     reference = results[args.estimators[0]][1]
-    print(f"\n  {'estimator':10s} {'dense metric':>12s} {'at R 0.6':>9s} {'minus ' + args.estimators[0]:>13s}")
+    print(f"\n  {'estimator':10s} {'uncompressed':>12s} {'at R 0.6':>9s} {'minus ' + args.estimators[0]:>13s}")
     for estimator, (before, after) in results.items():
         print(f"  {estimator:10s} {before:12.4f} {after:9.4f} {after - reference:+13.4f}")
     print(f"  seed-to-seed std of {args.table.relative_to(REPO)}'s Prehab row ({where}): {std:.4f}")

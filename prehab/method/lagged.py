@@ -6,8 +6,9 @@ For target i with parameter p (W in the `weight` and `raw` spaces, the delta D i
 the penalty term is R_i(p0) + <g, p - p0>, with p0 the parameter at the last refresh and
 g = dR_i/dp there (the exact fp64 path, autograd through the whitening W L where there is one).
 At a refresh the term is exact in value and gradient; between refreshes its gradient is the
-exact gradient of at most `every` - 1 steps ago. Refreshes rotate (matrix i on steps
-1 + (i mod every), then every `every` steps), so each step pays 1/every of the exact penalty.
+exact gradient of at most `every` - 1 steps ago. Refreshes rotate (a cold start refreshes every
+matrix on the first step, then matrix i on step 2 + (i mod every) and every `every` steps
+after), so each later step pays 1/every of the exact penalty.
 
 The drift guard: each refresh measures how stale the gradient the matrix used had become,
 ||g_new - g_old||_F / ||g_new||_F (the old gradient served until this step). When that exceeds

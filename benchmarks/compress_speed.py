@@ -6,7 +6,8 @@ largest entry), and the fraction of the package's time spent inside the SVDs the
 floor no implementation goes below), with the package's time split by stage (the forward passes
 with their second moments, the factors, the SVDs, the rest). Targets: >= 2x faster; >= 70% of
 the time in the SVDs on the LLaMA-shaped model (llama-small: SmolLM2-135M). One BLAS thread, as
-the workflow runs.
+the workflow runs. The package's SVDs are `compress.gram_svd` (an eigen-decomposition of the
+smaller Gram matrix), the straightforward path's LAPACK's SVD.
 
     .venv/bin/python benchmarks/compress_speed.py [--archs A ...] [--samples N]
 """
@@ -25,19 +26,22 @@ import torch  # noqa: E402
 from prehab import tasks  # noqa: E402
 from prehab.layers import find_targets, get_module  # noqa: E402
 from prehab.method import compress  # noqa: E402
-from prehab.method.calibrate import robust_cholesky, second_moments, whitening_from_moments  # noqa: E402
+from prehab.method.calibrate import Whitening, robust_cholesky, whitening_from_moments  # noqa: E402
 from prehab.method.ratio import rank_for_ratio  # noqa: E402
+from prehab.method.streaming import block_moments  # noqa: E402
 from prehab.registry import get_arch  # noqa: E402
 
 RATIO = 0.6
 
 
 def package(model, spec, data, targets, batch_size) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """({layer: W_u W_v}, seconds per stage) of the package's calibrate + compress: the forward
-    passes with their second moments, the Cholesky factors, the SVDs, and the rest of compress
-    (W L, the triangular solve, the new modules)."""
+    """({layer: W_u W_v}, seconds per stage) of the package's calibrate + compress, as the
+    `calibrate` and `compress` steps run them (without their disk writes): the forward passes
+    block by block with their second moments, the Cholesky factors, the SVDs (`gram_svd`: the
+    smaller Gram's eigen-decomposition), and the rest of compress (W L, the triangular solve, the
+    new modules)."""
     svd_seconds = 0.0
-    real_svd = torch.linalg.svd
+    real_svd = compress.gram_svd
 
     def timed_svd(*args, **kwargs):
         nonlocal svd_seconds
@@ -46,19 +50,29 @@ def package(model, spec, data, targets, batch_size) -> tuple[dict[str, torch.Ten
         svd_seconds += time.perf_counter() - start
         return out
 
-    torch.linalg.svd = timed_svd
+    compress.gram_svd = timed_svd
     try:
         start = time.perf_counter()
-        moments = second_moments(model, spec.task, data, targets, batch_size)
-        mid = time.perf_counter()
-        whitening = whitening_from_moments(*moments)
+        moment_seconds, factors, owner, n_tokens = 0.0, {}, {}, 0
+        blocks = block_moments(model, spec.task, data, targets, batch_size)
+        while True:
+            started = time.perf_counter()
+            part = next(blocks, None)
+            moment_seconds += time.perf_counter() - started
+            if part is None:
+                break
+            block = whitening_from_moments(part.moments, part.owner, part.n_tokens, consume=True)
+            factors.update(block.factors)
+            owner.update(part.owner)
+            n_tokens = part.n_tokens
+        whitening = Whitening(factors, owner, n_tokens)
         factored = time.perf_counter()
         compress.compress_model(model, targets, RATIO, "svd-llm", whitening)
         done = time.perf_counter()
     finally:
-        torch.linalg.svd = real_svd
-    stages = {"forward + moments": mid - start, "factors": factored - mid, "SVDs": svd_seconds,
-              "rest of compress": done - factored - svd_seconds}
+        compress.gram_svd = real_svd
+    stages = {"forward + moments": moment_seconds, "factors": factored - start - moment_seconds,
+              "SVDs": svd_seconds, "rest of compress": done - factored - svd_seconds}
     with torch.no_grad():
         weights = {name: (get_module(model, name).u.weight @ get_module(model, name).v.weight).double()
                    for name in targets}

@@ -5,7 +5,7 @@ prints, for a short Prehab run of vit-small (nuclear_fro, lambda 1, weight space
 gradient a refresh found and the largest error of a linearised value, at the logged steps.
 Without the guard a run of S steps would refresh 72 + 72 (S - 1) / K times.
 
-    .venv/bin/python benchmarks/lagged_refreshes.py [--lrs 3e-5 1e-4] [--steps 17] [--refresh 8]
+    .venv/bin/python benchmarks/lagged_refreshes.py [--lrs 3e-5 1e-4] [--steps 33] [--refresh 16]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 from prehab.layers import find_targets  # noqa: E402
+from prehab.method import names  # noqa: E402
 from prehab.method.calibrate import second_moments, whitening_from_moments  # noqa: E402
 from prehab.method.prehab import run_prehab  # noqa: E402
 from prehab.method.schedule import LambdaSchedule  # noqa: E402
@@ -31,8 +32,8 @@ KEYS = ("step", "penalty_refreshes", "guard_shortened", "gradient_drift", "linea
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lrs", type=float, nargs="+", default=[3e-5, 1e-4])
-    parser.add_argument("--steps", type=int, default=17)
-    parser.add_argument("--refresh", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=2 * names.DEFAULT_REFRESH + 1)
+    parser.add_argument("--refresh", type=int, default=names.DEFAULT_REFRESH)
     args = parser.parse_args()
     spec = get_arch("vit-small")
     options = spec.resolve_options({})

@@ -180,6 +180,27 @@ def _ladder(C: torch.Tensor, scale: float) -> tuple[torch.Tensor, dict[str, Any]
     return L, {"method": "eig_floor", "floor": floor, "shift": floor}
 
 
+GRAM_TILE = 768  # columns per tile of `add_lower_gram`
+
+
+def add_lower_gram(total: torch.Tensor, rows: torch.Tensor) -> None:
+    """total += rows^T rows on and below the diagonal only, tile column by tile column: a second
+    moment is symmetric, so its upper tiles are copies (`mirror_lower`), and skipping them saves
+    up to half of calibration's largest cost for wide inputs (a quarter at two tiles)."""
+    n, t = rows.shape[1], GRAM_TILE
+    for j in range(0, n, t):
+        total[j:, j:j + t].addmm_(rows[:, j:].T, rows[:, j:j + t])
+
+
+def mirror_lower(total: torch.Tensor) -> torch.Tensor:
+    """Fill the tiles above the diagonal that `add_lower_gram` left out, in place, from their
+    transposes (within a diagonal tile both halves were computed: they are left as they are)."""
+    n, t = total.shape[0], GRAM_TILE
+    for j in range(t, n, t):
+        total[:j, j:j + t] = total[j:j + t, :j].T
+    return total
+
+
 class _MomentHooks:
     """Forward pre-hooks that accumulate X^T X per distinct input tensor."""
 
@@ -207,7 +228,7 @@ class _MomentHooks:
             if name not in self.sums:
                 self.sums[name] = torch.zeros(rows.shape[1], rows.shape[1], dtype=torch.float64, device=rows.device)
                 self.counts[name] = 0
-            self.sums[name] += rows.T @ rows  # (in, in)
+            add_lower_gram(self.sums[name], rows)
             self.counts[name] += rows.shape[0]
 
         return hook
@@ -236,7 +257,7 @@ class _MomentHooks:
         missing = [t for t in targets if t not in self.owner]
         if missing:
             raise RuntimeError(f"calibration never reached target layers {missing[:3]}")
-        moments = {leader: s.div_(self.counts[leader]).cpu() for leader, s in self.sums.items()}
+        moments = {leader: mirror_lower(s).div_(self.counts[leader]).cpu() for leader, s in self.sums.items()}
         return moments, self.owner, min(self.counts.values())
 
 

@@ -17,6 +17,6 @@ def check_tail_ratio(surrogate: str, tail_ratio: float | None) -> None:
 
 SPACES = ("whitened", "weight", "raw")  # what Prehab trains and which matrix the penalty reads
 ESTIMATORS = ("exact", "fast", "lagged")  # how the penalty and its gradient are computed
-DEFAULT_REFRESH = 8  # `lagged`: the longest lag, in steps, between exact refreshes of a matrix
+DEFAULT_REFRESH = 16  # `lagged`: the longest lag, in steps, between exact refreshes of a matrix
 COMPRESSION_METHODS = ("svd", "svd-llm")
 LORA_SCHEDULES = ("joint", "sequential")

@@ -11,6 +11,7 @@ import torch
 from prehab.method.estimators import Penalty, TrackedSpectrum, exact_value_and_grad
 from prehab.method.ratio import rank_for_ratio
 from prehab.method.surrogates import NEEDS_RATIO, SURROGATES, Surrogate, gram_eigenvalues
+from spectra import SPECTRA, relative, walk, whitened_targets, with_spectrum
 
 TOL = 1e-3
 TAIL_RATIO = 0.6
@@ -18,34 +19,6 @@ TAIL_RATIO = 0.6
 
 def surrogate(name: str) -> Surrogate:
     return Surrogate(name, TAIL_RATIO if name in NEEDS_RATIO else None)
-
-
-def with_spectrum(m: int, n: int, sigma: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    U, _ = torch.linalg.qr(torch.randn(m, len(sigma), generator=g, dtype=torch.float64))
-    V, _ = torch.linalg.qr(torch.randn(n, len(sigma), generator=g, dtype=torch.float64))
-    return ((U * sigma) @ V.T).float()
-
-
-K = 48
-SPECTRA = {
-    "flat": torch.linspace(1.0, 0.5, K, dtype=torch.float64),
-    "decaying": 0.9 ** torch.arange(K, dtype=torch.float64),
-    # a distinct top (stable's gradient needs it); tail's cut (k = 11 of 48 at R = 0.6) between clusters
-    "clustered": torch.cat([torch.tensor([3.0]), torch.full((10,), 1.0), torch.full((K - 11,), 0.2)]).double(),
-}
-
-
-def relative(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).norm() / b.double().norm())
-
-
-def walk(A: torch.Tensor, steps: int, size: float, seed: int = 1):
-    """A sequence of small weight changes, as Adam makes them (every entry moves by +-size)."""
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        A = A + size * torch.sign(torch.randn(A.shape, generator=g))
-        yield A
 
 
 @pytest.mark.parametrize("name", SURROGATES.names())
@@ -90,17 +63,10 @@ def test_drift_guard_restarts_after_a_large_change_and_is_right_again():
 
 @pytest.mark.parametrize("arch", ["vit-tiny", "bert-tiny"])
 def test_fast_matches_exact_on_real_whitened_weights(arch, tmp_path):
-    from prehab import checkpoint
-    from prehab.cli import main
-    from prehab.layers import find_targets, get_module
-    from prehab.method.calibrate import load_whitening, whiten
+    from prehab.method.calibrate import whiten
 
-    assert main(["pretrain", "--arch", arch, "--steps", "5", "--out", str(tmp_path / "dense")]) == 0
-    assert main(["calibrate", "--model", str(tmp_path / "dense"), "--samples", "64", "--out", str(tmp_path / "cal")]) == 0
-    ckpt = checkpoint.load(tmp_path / "dense")
-    whitening = load_whitening(tmp_path / "cal")
-    for name in find_targets(ckpt.model, ckpt.spec.targets)[:4]:
-        A = whiten(get_module(ckpt.model, name).weight.detach(), whitening.factor_of(name)).float()
+    for name, W, L in whitened_targets(arch, tmp_path):
+        A = whiten(W, L).float()
         for R in (surrogate("nuclear_fro"), surrogate("stable"), surrogate("tail")):
             state = TrackedSpectrum()
             for step, B in enumerate(walk(A, steps=4, size=1e-5 * float(A.abs().mean()))):

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from prehab.method.lagged import LaggedPenalty
+from prehab.method.names import DEFAULT_REFRESH
 from prehab.method.surrogates import NEEDS_RATIO, SURROGATES, Surrogate
+from spectra import SPECTRA, relative, walk, whitened_targets, with_spectrum
 
 K = 24
 
@@ -118,3 +120,49 @@ def test_refresh_every_needs_the_lagged_estimator():
 
     with pytest.raises(UsageError, match="--refresh-every 4 needs --estimator lagged"):
         Options(model="m", grams="g", refresh_every=4, out="o")
+
+
+def served(penalty: LaggedPenalty, W: torch.Tensor, step: int, L: torch.Tensor | None = None):
+    """(value, gradient in W) of a one-matrix lagged penalty at `step`."""
+    value = penalty([W], lambda i: W if L is None else W @ L, [0], step)
+    (grad,) = torch.autograd.grad(value, W)
+    return float(value.detach()), grad
+
+
+@pytest.mark.parametrize("spectrum", sorted(SPECTRA))
+@pytest.mark.parametrize("shape", [(72, 48), (48, 72)])
+@pytest.mark.parametrize("name", SURROGATES.names())
+def test_between_refreshes_the_value_is_exact_to_1e3_and_the_gradient_as_stale_as_the_guard_allows(
+        name, spectrum, shape):
+    """A whole default lag of Adam-sized steps (every entry moved by 1e-4 of its mean size per
+    step): the linearised value stays within 1e-3 of the exact one and the served gradient
+    within the drift guard's tolerance of the exact gradient where it is."""
+    R = surrogate(name)
+    A = with_spectrum(*shape, SPECTRA[spectrum])
+    penalty = LaggedPenalty(R, 1, every=DEFAULT_REFRESH)
+    W = A.clone().requires_grad_(True)
+    served(penalty, W, 1)  # the cold start
+    for step, B in enumerate(walk(A, steps=DEFAULT_REFRESH, size=1e-4 * float(A.abs().mean())), start=2):
+        W = B.clone().requires_grad_(True)
+        value, grad = served(penalty, W, step)
+        exact_value, exact = exact_grad(R, W, torch.eye(W.shape[1]))
+        assert abs(value - exact_value) <= 1e-3 * abs(exact_value), step
+        assert relative(grad, exact) <= penalty.tol, step
+    assert penalty.refreshes == 2  # the cold start and step 2's: the rest was linearised
+
+
+@pytest.mark.parametrize("arch", ["vit-tiny", "bert-tiny"])
+def test_lagged_tracks_exact_on_real_whitened_weights(arch, tmp_path):
+    """As above, on the whitened weights W L of a real (tiny) model: the parameter is W."""
+    for name, W0, L in whitened_targets(arch, tmp_path):
+        for R in (surrogate("nuclear_fro"), surrogate("stable"), surrogate("tail")):
+            penalty = LaggedPenalty(R, 1, every=DEFAULT_REFRESH)
+            served(penalty, W0.clone().requires_grad_(True), 1, L)
+            for step, B in enumerate(walk(W0, steps=DEFAULT_REFRESH, size=1e-4 * float(W0.abs().mean())), start=2):
+                W = B.clone().requires_grad_(True)
+                value, grad = served(penalty, W, step, L)
+                exact_value, exact = exact_grad(R, W, L)
+                if step == 2:  # a refresh: exact
+                    assert value == pytest.approx(exact_value, rel=1e-6) and relative(grad, exact) <= 1e-5
+                assert abs(value - exact_value) <= 1e-3 * abs(exact_value), (name, R.name, step)
+                assert relative(grad, exact) <= penalty.tol, (name, R.name, step)

@@ -97,7 +97,9 @@ def overhead(arch: str, steps: int, stagger_k: int, refresh: int, rows: list[str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--archs", nargs="+", default=["vit-small", "bert-small", "llama-small"])
-    parser.add_argument("--steps", type=int, default=12, help="timed steps per configuration")
+    parser.add_argument("--steps", type=int, default=2 * DEFAULT_REFRESH + 1,
+                        help="timed steps per configuration (two lags or more: the lagged rows then include the "
+                             "drift guard's extra refreshes)")
     parser.add_argument("--stagger", type=int, default=4, help="k of the staggered configuration")
     parser.add_argument("--refresh", type=int, default=DEFAULT_REFRESH, help="K of the lagged estimator (--refresh-every)")
     parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS),

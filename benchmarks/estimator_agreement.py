@@ -56,6 +56,18 @@ def spread(table: Path, arch: str, lam: float, ratio: float) -> tuple[float, str
     return float(row["std"].iloc[0]), f"{int(row.n.iloc[0])} seeds, {int(row.steps.iloc[0])} steps"
 
 
+def arch_settings(configfile: Path, arch: str) -> dict:
+    """`arch`'s settings as the workflow sees them: config/config.yaml's (the Snakefile's
+    configfile), updated by `configfile`'s (as `--configfile` extends it; config/bert.yaml sets
+    none of its own)."""
+    settings = {}
+    for path in dict.fromkeys([REPO / "config" / "config.yaml", configfile]):
+        settings.update((yaml.safe_load(path.read_text()).get("arch_settings") or {}).get(arch) or {})
+    if not settings:
+        raise SystemExit(f"no arch_settings for {arch} in config/config.yaml or {configfile}")
+    return settings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", required=True)
@@ -67,7 +79,7 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=RATIO, help="the compression ratio compared")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "agreement")
     args = parser.parse_args()
-    settings = yaml.safe_load(args.configfile.read_text())["arch_settings"][args.arch]
+    settings = arch_settings(args.configfile, args.arch)
     opts = [x for key, value in sorted((settings.get("arch_opts") or {}).items()) if value is not None
             for x in ("--arch-opt", f"{key}={value}")]
 

@@ -11,7 +11,13 @@ by 1/sqrt(f * mean diag) at little cost to SVD-LLM.
 This script runs, from one dense model (a `prehab pretrain` folder), the lambda = 0 control in
 the whitened space at the authors' lr and batch (2e-5, 64) with whitening damped by each
 `--damping` value, plus the same control in the weight space, and prints per run: the largest
-and final task loss of the curve, and the validation and test accuracy before compression.
+and final task loss of the curve, the validation and test accuracy before compression, and the
+amplification the whitening gives Adam's steps. An Adam step moves every entry of D by about
+lr, so on calibration-like inputs x (L^-1 x white) its output change is lr * sqrt(n) per
+output, where the same step on W gives lr * sqrt(tr C) = lr * sqrt(n * mean eigenvalue of C):
+the whitened step is 1 / sqrt(mean eigenvalue) times larger (`typical`), and in the direction
+of C's smallest eigenvalue 1 / sqrt(smallest eigenvalue) (`worst`), both printed as the
+median and the largest over the factors.
 
     .venv/bin/python benchmarks/whitened_delta.py --dense results/runs/arch~vit-small/seed~0/dense \\
         --samples 640 --steps 200 [--damping 0 0.01 0.1] [--work /tmp/whitened-delta]
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +35,21 @@ from pathlib import Path
 
 def prehab(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "prehab", *args], check=True, stdout=subprocess.DEVNULL)
+
+
+def amplification(grams: Path) -> tuple[float, float, float, float]:
+    """(median, largest) over the factors L of 1 / sqrt(mean eigenvalue of C = L L^T), then of
+    1 / sqrt(smallest eigenvalue): how much larger a whitened Adam step acts than a plain one."""
+    import torch
+
+    from prehab.method.calibrate import load_whitening
+
+    typical, worst = [], []
+    for L in load_whitening(grams).factors.values():
+        L = L.double()
+        typical.append(float((L.shape[0] / L.square().sum()).sqrt()))
+        worst.append(float(1 / torch.linalg.svdvals(L).min()))
+    return statistics.median(typical), max(typical), statistics.median(worst), max(worst)
 
 
 def main() -> int:
@@ -43,7 +65,8 @@ def main() -> int:
     runs = [("whitened", d) for d in args.damping] + [("weight", args.damping[0])]
     print(f"# from {args.dense}; lambda 0, lr {args.lr:g}, batch {args.batch_size}, {args.steps} steps, "
           f"{args.samples} calibration samples")
-    print(f"{'space':<9} {'damping':>8} {'max loss':>9} {'final loss':>11} {'val acc':>8} {'test acc':>9}")
+    print(f"{'space':<9} {'damping':>8} {'max loss':>9} {'final loss':>11} {'val acc':>8} {'test acc':>9}"
+          f"   amplification typical (median, max), worst (median, max)")
     for space, damping in runs:
         grams = args.work / f"grams-{damping:g}"
         if not grams.exists():
@@ -58,8 +81,9 @@ def main() -> int:
         curve = json.loads((out / "metrics.json").read_text())["curve"]
         metrics = json.loads((out / "eval" / "metrics.json").read_text())["metrics"]
         losses = [row["task_loss"] for row in curve]
+        gain = "   " + " ".join(f"{x:9.3g}" for x in amplification(grams)) if space == "whitened" else ""
         print(f"{space:<9} {damping:>8g} {max(losses):>9.3f} {losses[-1]:>11.3f} {metrics['val_accuracy']:>8.4f} "
-              f"{metrics['accuracy']:>9.4f}")
+              f"{metrics['accuracy']:>9.4f}{gain}")
     return 0
 
 

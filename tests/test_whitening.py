@@ -137,3 +137,18 @@ def test_consuming_moments_empties_them_and_keeps_the_factors():
     assert moments == {}
     assert all(consumed.factors[k].dtype == torch.float32 for k in "ab")
     assert all(torch.equal(consumed.factors[k], plain.factors[k].float()) for k in "ab")
+
+
+@pytest.mark.parametrize("width", [5, 768, 800, 1600])
+def test_lower_tiles_and_their_mirror_give_the_full_second_moment(width):
+    """Second moments are accumulated on and below the diagonal, tile by tile, then mirrored:
+    the result is X^T X over every batch, widths under, at and over the tile size included."""
+    from prehab.method.calibrate import add_lower_gram, mirror_lower
+
+    g = torch.Generator().manual_seed(width)
+    batches = [torch.randn(rows, width, generator=g, dtype=torch.float64) for rows in (300, 41)]
+    total = torch.zeros(width, width, dtype=torch.float64)
+    for X in batches:
+        add_lower_gram(total, X)
+    expected = sum(X.T @ X for X in batches)
+    assert torch.allclose(mirror_lower(total), expected, rtol=1e-12, atol=1e-10)

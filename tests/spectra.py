@@ -39,7 +39,7 @@ def walk(A: torch.Tensor, steps: int, size: float, seed: int = 1):
 
 def whitened_targets(arch: str, folder: Path, count: int = 4) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     """(layer, W, L) of the first `count` targets of a tiny fixture pretrained for 5 steps and
-    calibrated on 64 samples through the CLI."""
+    calibrated on 64 samples through the CLI (W float32, L as stored: float64)."""
     from prehab import checkpoint
     from prehab.cli import main
     from prehab.layers import find_targets, get_module
@@ -49,5 +49,5 @@ def whitened_targets(arch: str, folder: Path, count: int = 4) -> list[tuple[str,
     assert main(["calibrate", "--model", str(folder / "dense"), "--samples", "64", "--out", str(folder / "cal")]) == 0
     ckpt = checkpoint.load(folder / "dense")
     whitening = load_whitening(folder / "cal")
-    return [(name, get_module(ckpt.model, name).weight.detach().clone(), whitening.factor_of(name).float())
+    return [(name, get_module(ckpt.model, name).weight.detach().clone(), whitening.factor_of(name))
             for name in find_targets(ckpt.model, ckpt.spec.targets)[:count]]

@@ -155,6 +155,7 @@ def test_between_refreshes_the_value_is_exact_to_1e3_and_the_gradient_as_stale_a
 def test_lagged_tracks_exact_on_real_whitened_weights(arch, tmp_path):
     """As above, on the whitened weights W L of a real (tiny) model: the parameter is W."""
     for name, W0, L in whitened_targets(arch, tmp_path):
+        L = L.float()  # the `weight` space's W L, in the weight's dtype
         for R in (surrogate("nuclear_fro"), surrogate("stable"), surrogate("tail")):
             penalty = LaggedPenalty(R, 1, every=DEFAULT_REFRESH)
             served(penalty, W0.clone().requires_grad_(True), 1, L)

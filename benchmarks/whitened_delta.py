@@ -17,7 +17,8 @@ lr, so on calibration-like inputs x (L^-1 x white) its output change is lr * sqr
 output, where the same step on W gives lr * sqrt(tr C) = lr * sqrt(n * mean eigenvalue of C):
 the whitened step is 1 / sqrt(mean eigenvalue) times larger (`typical`), and in the direction
 of C's smallest eigenvalue 1 / sqrt(smallest eigenvalue) (`worst`), both printed as the
-median and the largest over the factors.
+median and the largest over the factors. `SVD-LLM` is the dense model cut at R = 0.6 with
+that calibration (the test accuracy): what the damping costs the surgery.
 
     .venv/bin/python benchmarks/whitened_delta.py --dense results/runs/arch~vit-small/seed~0/dense \\
         --samples 640 --steps 200 [--damping 0 0.01 0.1] [--work /tmp/whitened-delta]
@@ -52,6 +53,15 @@ def amplification(grams: Path) -> tuple[float, float, float, float]:
     return statistics.median(typical), max(typical), statistics.median(worst), max(worst)
 
 
+def surgery(dense: Path, grams: Path) -> float:
+    """Test accuracy of the dense model cut by SVD-LLM at R = 0.6 with this calibration (made
+    once per calibration, beside it)."""
+    out = grams.parent / f"{grams.name}-svdllm-0.6"
+    if not (out / "eval" / "metrics.json").exists():
+        prehab("compress", "--model", str(dense), "--grams", str(grams), "--ratio", "0.6", "--evaluate", "--out", str(out))
+    return json.loads((out / "eval" / "metrics.json").read_text())["metrics"]["accuracy"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dense", type=Path, required=True, help="a `prehab pretrain` output folder")
@@ -66,7 +76,7 @@ def main() -> int:
     print(f"# from {args.dense}; lambda 0, lr {args.lr:g}, batch {args.batch_size}, {args.steps} steps, "
           f"{args.samples} calibration samples")
     print(f"{'space':<9} {'damping':>8} {'max loss':>9} {'final loss':>11} {'val acc':>8} {'test acc':>9}"
-          f"   amplification typical (median, max), worst (median, max)")
+          f" {'SVD-LLM':>8}   amplification typical (median, max), worst (median, max)")
     for space, damping in runs:
         grams = args.work / f"grams-{damping:g}"
         if not grams.exists():
@@ -83,7 +93,7 @@ def main() -> int:
         losses = [row["task_loss"] for row in curve]
         gain = "   " + " ".join(f"{x:9.3g}" for x in amplification(grams)) if space == "whitened" else ""
         print(f"{space:<9} {damping:>8g} {max(losses):>9.3f} {losses[-1]:>11.3f} {metrics['val_accuracy']:>8.4f} "
-              f"{metrics['accuracy']:>9.4f}{gain}")
+              f"{metrics['accuracy']:>9.4f} {surgery(args.dense, grams):8.4f}{gain}")
     return 0
 
 

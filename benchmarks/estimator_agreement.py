@@ -109,7 +109,8 @@ def main() -> None:
     print(f"\n  {'estimator':10s} {'uncompressed':>12s} {f'at R {args.ratio:g}':>9s} {'minus ' + args.estimators[0]:>13s}")
     for estimator, (before, after) in results.items():
         print(f"  {estimator:10s} {before:12.4f} {after:9.4f} {after - reference:+13.4f}")
-    print(f"  seed-to-seed std of {args.table.relative_to(REPO)}'s Prehab row ({where}): {std:.4f}")
+    table = args.table.resolve().relative_to(REPO) if args.table.resolve().is_relative_to(REPO) else args.table
+    print(f"  seed-to-seed std of {table}'s Prehab row ({where}): {std:.4f}")
     for estimator, (_, after) in list(results.items())[1:]:
         verdict = "within" if abs(after - reference) <= std else "OUTSIDE"
         print(f"  {estimator} vs {args.estimators[0]}: |{after - reference:+.4f}| {verdict} the spread")

@@ -1,7 +1,9 @@
 """The `lagged` estimator: exact value and gradient at each refresh (through the whitening, in the
 parameter), the refresh-time gradient in between, refreshes spread in rotation so every step
 pays about 1/k of the exact cost, and a drift guard that shortens a matrix's lag once its
-gradient goes stale; a Prehab run with k = 1 trains the same weights as the exact estimator."""
+gradient goes stale; a Prehab run with k = 1 trains the same weights as the exact estimator;
+over a whole default lag of Adam-sized steps (synthetic spectra, real whitened weights) the
+linearised value stays within 1e-3 of the exact one and the gradient within the guard's bound."""
 
 from __future__ import annotations
 

@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import yaml
+
+from settings import arch_settings  # benchmarks/settings.py (scripts run from benchmarks/ as sys.path[0])
 
 REPO = Path(__file__).resolve().parents[1]
 RATIO = 0.6  # the issue's ratio; llama-small's study cuts 0.2 and 0.4 only (--ratio 0.4)
@@ -54,18 +55,6 @@ def spread(table: Path, arch: str, lam: float, ratio: float) -> tuple[float, str
     if len(row) != 1:
         raise SystemExit(f"{table}: expected one {arch} Prehab row at lambda {lam:g}, R {ratio:g}, found {len(row)}")
     return float(row["std"].iloc[0]), f"{int(row.n.iloc[0])} seeds, {int(row.steps.iloc[0])} steps"
-
-
-def arch_settings(configfile: Path, arch: str) -> dict:
-    """`arch`'s settings as the workflow sees them: config/config.yaml's (the Snakefile's
-    configfile), updated by `configfile`'s (as `--configfile` extends it; config/bert.yaml sets
-    none of its own)."""
-    settings = {}
-    for path in dict.fromkeys([REPO / "config" / "config.yaml", configfile]):
-        settings.update((yaml.safe_load(path.read_text()).get("arch_settings") or {}).get(arch) or {})
-    if not settings:
-        raise SystemExit(f"no arch_settings for {arch} in config/config.yaml or {configfile}")
-    return settings
 
 
 def main() -> None:

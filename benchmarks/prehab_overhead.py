@@ -9,8 +9,8 @@ k steps (a rotating 1/k of the matrices per step), each as a ratio to the contro
 as (time of a 1 + N step run - time of a 1-step run) / N: the first step is a cold start for
 every estimator (each matrix's penalty computed exactly), paid once per run; its time, set-up
 included, is printed beside. The learning rate is the one the study runs (`prehab_lr` of the
-architecture in config/config.yaml, else the architecture's default): the lagged estimator's
-refreshes per step grow with it (benchmarks/lagged_refreshes.py), the other rows do not care.
+architecture in config/config.yaml extended by --configfile, settings.py; else the
+architecture's default): the lagged estimator's refreshes per step grow with it (benchmarks/lagged_refreshes.py), the other rows do not care.
 
     .venv/bin/python benchmarks/prehab_overhead.py [--archs A ...] [--steps N] [--stagger K] [--refresh K]
         [--rows control exact fast lagged staggered] [--configfile config/config.yaml]
@@ -23,9 +23,8 @@ import json
 import os
 from pathlib import Path
 
-import yaml
-
 from probes import run_probe  # benchmarks/probes.py (scripts run from benchmarks/ as sys.path[0])
+from settings import arch_settings  # benchmarks/settings.py
 
 from prehab.method.names import DEFAULT_REFRESH
 
@@ -68,9 +67,9 @@ def run(code: str, *args) -> dict:
 
 def study_lr(arch: str, configfile: Path) -> float:
     """The Prehab learning rate the study runs `arch` at: the config's, else the architecture's."""
-    settings = (yaml.safe_load(configfile.read_text()).get("arch_settings") or {}).get(arch) or {}
-    if settings.get("prehab_lr") is not None:
-        return float(settings["prehab_lr"])
+    lr = arch_settings(configfile, arch).get("prehab_lr")
+    if lr is not None:
+        return float(lr)
     from prehab.registry import get_arch
 
     return float(get_arch(arch).defaults["prehab_lr"])

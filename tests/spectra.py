@@ -1,6 +1,6 @@
 """What the estimator tests share: matrices with flat, decaying and clustered spectra, Adam-like
 walks of small steps, and real whitened weights of the tiny fixtures (imported by
-test_estimators.py and test_lagged.py)."""
+test_estimators.py, test_lagged.py and test_compress_svd.py)."""
 
 from __future__ import annotations
 
@@ -17,12 +17,13 @@ SPECTRA = {
 }
 
 
-def with_spectrum(m: int, n: int, sigma: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """A float32 (m, n) matrix with singular values `sigma` and random singular vectors."""
+def with_spectrum(m: int, n: int, sigma: torch.Tensor, seed: int = 0,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """An (m, n) matrix with singular values `sigma` and random singular vectors (made in float64)."""
     g = torch.Generator().manual_seed(seed)
     U, _ = torch.linalg.qr(torch.randn(m, len(sigma), generator=g, dtype=torch.float64))
     V, _ = torch.linalg.qr(torch.randn(n, len(sigma), generator=g, dtype=torch.float64))
-    return ((U * sigma) @ V.T).float()
+    return ((U * sigma) @ V.T).to(dtype)
 
 
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:

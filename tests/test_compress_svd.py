@@ -6,15 +6,13 @@ import torch
 
 from prehab.method.compress import gram_svd, truncated_factors
 from prehab.method.ratio import rank_for_ratio
+from spectra import with_spectrum
 
 
 def decaying(m: int, n: int, decades: float, seed: int = 0) -> torch.Tensor:
-    """A (m, n) float64 matrix with singular values spread log-evenly over `decades` decades."""
-    g = torch.Generator().manual_seed(seed)
-    r = min(m, n)
-    U, _ = torch.linalg.qr(torch.randn(m, r, generator=g, dtype=torch.float64))
-    V, _ = torch.linalg.qr(torch.randn(n, r, generator=g, dtype=torch.float64))
-    return (U * torch.logspace(0, -decades, r, dtype=torch.float64)) @ V.T
+    """A float64 (m, n) matrix with singular values spread log-evenly over `decades` decades."""
+    sigma = torch.logspace(0, -decades, min(m, n), dtype=torch.float64)
+    return with_spectrum(m, n, sigma, seed, dtype=torch.float64)
 
 
 @pytest.mark.parametrize("m, n", [(96, 40), (40, 96), (64, 64)])

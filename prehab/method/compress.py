@@ -44,8 +44,8 @@ def gram_svd(A: torch.Tensor) -> SVD:
     about eps (s_max / s)^2 of itself, so the part a truncation keeps is LAPACK's to 1e-12 of
     s_max even when it reaches 1e-4 s_max, while the discarded tail is accurate to about 1e-8
     s_max in absolute terms (tests/test_compress_svd.py; benchmarks/compress_speed.py prints the
-    difference to an SVD path on the testbeds). Singular values below 1e-12 s_max get zero singular vectors on the long side: they
-    carry no energy to keep."""
+    difference to an SVD path on the testbeds). Singular values below 1e-12 s_max get zero
+    singular vectors on the long side: they carry no energy to keep."""
     tall = A.shape[0] >= A.shape[1]
     gram = A.T @ A if tall else A @ A.T  # (r, r), r = min(m, n)
     lam, vectors = torch.linalg.eigh(gram)  # ascending

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from prehab.method.calibrate import JITTER_LADDER, robust_cholesky
+from prehab.method.calibrate import JITTER_LADDER, robust_cholesky, whitening_from_moments
 from prehab.method.compress import truncated_factors
 from prehab.method.ratio import rank_for_ratio
 from prehab.errors import UsageError
@@ -83,8 +83,6 @@ def test_ladder_is_ordered():
 
 def test_rank_deficient_calibration_is_flagged():
     """Fewer tokens than inputs, or a dead input, is flagged whatever damping makes it factor."""
-    from prehab.method.calibrate import whitening_from_moments
-
     torch.manual_seed(0)
     X = torch.randn(8, 20, dtype=torch.float64)  # 20 tokens of 8 inputs: full rank
     full = X @ X.T / 20
@@ -107,6 +105,24 @@ def test_damping_adds_a_fraction_of_the_mean_diagonal():
     assert not record["rank_deficient"]
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_damped_whitening_equals_a_damped_calibration(dtype):
+    """Whitening.damped re-makes each factor from L L^T: the factor `calibrate --damping` would have
+    made from the same moment, in the stored dtype; damping 0 changes nothing."""
+    torch.manual_seed(2)
+    X = torch.randn(40, 8, dtype=torch.float64) * torch.logspace(0, -3, 8, dtype=torch.float64)
+    C = X.T @ X / 40
+    plain = whitening_from_moments({"a": C.clone()}, {"a": "a", "b": "a"}, 40, dtype=dtype)
+    calibrated = whitening_from_moments({"a": C.clone()}, {"a": "a", "b": "a"}, 40, damping=0.01, dtype=dtype)
+    damped = plain.damped(0.01)
+    assert damped.factor_of("b").dtype == dtype and list(damped.factors) == ["a"]
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    scale = float(calibrated.factor_of("a").abs().max())
+    assert float((damped.factor_of("b") - calibrated.factor_of("a")).abs().max()) < tol * scale
+    assert float((damped.factor_of("a") - plain.factor_of("a")).abs().max()) > 100 * tol * scale  # it did damp
+    assert plain.damped(0.0) is plain
+
+
 @pytest.mark.parametrize("damping", [0.0, 0.01])
 def test_factoring_in_place_gives_the_same_factor(monkeypatch, damping):
     """overwrite=True symmetrises tile by tile inside C (tiles smaller than C here, so the
@@ -127,8 +143,6 @@ def test_factoring_in_place_gives_the_same_factor(monkeypatch, damping):
 
 
 def test_consuming_moments_empties_them_and_keeps_the_factors():
-    from prehab.method.calibrate import whitening_from_moments
-
     torch.manual_seed(3)
     X = torch.randn(50, 6, dtype=torch.float64)
     moments = {"a": X.T @ X / 50, "b": (X[:, :4].T @ X[:, :4]) / 50}

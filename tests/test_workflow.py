@@ -113,6 +113,16 @@ def test_bert_config_runs_the_default_study_on_bert_small(tmp_path):
     assert all("--arch-opt n_test=2000" in c and "results/bert-run/" in c for c in recipe + plain)
 
 
+def test_prehab_damping_reaches_every_prehab_job_and_no_calibration(tmp_path):
+    overlay = tmp_path / "damped.yaml"
+    overlay.write_text("prehab: {damping: 0.01}\n")
+    recipe, plain = _prehab_commands(str(DEFAULT_CONFIG), str(overlay), tmp_path=tmp_path)
+    assert recipe and plain and all(" --damping 0.01 " in c for c in recipe + plain)
+    proc = snakemake(tmp_path, "--configfile", str(DEFAULT_CONFIG), str(overlay), "--dry-run", "--printshellcmds")
+    calibrations = [line for line in proc.stdout.splitlines() if " -m prehab calibrate " in line]
+    assert calibrations and not any("--damping" in c for c in calibrations)  # surgery's whitening stays undamped
+
+
 TEST_CONFIG_COUNTS = {
     # 3 fixtures x seed 0 (all studies)
     "pretrain": 3,
@@ -170,10 +180,11 @@ def test_dry_run_budget_config_plans_the_snapshots(tmp_path):
     assert dry_run(tmp_path, REPO / "config" / "budget.yaml") == expected
 
 
-@pytest.mark.parametrize("name,prehab_jobs", [("ablations", 14), ("llama", 9)])
+@pytest.mark.parametrize("name,prehab_jobs", [("ablations", 14), ("llama", 9), ("damped", 18)])
 def test_dry_run_other_configs_plan(tmp_path, name, prehab_jobs):
     # ablations: vit-small seed 0, 14 Prehab/control runs (README "Configs"); llama: 3 seeds x
-    # (control + 2 lambdas)
+    # (control + 2 lambdas); damped: 3 seeds x (lambda 10 and its control in two spaces, the
+    # recipe and its control)
     counts = dry_run(tmp_path, REPO / "config" / f"{name}.yaml")
     assert counts["prehab"] == prehab_jobs and counts["all"] == 1
 

@@ -61,6 +61,14 @@ class Whitening:
                 raise UsageError(f"calibration {str(source)!r} has a {tuple(L.shape)} factor for layer {name}, which "
                                  f"reads {width} inputs (it was made for another model)")
 
+    def damped(self, damping: float) -> "Whitening":
+        """The same calibration with each factor re-made from L L^T + f * mean(diag) * I (GPTQ's
+        damping, `robust_cholesky`): what Prehab's parametrisation can train through stably, while
+        surgery keeps the undamped factors (docs/method.md, 4.2). f = 0 returns self."""
+        if damping == 0:
+            return self
+        return Whitening(DampedFactors(self.factors, damping), self.owner, self.n_tokens, self.damping)
+
     @classmethod
     def from_payload(cls, payload: dict[str, Any], folder: Path) -> "Whitening":
         """grams.pt's index (factors in per-block files beside it), or an older grams.pt that
@@ -94,6 +102,28 @@ class FactorFiles(Mapping[str, torch.Tensor]):
 
     def __len__(self) -> int:
         return len(self.files)
+
+
+class DampedFactors(Mapping[str, torch.Tensor]):
+    """`Whitening.damped`'s factors: each made on first use from the stored one (float64, kept in
+    the stored dtype), so a step that reads one block's factors damps only those."""
+
+    def __init__(self, base: Mapping[str, torch.Tensor], damping: float):
+        self.base, self.damping = base, damping
+        self._made: dict[str, torch.Tensor] = {}
+
+    def __getitem__(self, leader: str) -> torch.Tensor:
+        if leader not in self._made:
+            L = self.base[leader]
+            C = L.double() @ L.double().T
+            self._made[leader] = robust_cholesky(C, self.damping, overwrite=True)[0].to(L.dtype)
+        return self._made[leader]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.base)
+
+    def __len__(self) -> int:
+        return len(self.base)
 
 
 def factors_file(index: int) -> str:

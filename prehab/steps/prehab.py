@@ -50,6 +50,11 @@ class Options(StepOptions):
                                    type=int, check=NON_NEGATIVE)
     space: str = option("whitened: train a delta D in whitened coordinates (authors'); weight: train W, penalty "
                         "on W L; raw: train W, penalty on W (unwhitened ablation)", "whitened", choices=SPACES)
+    damping: float = option("damping f of the whitening Prehab trains and penalises through: each factor re-made "
+                            "from L L^T + f * mean(diag) * I (GPTQ's form; 0.01 is GPTQ's default), which bounds "
+                            "how hard a whitened-delta step acts in the directions the calibration barely saw "
+                            "(docs/method.md, 4.2); the --grams files are not changed, so surgery with them stays "
+                            "undamped. 0 = the factors as calibrated", 0.0, type=float, check=NON_NEGATIVE)
     steps: int | None = option("Prehab steps", None, type=int, check=NON_NEGATIVE)
     lr: float | None = option("Adam learning rate", None, type=float, check=POSITIVE)
     batch_size: int | None = option("batch size", None, type=int, check=COUNT)
@@ -127,7 +132,7 @@ def run(opts: Options) -> dict:
     ckpt = checkpoint.load(opts.model)
     spec = ckpt.spec
     options = checkpoint_options(ckpt, opts)
-    whitening = load_whitening(opts.grams)
+    whitening = load_whitening(opts.grams).damped(opts.damping)
     steps = step_default(opts.steps, spec, "prehab_steps")
     lr = step_default(opts.lr, spec, "prehab_lr")
     batch_size = step_default(opts.batch_size, spec, "batch_size")
@@ -136,6 +141,7 @@ def run(opts: Options) -> dict:
               **({"estimator": opts.estimator} if opts.estimator != "exact" else {}),
               **({"refresh_every": opts.refresh_every} if opts.estimator == "lagged" else {}),
               **({"penalty_stagger": True} if opts.penalty_stagger else {}),
+              **({"damping": opts.damping} if opts.damping else {}),
               **({"recipe": opts.recipe, "recipe_steps": RECIPES[opts.recipe].steps} if opts.recipe else {}),
               "lam": opts.lam, "lam_start": opts.lam_start, "lam_warmup_steps": opts.lam_warmup_steps,
               "space": opts.space, "penalty_every": opts.penalty_every, "steps": steps, "lr": lr,

@@ -36,6 +36,7 @@ rule prehab:
                 "penalty_stagger",
                 "estimator",
                 "refresh_every",
+                "damping",
             ],
         ),
         steps=prehab_steps_flag,

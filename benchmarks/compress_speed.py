@@ -9,6 +9,13 @@ the time in the SVDs on the LLaMA-shaped model (llama-small: SmolLM2-135M). One 
 the workflow runs. The package's SVDs are `compress.gram_svd` (an eigen-decomposition of the
 smaller Gram matrix), the straightforward path's LAPACK's SVD.
 
+A second package run takes each batch's X^T X in float32 (summed in float64: `prehab calibrate
+--moment-dtype float32`, not the default) and prints its time, ratio and what the cheaper
+products change: per layer, how much the compressed layer's outputs on the calibration inputs
+move, relative to how much the truncation itself moved them, sqrt(tr(dW C dW^T) / tr(E C E^T))
+with C the float64 second moment, dW the difference of the two compressed weights and E the
+truncation error W - W_compressed (the largest over layers, and the median).
+
     .venv/bin/python benchmarks/compress_speed.py [--archs A ...] [--samples N]
 """
 
@@ -34,8 +41,9 @@ from prehab.registry import get_arch  # noqa: E402
 RATIO = 0.6
 
 
-def package(model, spec, data, targets, batch_size) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """({layer: W_u W_v}, seconds per stage) of the package's calibrate + compress, as the
+def package(model, spec, data, targets, batch_size, product_dtype=torch.float64
+            ) -> tuple[dict[str, torch.Tensor], dict[str, float], Whitening]:
+    """({layer: W_u W_v}, seconds per stage, the whitening) of the package's calibrate + compress, as the
     `calibrate` and `compress` steps run them (without their disk writes): the forward passes
     block by block with their second moments, the Cholesky factors, the SVDs (`gram_svd`: the
     smaller Gram's eigen-decomposition), and the rest of compress (W L, the triangular solve, the
@@ -54,7 +62,7 @@ def package(model, spec, data, targets, batch_size) -> tuple[dict[str, torch.Ten
     try:
         start = time.perf_counter()
         moment_seconds, factors, owner, n_tokens = 0.0, {}, {}, 0
-        blocks = block_moments(model, spec.task, data, targets, batch_size)
+        blocks = block_moments(model, spec.task, data, targets, batch_size, product_dtype)
         while True:
             started = time.perf_counter()
             part = next(blocks, None)
@@ -76,7 +84,7 @@ def package(model, spec, data, targets, batch_size) -> tuple[dict[str, torch.Ten
     with torch.no_grad():
         weights = {name: (get_module(model, name).u.weight @ get_module(model, name).v.weight).double()
                    for name in targets}
-    return weights, stages
+    return weights, stages, whitening
 
 
 @torch.no_grad()
@@ -122,17 +130,33 @@ def measure(arch: str, samples: int) -> None:
     data = spec.load_split(options, "train", samples, 0)
     targets = find_targets(model, spec.targets)
     batch = spec.defaults.get("eval_batch_size", 64)
-    first, second = copy.deepcopy(model), copy.deepcopy(model)
+    first, second, third = copy.deepcopy(model), copy.deepcopy(model), copy.deepcopy(model)
+    dense = {name: get_module(model, name).weight.double() for name in targets}
     start = time.perf_counter()
     naive = straightforward(first, spec, data, targets, batch)
     naive_s = time.perf_counter() - start
     start = time.perf_counter()
-    ours, stages = package(second, spec, data, targets, batch)
+    ours, stages, whitening = package(second, spec, data, targets, batch)
     ours_s = time.perf_counter() - start
+    start = time.perf_counter()
+    cheap, cheap_stages, _ = package(third, spec, data, targets, batch, torch.float32)
+    cheap_s = time.perf_counter() - start
     diff = max(float((ours[n] - naive[n]).abs().max() / naive[n].abs().max()) for n in targets)
     print(f"{arch:12s} {len(targets):4d} targets  straightforward {naive_s:7.1f} s  package {ours_s:7.1f} s  "
           f"ratio {naive_s / ours_s:5.2f}  in SVDs {stages['SVDs'] / ours_s:5.1%}  max rel diff {diff:.1e}")
     print(f"{'':12s} package's time: " + ", ".join(f"{k} {v / ours_s:.0%}" for k, v in stages.items()))
+    moved = sorted(output_change(cheap[n] - ours[n], dense[n] - ours[n], whitening.factor_of(n)) for n in targets)
+    print(f"{'':12s} float32 products: package {cheap_s:7.1f} s  ratio {naive_s / cheap_s:5.2f}  "
+          f"in SVDs {cheap_stages['SVDs'] / cheap_s:5.1%}  forward + moments {cheap_stages['forward + moments']:.1f} s "
+          f"(float64: {stages['forward + moments']:.1f} s)  output change / truncation's: max {moved[-1]:.1e}, "
+          f"median {moved[len(moved) // 2]:.1e}")
+
+
+def output_change(delta: torch.Tensor, error: torch.Tensor, L: torch.Tensor) -> float:
+    """sqrt(tr(delta C delta^T) / tr(error C error^T)) with C = L L^T: how far `delta` moves the
+    layer's outputs on the calibration inputs, relative to the truncation `error`."""
+    L = L.double()
+    return float((delta @ L).norm() / (error @ L).norm())
 
 
 def main() -> None:

@@ -166,3 +166,23 @@ def test_lower_tiles_and_their_mirror_give_the_full_second_moment(width):
         add_lower_gram(total, X)
     expected = sum(X.T @ X for X in batches)
     assert torch.allclose(mirror_lower(total), expected, rtol=1e-12, atol=1e-10)
+
+
+def test_float32_products_summed_in_float64_stay_close():
+    """`--moment-dtype float32`: each batch's product in float32, the sum in float64 and mirrored
+    as before; entries within float32's accumulation error of the float64 moment, and not equal
+    to it (the option does change the numbers: benchmarks/compress_speed.py prints by how much the
+    compressed layers' outputs move)."""
+    from prehab.method.calibrate import GRAM_TILE, add_lower_gram, mirror_lower
+
+    g = torch.Generator().manual_seed(5)
+    width = GRAM_TILE + 40
+    batches = [torch.randn(256, width, generator=g) * torch.logspace(0, -2, width) for _ in range(3)]
+    exact, cheap = (torch.zeros(width, width, dtype=torch.float64) for _ in range(2))
+    for X in batches:
+        add_lower_gram(exact, X.double())
+        add_lower_gram(cheap, X)
+    exact, cheap = mirror_lower(exact), mirror_lower(cheap)
+    assert cheap.dtype == torch.float64 and torch.equal(cheap, cheap.T)
+    error = float((cheap - exact).abs().max() / exact.abs().max())
+    assert 0 < error < 1e-6, error

@@ -216,10 +216,15 @@ GRAM_TILE = 768  # columns per tile of `add_lower_gram`
 def add_lower_gram(total: torch.Tensor, rows: torch.Tensor) -> None:
     """total += rows^T rows on and below the diagonal only, tile column by tile column: a second
     moment is symmetric, so its upper tiles are copies (`mirror_lower`), and skipping them saves
-    up to half of calibration's largest cost for wide inputs (a quarter at two tiles)."""
+    up to half of calibration's largest cost for wide inputs (a quarter at two tiles). Rows of
+    another dtype than `total` (float32 products, `--moment-dtype`) are multiplied in theirs and
+    summed in total's."""
     n, t = rows.shape[1], GRAM_TILE
     for j in range(0, n, t):
-        total[j:, j:j + t].addmm_(rows[:, j:].T, rows[:, j:j + t])
+        if rows.dtype == total.dtype:
+            total[j:, j:j + t].addmm_(rows[:, j:].T, rows[:, j:j + t])
+        else:
+            total[j:, j:j + t] += rows[:, j:].T @ rows[:, j:j + t]
 
 
 def mirror_lower(total: torch.Tensor) -> torch.Tensor:
@@ -232,9 +237,11 @@ def mirror_lower(total: torch.Tensor) -> torch.Tensor:
 
 
 class _MomentHooks:
-    """Forward pre-hooks that accumulate X^T X per distinct input tensor."""
+    """Forward pre-hooks that accumulate X^T X per distinct input tensor: each batch's product in
+    `product_dtype`, the sums in float64."""
 
-    def __init__(self, model: nn.Module, targets: list[str]):
+    def __init__(self, model: nn.Module, targets: list[str], product_dtype: torch.dtype = torch.float64):
+        self.product_dtype = product_dtype
         self.sums: dict[str, torch.Tensor] = {}
         self.owner: dict[str, str] = {}
         self.counts: dict[str, int] = {}
@@ -253,7 +260,7 @@ class _MomentHooks:
             self._last = (x, name)
             mask = None if self.mask is None else self.mask.to(x.device)
             rows = x[mask] if (mask is not None and x.dim() == 3) else x.reshape(-1, x.shape[-1])
-            rows = rows.detach().double()  # (tokens, in)
+            rows = rows.detach().to(self.product_dtype)  # (tokens, in)
             assert rows.shape[-1] == module.in_features, f"input {tuple(rows.shape)} vs layer in {module.in_features}"
             if name not in self.sums:
                 self.sums[name] = torch.zeros(rows.shape[1], rows.shape[1], dtype=torch.float64, device=rows.device)
@@ -293,11 +300,12 @@ class _MomentHooks:
 
 @torch.no_grad()
 def second_moments(
-    model: nn.Module, task: str, data: dict[str, torch.Tensor], targets: list[str], batch_size: int
+    model: nn.Module, task: str, data: dict[str, torch.Tensor], targets: list[str], batch_size: int,
+    product_dtype: torch.dtype = torch.float64,
 ) -> tuple[dict[str, torch.Tensor], dict[str, str], int]:
     """Stream `data` through the model; return ({leader: C}, {layer: leader}, tokens per matrix)."""
     model.eval()
-    hooks = _MomentHooks(model, targets)
+    hooks = _MomentHooks(model, targets, product_dtype)
     try:
         n_batches = -(-tasks.num_rows(data) // batch_size)
         for batch in tqdm(tasks.batches(data, batch_size), total=n_batches, desc="calibrate", leave=False):

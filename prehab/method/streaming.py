@@ -122,21 +122,22 @@ def _hidden_of(output: Any) -> torch.Tensor:
 
 @torch.no_grad()
 def block_moments(model: nn.Module, task: str, data: dict[str, torch.Tensor], targets: list[str],
-                  batch_size: int) -> Iterator[BlockMoments]:
-    """Stream `data` through the model block by block; yield each block's second moments.
+                  batch_size: int, product_dtype: torch.dtype = torch.float64) -> Iterator[BlockMoments]:
+    """Stream `data` through the model block by block; yield each block's second moments (each
+    batch's products in `product_dtype`, summed in float64).
 
     A model without blocks (see `find_blocks`) is one block fed with the model's own inputs.
     """
     model.eval()
     blocks = find_blocks(model, targets)
     if blocks[0][0] == "":  # no blocks: the whole model in one pass
-        yield BlockMoments("", *second_moments(model, task, data, targets, batch_size))
+        yield BlockMoments("", *second_moments(model, task, data, targets, batch_size, product_dtype))
         return
     inputs = _first_block_inputs(model, blocks[0][1], task, data, batch_size)
     done: set[str] = set()
     for name, block in tqdm(blocks, desc="calibrate", unit="block", leave=False):
         inside = [t for t in targets if t.startswith(name + ".")]
-        hooks = _MomentHooks(model, inside) if inside else None
+        hooks = _MomentHooks(model, inside, product_dtype) if inside else None
         try:
             for entry in inputs:
                 args, kwargs, mask = entry
@@ -167,13 +168,14 @@ def block_moments(model: nn.Module, task: str, data: dict[str, torch.Tensor], ta
 
 
 def write_whitening(model: nn.Module, task: str, data: dict[str, torch.Tensor], targets: list[str], batch_size: int,
-                    damping: float, folder: Path, dtype: torch.dtype = torch.float64) -> dict[str, Any]:
+                    damping: float, folder: Path, dtype: torch.dtype = torch.float64,
+                    product_dtype: torch.dtype = torch.float64) -> dict[str, Any]:
     """Calibrate block by block into `folder`: each block's factors go to their own file, in
     `dtype`, as soon as they exist (`calibrate.factors_file`), then grams.pt indexes them. Returns the index
     (files, owner, damping records, n_tokens) plus `widest`, the widest factor's size."""
     files, owner, records = {}, {}, {}
     n_tokens, widest = None, 0
-    for index, part in enumerate(block_moments(model, task, data, targets, batch_size)):
+    for index, part in enumerate(block_moments(model, task, data, targets, batch_size, product_dtype)):
         whitening = whitening_from_moments(part.moments, part.owner, part.n_tokens, damping, consume=True, dtype=dtype)
         factors = whitening.factors
         records.update(whitening.damping)

@@ -31,6 +31,10 @@ class Options(StepOptions):
     factor_dtype: str = option("precision the factors are stored in (one file per block): float64, or float32 to halve "
                                "the disk a large model's factors take (compress still works in float64)", "float64",
                                choices=("float64", "float32"))
+    moment_dtype: str = option("precision of each batch's X^T X products, summed in float64 either way: float32 "
+                               "about halves calibration's largest cost (benchmarks/compress_speed.py measures the "
+                               "time and what it changes); the committed results use float64", "float64",
+                               choices=("float64", "float32"))
     out: Path = option("output folder (written atomically: all or nothing)", type=Path)
 
 
@@ -54,14 +58,15 @@ def run(opts: Options) -> dict:
     batch_size = step_default(opts.batch_size, spec, "eval_batch_size")
     record = StepRecord("calibrate", {"model": str(opts.model), "arch": spec.name, "source": opts.source,
                                       "samples": samples, "batch_size": batch_size, "seed": opts.seed,
-                                      "damping": opts.damping, "factor_dtype": opts.factor_dtype})
+                                      "damping": opts.damping, "factor_dtype": opts.factor_dtype,
+                                      **({"moment_dtype": opts.moment_dtype} if opts.moment_dtype != "float64" else {})})
     ckpt.model.to(resolve_device(opts.device))
     seed_everything(opts.seed)
     data = spec.load(options, opts.source, samples, opts.seed)
     targets = find_targets(ckpt.model, spec.targets)
     with atomic_dir(opts.out) as out:
         index = write_whitening(ckpt.model, spec.task, data, targets, batch_size, opts.damping, out,
-                                getattr(torch, opts.factor_dtype))
+                                getattr(torch, opts.factor_dtype), getattr(torch, opts.moment_dtype))
         n_tokens, widest, damping = index["n_tokens"], index["widest"], index["damping"]
         methods = Counter(d["method"] for d in damping.values())
         deficient = sorted(k for k, d in damping.items() if d["rank_deficient"])

@@ -1,6 +1,6 @@
 """An architecture's step settings as the workflow sees them, for benchmarks that run what a
 study runs: config/config.yaml's `arch_settings` (the Snakefile's configfile), updated by those
-of the config passed with `--configfile` (as Snakemake extends it; config/bert.yaml sets none)."""
+of the config passed with `--configfile` (as Snakemake extends it, arch by arch and key by key)."""
 
 from __future__ import annotations
 

@@ -62,14 +62,21 @@ def test_lazy_checkpoint_has_the_same_weights_and_leaves_none_unloaded(tmp_path)
     assert not any(p.is_meta for p in lazy.parameters())
 
 
-def test_float32_factors_compress_like_float64_ones(tmp_path):
+def _cut_in_both_dtypes(tmp_path, flag: str, samples: int):
+    """llama-tiny calibrated with `flag` float64 and float32 (into tmp_path / dtype), each cut
+    by SVD-LLM at R = 0.5 (into tmp_path / c-dtype); returns the dense model's folder."""
     dense = tmp_path / "dense"
     assert main(["pretrain", "--arch", "llama-tiny", "--steps", "1", "--out", str(dense)]) == 0
     for dtype in ("float64", "float32"):
-        assert main(["calibrate", "--model", str(dense), "--samples", "8", "--factor-dtype", dtype,
+        assert main(["calibrate", "--model", str(dense), "--samples", str(samples), flag, dtype,
                      "--out", str(tmp_path / dtype)]) == 0
         assert main(["compress", "--model", str(dense), "--grams", str(tmp_path / dtype), "--ratio", "0.5",
                      "--out", str(tmp_path / f"c-{dtype}")]) == 0
+    return dense
+
+
+def test_float32_factors_compress_like_float64_ones(tmp_path):
+    _cut_in_both_dtypes(tmp_path, "--factor-dtype", samples=8)
     assert load_whitening(tmp_path / "float32").factor_of("model.layers.0.mlp.down_proj").dtype == torch.float32
     wide, narrow = (checkpoint.load(tmp_path / f"c-{d}").model.state_dict() for d in ("float64", "float32"))
     for key in wide:
@@ -85,13 +92,7 @@ def test_float32_moment_products_cut_like_float64_ones(tmp_path):
 
     from prehab.layers import get_module
 
-    dense = tmp_path / "dense"
-    assert main(["pretrain", "--arch", "llama-tiny", "--steps", "1", "--out", str(dense)]) == 0
-    for dtype in ("float64", "float32"):
-        assert main(["calibrate", "--model", str(dense), "--samples", "64", "--moment-dtype", dtype,
-                     "--out", str(tmp_path / dtype)]) == 0
-        assert main(["compress", "--model", str(dense), "--grams", str(tmp_path / dtype), "--ratio", "0.5",
-                     "--out", str(tmp_path / f"c-{dtype}")]) == 0
+    dense = _cut_in_both_dtypes(tmp_path, "--moment-dtype", samples=64)
     whitening = load_whitening(tmp_path / "float64")
     assert load_whitening(tmp_path / "float32").factor_of("model.layers.0.mlp.down_proj").dtype == torch.float64
     original = checkpoint.load(dense).model

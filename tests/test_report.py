@@ -521,3 +521,21 @@ def test_lambda_star_falls_back_to_the_study_ratio_closest_to_0_6():
     merged = pd.concat([rows([0.2, 0.4]), rows([0.6]).assign(arch="b", lam=lambda d: d["lam"] / 10)])
     assert choice.lambda_star(merged) == {("a", "nuclear_fro", "weight", "train", 96): 10.0,
                                           ("b", "nuclear_fro", "weight", "train", 96): 1.0}
+
+
+def test_one_lambda_in_two_spaces_beside_a_recipe_reads_apart(tmp_path):
+    """config/damped.yaml's shape: lambda 10 in two spaces and a recipe (its own lambda 5). One
+    lambda is not a sweep (no lambda* and no choice text), and each control says its space."""
+    prehab = {"surrogate": ["nuclear"], "lam": [10.0], "space": ["weight", "whitened"], "recipes": ["authors-vit"]}
+    cfg = {"archs": ["tiny-mlp"], "studies": {"main": {**_study(["dense", "svd-llm", "control", "prehab"],
+                                                                  page="by_ratio", lora=["none"]), "prehab": prehab}}}
+    root = tmp_path / "runs"
+    make_tree(root, cfg)
+    assert main(["report", "--runs", str(root), "--studies", json.dumps(cfg), "--tables", str(tmp_path / "tables"),
+                 "--figures", str(tmp_path / "figures")]) == 0
+    page = (tmp_path / "tables" / "main.md").read_text()
+    assert "λ*" not in page and "among {" not in page
+    for space in ("weight", "whitened"):
+        assert f"| control (λ=0) space={space} |" in page and f"Prehab(nuclear) λ=10 space={space} |" in page
+        assert f"control (λ=0) space={space}: " in page  # the before-compression line
+    assert "| control (authors-vit at λ=0" in page and "Prehab(authors-vit" in page

@@ -11,6 +11,7 @@ both the choice and the reported rows: the selection uses validation data, the r
 from __future__ import annotations
 
 from prehab.layout import NO_LORA
+from prehab.method.recipes import RECIPES
 from prehab.report.tables import _none
 from prehab.tasks import HIGHER_IS_BETTER
 
@@ -51,8 +52,10 @@ def is_chosen(row, chosen: dict[tuple, float]) -> bool:
 
 
 def sweeps(table) -> bool:
-    """Whether a study table's Prehab rows span several lambdas (then it reports lambda* only)."""
-    return table.loc[table["method"] == "prehab", "lam"].nunique() > 1
+    """Whether a study table's Prehab rows span several lambdas (then it reports lambda* only);
+    a recipe's lambda is its own, not a point of the sweep."""
+    plain = (table["method"] == "prehab") & ~table["surrogate"].isin(list(RECIPES))
+    return table.loc[plain, "lam"].nunique() > 1
 
 
 def reported(rows, table):

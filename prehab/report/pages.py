@@ -105,7 +105,8 @@ def main_markdown(table, study: str, missing: list[str], deficient: list[str] = 
     prehab_rows = table["method"] == "prehab"
     swept = choice.sweeps(table)
     if swept:
-        lams = ", ".join(fmt(v) for v in sorted(table.loc[prehab_rows, "lam"].dropna().unique()))
+        plain = prehab_rows & ~table["surrogate"].isin(list(RECIPES))
+        lams = ", ".join(fmt(v) for v in sorted(table.loc[plain, "lam"].dropna().unique()))
         parts += [f"**Prehab (λ\\*)**: per architecture, the λ among {{{lams}}} whose compressed models score best "
                   f"on the validation split at R = {fmt(choice.choice_ratio(table))} without LoRA (mean over seeds; the "
                   "test split is never read for the choice); the other λ are in the `lambda_sweep` page.", ""]
@@ -123,11 +124,7 @@ def main_markdown(table, study: str, missing: list[str], deficient: list[str] = 
                 body.append([fmt(ratio), "dense (uncompressed)", "—", fmt_mean_std(r["mean"], r["std"], int(r["n"]), metric),
                              str(int(r["n"])), "", "", "", "", "", _mparams(r["model_params"])])
             for _, r in comp[comp["ratio"] == ratio].iterrows():
-                label = r["label"]
-                if r["method"] == "prehab" and r["surrogate"] not in RECIPES:
-                    label += f" λ{'*' if swept else ''}={fmt(r['lam'])}"
-                    if extra:
-                        label += " " + ", ".join(f"{SHORT.get(c, c)}={fmt_axis(c, r[c])}" for c in extra)
+                label = _row_label(r, swept, extra)
                 pre_n = 0 if math.isnan(r["pre_n"]) else int(r["pre_n"])
                 body.append([fmt(ratio), label, fmt_axis("lora", r["lora"]),
                              fmt_mean_std(r["mean"], r["std"], int(r["n"]), metric), str(int(r["n"])),
@@ -140,12 +137,26 @@ def main_markdown(table, study: str, missing: list[str], deficient: list[str] = 
         parts += [_arch_heading(arch, metric), "", md_table(headers, body), ""]
         before = choice.reported(t[~t["compressed"].astype(bool) & t["method"].isin(["control", "prehab"])], table)
         if not before.empty:
-            lines = [f"{r['label']}{'' if r['method'] != 'prehab' else ' λ=' + fmt(r['lam'])}: "
+            lines = [f"{_row_label(r, False, extra)}: "
                      f"{fmt_mean_std(r['mean'], r['std'], int(r['n']), metric)} before compression, vs dense "
                      f"{fmt_comparison(r, 'vs_dense')[0] or '(unpaired)'} {fmt_comparison(r, 'vs_dense')[1]}"
                      for _, r in before.iterrows()]
             parts += ["Fine-tuning before compression: " + "; ".join(lines) + ".", ""]
     return "\n".join(parts)
+
+
+def _row_label(r, swept: bool, extra: list[str]) -> str:
+    """A row's method label; a Prehab row adds its lambda (starred when chosen from a sweep), and
+    Prehab and control rows the axes that vary among the architecture's Prehab runs (`extra`),
+    so that two controls of different spaces read apart. Recipes carry their own settings."""
+    label = r["label"]
+    if r["method"] not in ("prehab", "control") or r["surrogate"] in RECIPES:
+        return label + (f" λ={fmt(r['lam'])}" if r["method"] == "prehab" else "")
+    if r["method"] == "prehab":
+        label += f" λ{'*' if swept else ''}={fmt(r['lam'])}"
+    if extra:
+        label += " " + ", ".join(f"{SHORT.get(c, c)}={fmt_axis(c, r[c])}" for c in extra)
+    return label
 
 
 def steps_markdown(table, study: str, missing: list[str], deficient: list[str] = ()) -> str:

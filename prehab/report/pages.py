@@ -137,7 +137,7 @@ def main_markdown(table, study: str, missing: list[str], deficient: list[str] = 
         parts += [_arch_heading(arch, metric), "", md_table(headers, body), ""]
         before = choice.reported(t[~t["compressed"].astype(bool) & t["method"].isin(["control", "prehab"])], table)
         if not before.empty:
-            lines = [f"{_row_label(r, False, extra)}: "
+            lines = [f"{_row_label(r, False, extra, recipe_lam=True)}: "
                      f"{fmt_mean_std(r['mean'], r['std'], int(r['n']), metric)} before compression, vs dense "
                      f"{fmt_comparison(r, 'vs_dense')[0] or '(unpaired)'} {fmt_comparison(r, 'vs_dense')[1]}"
                      for _, r in before.iterrows()]
@@ -145,13 +145,14 @@ def main_markdown(table, study: str, missing: list[str], deficient: list[str] = 
     return "\n".join(parts)
 
 
-def _row_label(r, swept: bool, extra: list[str]) -> str:
+def _row_label(r, swept: bool, extra: list[str], recipe_lam: bool = False) -> str:
     """A row's method label; a Prehab row adds its lambda (starred when chosen from a sweep), and
     Prehab and control rows the axes that vary among the architecture's Prehab runs (`extra`),
-    so that two controls of different spaces read apart. Recipes carry their own settings."""
+    so that two controls of different spaces read apart. Recipes carry their own settings (and
+    their lambda only where `recipe_lam`)."""
     label = r["label"]
     if r["method"] not in ("prehab", "control") or r["surrogate"] in RECIPES:
-        return label + (f" λ={fmt(r['lam'])}" if r["method"] == "prehab" else "")
+        return label + (f" λ={fmt(r['lam'])}" if recipe_lam and r["method"] == "prehab" else "")
     if r["method"] == "prehab":
         label += f" λ{'*' if swept else ''}={fmt(r['lam'])}"
     if extra:

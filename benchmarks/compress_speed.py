@@ -1,15 +1,16 @@
 """Calibrate + compress (SVD-LLM at R = 0.6) by the package against a straightforward
 implementation, in one run, calibrated on each architecture's `calib_samples` (config/config.yaml:
-the size the workflow uses, at least 4 tokens per input of the widest layer): a second moment per target layer (q, k and v each their own),
-float64 throughout, an explicit inverse of each Cholesky factor. Prints both times and their
-ratio, the largest difference between the two compressed weights (relative to the layer's
-largest entry), and the fraction of the package's time spent inside the SVDs themselves (the
-floor the issue names), with the package's time split by stage (the forward passes, the
-products of their second moments, the factors, the SVDs, the rest) and the share of the work no
-calibrate + compress avoids: the SVDs plus the calibration's forward passes. Targets: >= 2x
-faster; >= 70% of the time in the SVDs on the LLaMA-shaped model (llama-small: SmolLM2-135M).
-One BLAS thread, as the workflow runs. The package's SVDs are `compress.gram_svd` (an
-eigen-decomposition of the smaller Gram matrix), the straightforward path's LAPACK's SVD.
+the size the workflow uses, at least 4 tokens per input of the widest layer). The straightforward
+path: a second moment per target layer (q, k and v each their own), float64 throughout, an
+explicit inverse of each Cholesky factor. Prints both times and their ratio, the largest
+difference between the two compressed weights (relative to the layer's largest entry), and the
+fraction of the package's time spent inside the SVDs themselves (the floor the issue names), with
+the package's time split by stage (the forward passes, the products of their second moments, the
+factors, the SVDs, the rest) and the share of the work no calibrate + compress avoids: the SVDs
+plus the calibration's forward passes. Targets: >= 2x faster; >= 70% of the time in the SVDs on
+the LLaMA-shaped model (llama-small: SmolLM2-135M). One BLAS thread, as the workflow runs. The
+package's SVDs are `compress.gram_svd` (an eigen-decomposition of the smaller Gram matrix), the
+straightforward path's LAPACK's SVD.
 
 A second package run takes each batch's X^T X in float32 (summed in float64: `prehab calibrate
 --moment-dtype float32`, not the default) and prints its time, ratio and what the cheaper
@@ -161,11 +162,12 @@ def measure(arch: str, samples: int) -> None:
     cheap, cheap_stages, _ = package(third, spec, data, targets, batch, torch.float32)
     cheap_s = time.perf_counter() - start
     diff = max(float((ours[n] - naive[n]).abs().max() / naive[n].abs().max()) for n in targets)
-    print(f"{arch:12s} {len(targets):4d} targets  {samples} samples  straightforward {naive_s:7.1f} s  package {ours_s:7.1f} s  "
-          f"ratio {naive_s / ours_s:5.2f}  in SVDs {stages['SVDs'] / ours_s:5.1%}  max rel diff {diff:.1e}")
+    print(f"{arch:12s} {len(targets):4d} targets  {samples} samples  straightforward {naive_s:7.1f} s  "
+          f"package {ours_s:7.1f} s  ratio {naive_s / ours_s:5.2f}  in SVDs {stages['SVDs'] / ours_s:5.1%}  max rel diff {diff:.1e}")
     print(f"{'':12s} package's time: " + ", ".join(f"{k} {v / ours_s:.0%}" for k, v in stages.items())
           + f"; SVDs + forward {(stages['SVDs'] + stages['forward']) / ours_s:.0%}")
-    moved = sorted(output_change(cheap[n] - ours[n], dense[n] - ours[n], whitening.factor_of(n)) for n in targets)
+    moved = sorted(output_change(cheap[n] - ours[n], dense[n] - ours[n], whitening.factor_of(n))
+                   for n in targets)
     print(f"{'':12s} float32 products: package {cheap_s:7.1f} s  ratio {naive_s / cheap_s:5.2f}  "
           f"in SVDs {cheap_stages['SVDs'] / cheap_s:5.1%}  moment products {cheap_stages['moment products']:.1f} s "
           f"(float64: {stages['moment products']:.1f} s)  output change / truncation's: max {moved[-1]:.1e}, "

@@ -59,7 +59,8 @@ def run(opts: Options) -> dict:
     record = StepRecord("calibrate", {"model": str(opts.model), "arch": spec.name, "source": opts.source,
                                       "samples": samples, "batch_size": batch_size, "seed": opts.seed,
                                       "damping": opts.damping, "factor_dtype": opts.factor_dtype,
-                                      **({"moment_dtype": opts.moment_dtype} if opts.moment_dtype != "float64" else {})})
+                                      **({"moment_dtype": opts.moment_dtype}
+                                         if opts.moment_dtype != "float64" else {})})
     ckpt.model.to(resolve_device(opts.device))
     seed_everything(opts.seed)
     data = spec.load(options, opts.source, samples, opts.seed)

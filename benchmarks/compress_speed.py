@@ -163,7 +163,8 @@ def measure(arch: str, samples: int) -> None:
     cheap_s = time.perf_counter() - start
     diff = max(float((ours[n] - naive[n]).abs().max() / naive[n].abs().max()) for n in targets)
     print(f"{arch:12s} {len(targets):4d} targets  {samples} samples  straightforward {naive_s:7.1f} s  "
-          f"package {ours_s:7.1f} s  ratio {naive_s / ours_s:5.2f}  in SVDs {stages['SVDs'] / ours_s:5.1%}  max rel diff {diff:.1e}")
+          f"package {ours_s:7.1f} s  ratio {naive_s / ours_s:5.2f}  in SVDs {stages['SVDs'] / ours_s:5.1%}  "
+          f"max rel diff {diff:.1e}")
     print(f"{'':12s} package's time: " + ", ".join(f"{k} {v / ours_s:.0%}" for k, v in stages.items())
           + f"; SVDs + forward {(stages['SVDs'] + stages['forward']) / ours_s:.0%}")
     moved = sorted(output_change(cheap[n] - ours[n], dense[n] - ours[n], whitening.factor_of(n))

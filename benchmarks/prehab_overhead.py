@@ -10,7 +10,8 @@ as (time of a 1 + N step run - time of a 1-step run) / N: the first step is a co
 every estimator (each matrix's penalty computed exactly), paid once per run; its time, set-up
 included, is printed beside. The learning rate is the one the study runs (`prehab_lr` of the
 architecture in config/config.yaml extended by --configfile, settings.py; else the
-architecture's default): the lagged estimator's refreshes per step grow with it (benchmarks/lagged_refreshes.py), the other rows do not care.
+architecture's default): the lagged estimator's refreshes per step grow with it
+(benchmarks/lagged_refreshes.py), the other rows do not care.
 
     .venv/bin/python benchmarks/prehab_overhead.py [--archs A ...] [--steps N] [--stagger K] [--refresh K]
         [--rows control exact fast lagged staggered] [--configfile config/config.yaml]

@@ -51,11 +51,16 @@ def is_chosen(row, chosen: dict[tuple, float]) -> bool:
     return lam is not None and abs(float(row["lam"]) - lam) < 1e-12
 
 
-def sweeps(table) -> bool:
-    """Whether a study table's Prehab rows span several lambdas (then it reports lambda* only);
-    a recipe's lambda is its own, not a point of the sweep."""
+def swept_lambdas(table) -> list[float]:
+    """The sorted lambdas of a study table's Prehab rows; a recipe's lambda is its own, not a
+    point of the sweep."""
     plain = (table["method"] == "prehab") & ~table["surrogate"].isin(list(RECIPES))
-    return table.loc[plain, "lam"].nunique() > 1
+    return sorted(table.loc[plain, "lam"].dropna().unique())
+
+
+def sweeps(table) -> bool:
+    """Whether a study table's Prehab rows span several lambdas (then it reports lambda* only)."""
+    return len(swept_lambdas(table)) > 1
 
 
 def reported(rows, table):

@@ -102,11 +102,9 @@ def main_markdown(table, study: str, missing: list[str], deficient: list[str] = 
     if table.empty:
         return "\n".join(parts + [NO_MODELS, ""])
     parts += [line + "\n" for line in warnings_for(table, list(deficient))]
-    prehab_rows = table["method"] == "prehab"
     swept = choice.sweeps(table)
     if swept:
-        plain = prehab_rows & ~table["surrogate"].isin(list(RECIPES))
-        lams = ", ".join(fmt(v) for v in sorted(table.loc[plain, "lam"].dropna().unique()))
+        lams = ", ".join(fmt(v) for v in choice.swept_lambdas(table))
         parts += [f"**Prehab (λ\\*)**: per architecture, the λ among {{{lams}}} whose compressed models score best "
                   f"on the validation split at R = {fmt(choice.choice_ratio(table))} without LoRA (mean over seeds; the "
                   "test split is never read for the choice); the other λ are in the `lambda_sweep` page.", ""]

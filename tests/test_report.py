@@ -539,3 +539,26 @@ def test_one_lambda_in_two_spaces_beside_a_recipe_reads_apart(tmp_path):
         assert f"| control (λ=0) space={space} |" in page and f"Prehab(nuclear) λ=10 space={space} |" in page
         assert f"control (λ=0) space={space}: " in page  # the before-compression line
     assert "| control (authors-vit at λ=0" in page and "Prehab(authors-vit" in page
+
+
+def test_rank_deficient_calibrations_are_named_with_their_layers(tmp_path, tree):
+    """A calibration whose metrics.json counts rank-deficient factors heads every page with a
+    warning naming the calibration and the layers; one that factored cleanly is not listed."""
+    cfg = {"archs": ["tiny-mlp"], "studies": {"main": _study(["dense", "svd-llm", "control", "prehab"],
+                                                             page="by_ratio", lora=["none"])}}
+    root = tmp_path / "runs"
+    make_tree(root, cfg)
+    for seed, deficient in ((0, True), (1, False)):
+        folder = root / f"arch~tiny-mlp/seed~{seed}/cal~train/ncal~64"
+        (folder / "grams.pt").write_bytes(b"")
+        damping = {"blocks.0.q": {"rank_deficient": deficient}, "blocks.0.fc2": {"rank_deficient": False}}
+        write_json(folder / "metrics.json", {"step": "calibrate", "damping": damping,
+                                             "metrics": {"n_rank_deficient": int(deficient)}})
+    assert main(["report", "--runs", str(root), "--studies", json.dumps(cfg), "--tables", str(tmp_path / "tables"),
+                 "--figures", str(tmp_path / "figures")]) == 0
+    page = (tmp_path / "tables" / "main.md").read_text()
+    assert ("**Warning: rank-deficient whitening** (fewer calibration tokens than inputs, or a second moment that "
+            "does not factor without jitter) in 1 calibration(s), the factor of blocks.0.q in 1: "
+            "arch~tiny-mlp/seed~0/cal~train/ncal~64.") in page
+    assert "seed~1/cal~train" not in page and "blocks.0.fc2" not in page
+    assert "rank-deficient" not in (tree["tables"] / "main.md").read_text()  # no calibration flagged there

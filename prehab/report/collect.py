@@ -208,14 +208,19 @@ def _read_evaluation(path: Path) -> dict[str, Any]:
     return data
 
 
-def rank_deficient_calibrations(runs_dir: str | Path) -> list[str]:
-    """Calibration folders (relative to runs_dir) whose metrics.json counts rank-deficient second
-    moments (prehab calibrate: fewer tokens than inputs, or C does not factor without jitter)."""
-    found = []
+def rank_deficient_calibrations(runs_dir: str | Path) -> dict[str, list[str]]:
+    """{calibration folder (relative to runs_dir): its rank-deficient factors' layer names} for
+    every calibration whose metrics.json counts rank-deficient second moments (prehab calibrate:
+    fewer tokens than inputs, or C does not factor without jitter)."""
+    found = {}
     for grams in sorted(Path(runs_dir).rglob(GRAMS_FILE)):
         path = grams.parent / METRICS_FILE
-        if path.is_file() and number(_read_json(path).get("metrics", {}).get("n_rank_deficient")) > 0:
-            found.append(grams.parent.relative_to(runs_dir).as_posix())
+        if not path.is_file():
+            continue
+        record = _read_json(path)
+        if number(record.get("metrics", {}).get("n_rank_deficient")) > 0:
+            layers = [name for name, how in (record.get("damping") or {}).items() if how.get("rank_deficient")]
+            found[grams.parent.relative_to(runs_dir).as_posix()] = layers
     return found
 
 

@@ -4,6 +4,7 @@ per study, the headline page (by ratio, lambda* on validation) and the budget pa
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 from prehab.layout import fmt
 from prehab.method.recipes import RECIPES
@@ -40,8 +41,9 @@ def fmt_comparison(r, name: str) -> tuple[str, str]:
     return paired.fmt_paired(result, r["metric"]), r[f"{name}_verdict"]
 
 
-def warnings_for(table, deficient: list[str]) -> list[str]:
-    """Lines a page must lead with: controls that lost before compression, rank-deficient whitening."""
+def warnings_for(table, deficient: dict[str, list[str]]) -> list[str]:
+    """Lines a page must lead with: controls that lost before compression, rank-deficient whitening
+    (`deficient`: collect.rank_deficient_calibrations)."""
     lines = []
     lost = table[(table["method"] == "control") & ~table["compressed"].astype(bool) & (table["vs_dense_verdict"] == "worse")]
     for _, r in lost.iterrows():
@@ -50,9 +52,13 @@ def warnings_for(table, deficient: list[str]) -> list[str]:
                      f"(space {r['space']}): {text}. Its fine-tuning recipe harms the model; read Prehab against "
                      "the control, not against SVD-LLM.")
     if deficient:
-        shown = ", ".join(deficient[:5]) + (f", ... ({len(deficient)} in all)" if len(deficient) > 5 else "")
+        folders = list(deficient)
+        layers = Counter(layer for names in deficient.values() for layer in names)
+        at = "; ".join(f"{layer} in {n}" for layer, n in sorted(layers.items()))
+        shown = ", ".join(folders[:5]) + (f", ... ({len(folders)} in all)" if len(folders) > 5 else "")
         lines.append(f"**Warning: rank-deficient whitening** (fewer calibration tokens than inputs, or a second "
-                     f"moment that does not factor without jitter) in: {shown}.")
+                     f"moment that does not factor without jitter) in {len(folders)} calibration(s)"
+                     + (f", the factor of {at}" if at else "") + f": {shown}.")
     return lines
 
 
@@ -67,12 +73,12 @@ def _opening(title: str, missing: list[str]) -> list[str]:
 NO_MODELS = "No evaluated models found for this study."
 
 
-def study_markdown(table, study: str, missing: list[str], deficient: list[str] = ()) -> str:
+def study_markdown(table, study: str, missing: list[str], deficient: dict[str, list[str]] | None = None) -> str:
     """Generic study page: per architecture, the columns that vary in the study."""
     parts = _opening(f"# Study `{study}`", missing)
     if table.empty:
         return "\n".join(parts + [NO_MODELS, ""])
-    parts += [line + "\n" for line in warnings_for(table, list(deficient))]
+    parts += [line + "\n" for line in warnings_for(table, dict(deficient or {}))]
     shown = [c for c in ("surrogate", "lam", "space", "cal_source", "cal_samples", "ratio", "lora")
              if table[c].map(_none).nunique(dropna=False) > 1]
     has_pre = table["pre_mean"].notna().any()
@@ -94,14 +100,14 @@ def study_markdown(table, study: str, missing: list[str], deficient: list[str] =
     return "\n".join(parts)
 
 
-def main_markdown(table, study: str, missing: list[str], deficient: list[str] = ()) -> str:
+def main_markdown(table, study: str, missing: list[str], deficient: dict[str, list[str]] | None = None) -> str:
     """The headline page: per architecture and ratio, dense, SVD, SVD-LLM, control and Prehab
     (at lambda*, chosen on validation data, when the study sweeps lambda), each without and with
     LoRA, with the paired comparisons against the control and SVD-LLM."""
     parts = _opening(f"# Main results (study `{study}`)", missing)
     if table.empty:
         return "\n".join(parts + [NO_MODELS, ""])
-    parts += [line + "\n" for line in warnings_for(table, list(deficient))]
+    parts += [line + "\n" for line in warnings_for(table, dict(deficient or {}))]
     swept = choice.sweeps(table)
     if swept:
         lams = ", ".join(fmt(v) for v in choice.swept_lambdas(table))
@@ -158,7 +164,7 @@ def _row_label(r, swept: bool, extra: list[str], recipe_lam: bool = False) -> st
     return label
 
 
-def steps_markdown(table, study: str, missing: list[str], deficient: list[str] = ()) -> str:
+def steps_markdown(table, study: str, missing: list[str], deficient: dict[str, list[str]] | None = None) -> str:
     """The budget page: per architecture, Prehab minus its control against Prehab steps (the
     snapshots of one long run and the run itself), before compression and at each ratio."""
     from prehab.report.figures import budget_rows
@@ -167,7 +173,7 @@ def steps_markdown(table, study: str, missing: list[str], deficient: list[str] =
     rows = budget_rows(table) if not table.empty else table
     if table.empty or rows.empty:
         return "\n".join(parts + ["No paired Prehab-vs-control cells found for this study.", ""])
-    parts += [line + "\n" for line in warnings_for(table, list(deficient))]
+    parts += [line + "\n" for line in warnings_for(table, dict(deficient or {}))]
     controls = {control_key(c): c for _, c in table[table["method"] == "control"].iterrows()}
     for arch, t in rows.groupby("arch", sort=False):
         metric = t["metric"].iloc[0]

@@ -255,7 +255,7 @@ def write_tables(df, cfg: dict[str, Any], out_dir: str | Path) -> list[Path]:
 
             page = {"by_ratio": pages.main_markdown, "by_steps": pages.steps_markdown}.get(
                 cfg["studies"][study].get("page"), pages.study_markdown)
-            md.write_text(page(table, study, missing, df.attrs.get("rank_deficient", [])))
+            md.write_text(page(table, study, missing, df.attrs.get("rank_deficient", {})))
         written += [csv, md]
     log.info("wrote %d table files to %s", len(written), out_dir)
     return written

@@ -8,8 +8,9 @@ fraction of the package's time spent inside the SVDs themselves (the floor the i
 the package's time split by stage (the forward passes, the products of their second moments, the
 factors, the SVDs, the rest) and the share of the work no calibrate + compress avoids: the SVDs
 plus the calibration's forward passes, and the ceiling that puts on the SVDs' share (their
-share if products, factors and bookkeeping cost nothing: SVDs / (SVDs + forward)). Targets: >= 2x faster; >= 70% of the time in the SVDs on
-the LLaMA-shaped model (llama-small: SmolLM2-135M). One BLAS thread, as the workflow runs. The
+share if products, factors and bookkeeping cost nothing: SVDs / (SVDs + forward)). Targets:
+>= 2x faster; >= 70% of the time in the SVDs on the LLaMA-shaped model (llama-small:
+SmolLM2-135M). One BLAS thread, as the workflow runs. The
 package's SVDs are `compress.gram_svd` (an eigen-decomposition of the smaller Gram matrix), the
 straightforward path's LAPACK's SVD.
 

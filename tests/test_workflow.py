@@ -180,13 +180,14 @@ def test_dry_run_budget_config_plans_the_snapshots(tmp_path):
     assert dry_run(tmp_path, REPO / "config" / "budget.yaml") == expected
 
 
-@pytest.mark.parametrize("name,prehab_jobs", [("ablations", 14), ("llama", 9), ("damped", 18)])
-def test_dry_run_other_configs_plan(tmp_path, name, prehab_jobs):
+@pytest.mark.parametrize("name,prehab_jobs,rehab_jobs", [("ablations", 14, 0), ("llama", 15, 21), ("damped", 18, 0)])
+def test_dry_run_other_configs_plan(tmp_path, name, prehab_jobs, rehab_jobs):
     # ablations: vit-small seed 0, 14 Prehab/control runs (README "Configs"); llama: 3 seeds x
-    # (control + 2 lambdas); damped: 3 seeds x (lambda 10 and its control in two spaces, the
-    # recipe and its control)
+    # (control + 2 lambdas + the recipe and its control), LoRA on each of those and on SVD and
+    # SVD-LLM; damped: 3 seeds x (lambda 10 and its control in two spaces, the recipe and its
+    # control)
     counts = dry_run(tmp_path, REPO / "config" / f"{name}.yaml")
-    assert counts["prehab"] == prehab_jobs and counts["all"] == 1
+    assert counts["prehab"] == prehab_jobs and counts.get("rehab", 0) == rehab_jobs and counts["all"] == 1
 
 
 def test_dry_run_paper_config_counts_every_rule(tmp_path):

@@ -10,9 +10,8 @@ factors, the SVDs, the rest) and the share of the work no calibrate + compress a
 plus the calibration's forward passes, and the ceiling that puts on the SVDs' share (their
 share if products, factors and bookkeeping cost nothing: SVDs / (SVDs + forward)). Targets:
 >= 2x faster; >= 70% of the time in the SVDs on the LLaMA-shaped model (llama-small:
-SmolLM2-135M). One BLAS thread, as the workflow runs. The
-package's SVDs are `compress.gram_svd` (an eigen-decomposition of the smaller Gram matrix), the
-straightforward path's LAPACK's SVD.
+SmolLM2-135M). One BLAS thread, as the workflow runs. The package's SVDs are `compress.gram_svd`
+(an eigen-decomposition of the smaller Gram matrix), the straightforward path's LAPACK's SVD.
 
 A second package run takes each batch's X^T X in float32 (summed in float64: `prehab calibrate
 --moment-dtype float32`, not the default) and prints its time, ratio and what the cheaper

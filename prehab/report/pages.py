@@ -41,7 +41,7 @@ def fmt_comparison(r, name: str) -> tuple[str, str]:
     return paired.fmt_paired(result, r["metric"]), r[f"{name}_verdict"]
 
 
-def warnings_for(table, deficient: dict[str, list[str]]) -> list[str]:
+def warnings_for(table, deficient: dict[str, list[str]] | None) -> list[str]:
     """Lines a page must lead with: controls that lost before compression, rank-deficient whitening
     (`deficient`: collect.rank_deficient_calibrations)."""
     lines = []
@@ -78,7 +78,7 @@ def study_markdown(table, study: str, missing: list[str], deficient: dict[str, l
     parts = _opening(f"# Study `{study}`", missing)
     if table.empty:
         return "\n".join(parts + [NO_MODELS, ""])
-    parts += [line + "\n" for line in warnings_for(table, dict(deficient or {}))]
+    parts += [line + "\n" for line in warnings_for(table, deficient)]
     shown = [c for c in ("surrogate", "lam", "space", "cal_source", "cal_samples", "ratio", "lora")
              if table[c].map(_none).nunique(dropna=False) > 1]
     has_pre = table["pre_mean"].notna().any()
@@ -107,7 +107,7 @@ def main_markdown(table, study: str, missing: list[str], deficient: dict[str, li
     parts = _opening(f"# Main results (study `{study}`)", missing)
     if table.empty:
         return "\n".join(parts + [NO_MODELS, ""])
-    parts += [line + "\n" for line in warnings_for(table, dict(deficient or {}))]
+    parts += [line + "\n" for line in warnings_for(table, deficient)]
     swept = choice.sweeps(table)
     if swept:
         lams = ", ".join(fmt(v) for v in choice.swept_lambdas(table))
@@ -173,7 +173,7 @@ def steps_markdown(table, study: str, missing: list[str], deficient: dict[str, l
     rows = budget_rows(table) if not table.empty else table
     if table.empty or rows.empty:
         return "\n".join(parts + ["No paired Prehab-vs-control cells found for this study.", ""])
-    parts += [line + "\n" for line in warnings_for(table, dict(deficient or {}))]
+    parts += [line + "\n" for line in warnings_for(table, deficient)]
     controls = {control_key(c): c for _, c in table[table["method"] == "control"].iterrows()}
     for arch, t in rows.groupby("arch", sort=False):
         metric = t["metric"].iloc[0]

@@ -2,23 +2,25 @@
 implementation, in one run, calibrated on each architecture's `calib_samples` (config/config.yaml:
 the size the workflow uses, at least 4 tokens per input of the widest layer). The straightforward
 path: a second moment per target layer (q, k and v each their own), float64 throughout, an
-explicit inverse of each Cholesky factor. Prints both times and their ratio, the largest
-difference between the two compressed weights (relative to the layer's largest entry), and the
-fraction of the package's time spent inside the SVDs themselves (the floor the issue names), with
-the package's time split by stage (the forward passes, the products of their second moments, the
-factors, the SVDs, the rest) and the share of the work no calibrate + compress avoids: the SVDs
-plus the calibration's forward passes, and the ceiling that puts on the SVDs' share (their
-share if products, factors and bookkeeping cost nothing: SVDs / (SVDs + forward)). Targets:
+explicit inverse of each Cholesky factor. The package as `prehab calibrate` and `prehab compress`
+run it by default: one second moment per distinct input, its lower half only, each batch's X^T X
+in float32 summed in float64 (SVD-LLM's own code sums in float32 too), and each SVD from the
+smaller Gram's eigen-decomposition (`compress.gram_svd`, then only the long side's kept singular
+vectors). Prints both times and their ratio, the largest difference between the two compressed
+weights (relative to the layer's largest entry) and what the float32 products move: per layer,
+how much the compressed layer's outputs on the calibration inputs move against a float64-product
+cut, relative to how much the truncation itself moved them, sqrt(tr(dW C dW^T) / tr(E C E^T))
+with C the float64 second moment, dW the difference of the two cuts and E the truncation error
+(the largest over layers, and the median). Then the fraction of the package's time spent inside
+the SVDs themselves (the floor the issue names), the time split by stage (the forward passes,
+the products of their second moments, the factors, the SVDs, the rest of compress), the share
+no calibrate + compress avoids (the SVDs plus the calibration's forward passes) and the
+ceiling that puts on the SVDs' share (their share if products, factors and bookkeeping cost
+nothing: SVDs / (SVDs + forward)), and the SVDs' share of the compress step alone (SVDs / (SVDs
++ the rest of compress)). A second package run takes the products in float64 (`--moment-dtype
+float64`, which the committed studies pin: config/config.yaml) and prints the same. Targets:
 >= 2x faster; >= 70% of the time in the SVDs on the LLaMA-shaped model (llama-small:
-SmolLM2-135M). One BLAS thread, as the workflow runs. The package's SVDs are `compress.gram_svd`
-(an eigen-decomposition of the smaller Gram matrix), the straightforward path's LAPACK's SVD.
-
-A second package run takes each batch's X^T X in float32 (summed in float64: `prehab calibrate
---moment-dtype float32`, not the default) and prints its time, ratio and what the cheaper
-products change: per layer, how much the compressed layer's outputs on the calibration inputs
-move, relative to how much the truncation itself moved them, sqrt(tr(dW C dW^T) / tr(E C E^T))
-with C the float64 second moment, dW the difference of the two compressed weights and E the
-truncation error W - W_compressed (the largest over layers, and the median).
+SmolLM2-135M). One BLAS thread, as the workflow runs.
 
     .venv/bin/python benchmarks/compress_speed.py [--archs A ...] [--samples N]
 """
@@ -74,14 +76,16 @@ class Stopwatch:
             setattr(module, name, self.real[label])
 
 
-def package(model, spec, data, targets, batch_size, product_dtype=torch.float64
+def package(model, spec, data, targets, batch_size, product_dtype: torch.dtype
             ) -> tuple[dict[str, torch.Tensor], dict[str, float], Whitening]:
     """({layer: W_u W_v}, seconds per stage, the whitening) of the package's calibrate + compress, as the
     `calibrate` and `compress` steps run them (without their disk writes): the forward passes
     block by block, their second moments' products (`add_lower_gram`), the Cholesky factors, the
-    SVDs (`gram_svd`: the smaller Gram's eigen-decomposition), and the rest of compress (W L, the
-    triangular solve, the new modules)."""
-    with Stopwatch(products=(calibrate, "add_lower_gram"), svds=(compress, "gram_svd")) as watch:
+    SVDs (`gram_svd`: the smaller Gram's eigen-decomposition, and `GramSVD.top`: the kept singular
+    vectors of the long side), and the rest of compress (W L, the triangular solve, the new
+    modules)."""
+    with Stopwatch(products=(calibrate, "add_lower_gram"), svds=(compress, "gram_svd"),
+                   long_sides=(compress.GramSVD, "top")) as watch:
         start = time.perf_counter()
         streaming_seconds, factors, owner, n_tokens = 0.0, {}, {}, 0
         blocks = block_moments(model, spec.task, data, targets, batch_size, product_dtype)
@@ -99,7 +103,7 @@ def package(model, spec, data, targets, batch_size, product_dtype=torch.float64
         factored = time.perf_counter()
         compress.compress_model(model, targets, RATIO, "svd-llm", whitening)
         done = time.perf_counter()
-    products, svds = watch.seconds["products"], watch.seconds["svds"]
+    products, svds = watch.seconds["products"], watch.seconds["svds"] + watch.seconds["long_sides"]
     stages = {"forward": streaming_seconds - products, "moment products": products,
               "factors": factored - start - streaming_seconds, "SVDs": svds, "rest of compress": done - factored - svds}
     with torch.no_grad():
@@ -157,25 +161,29 @@ def measure(arch: str, samples: int) -> None:
     naive = straightforward(first, spec, data, targets, batch)
     naive_s = time.perf_counter() - start
     start = time.perf_counter()
-    ours, stages, whitening = package(second, spec, data, targets, batch)
+    ours, stages, _ = package(second, spec, data, targets, batch, torch.float32)
     ours_s = time.perf_counter() - start
     start = time.perf_counter()
-    cheap, cheap_stages, _ = package(third, spec, data, targets, batch, torch.float32)
-    cheap_s = time.perf_counter() - start
-    diff = max(float((ours[n] - naive[n]).abs().max() / naive[n].abs().max()) for n in targets)
+    wide, wide_stages, whitening = package(third, spec, data, targets, batch, torch.float64)
+    wide_s = time.perf_counter() - start
+
+    def largest_difference(weights):
+        return max(float((weights[n] - naive[n]).abs().max() / naive[n].abs().max()) for n in targets)
+
+    moved = sorted(output_change(ours[n] - wide[n], dense[n] - wide[n], whitening.factor_of(n)) for n in targets)
     print(f"{arch:12s} {len(targets):4d} targets  {samples} samples  straightforward {naive_s:7.1f} s  "
           f"package {ours_s:7.1f} s  ratio {naive_s / ours_s:5.2f}  in SVDs {stages['SVDs'] / ours_s:5.1%}  "
-          f"max rel diff {diff:.1e}")
+          f"max rel diff {largest_difference(ours):.1e}  output change / truncation's: max {moved[-1]:.1e}, "
+          f"median {moved[len(moved) // 2]:.1e}")
     print(f"{'':12s} package's time: " + ", ".join(f"{k} {v / ours_s:.0%}" for k, v in stages.items())
           + f"; SVDs + forward {(stages['SVDs'] + stages['forward']) / ours_s:.0%}; the SVDs' share with everything"
-          f" else free but the forward passes {stages['SVDs'] / (stages['SVDs'] + stages['forward']):.0%}")
-    moved = sorted(output_change(cheap[n] - ours[n], dense[n] - ours[n], whitening.factor_of(n))
-                   for n in targets)
-    print(f"{'':12s} float32 products: package {cheap_s:7.1f} s  ratio {naive_s / cheap_s:5.2f}  "
-          f"in SVDs {cheap_stages['SVDs'] / cheap_s:5.1%}  moment products {cheap_stages['moment products']:.1f} s "
-          f"(float64: {stages['moment products']:.1f} s)  output change / truncation's: max {moved[-1]:.1e}, "
-          f"median {moved[len(moved) // 2]:.1e}")
-    print(f"{'':12s} its time: " + ", ".join(f"{k} {v / cheap_s:.0%}" for k, v in cheap_stages.items()))
+          f" else free but the forward passes {stages['SVDs'] / (stages['SVDs'] + stages['forward']):.0%}; "
+          f"of compress alone {stages['SVDs'] / (stages['SVDs'] + stages['rest of compress']):.0%}")
+    print(f"{'':12s} float64 products (the studies' pin): package {wide_s:7.1f} s  ratio {naive_s / wide_s:5.2f}  "
+          f"in SVDs {wide_stages['SVDs'] / wide_s:5.1%}  max rel diff {largest_difference(wide):.1e}  "
+          f"moment products {wide_stages['moment products']:.1f} s (float32: {stages['moment products']:.1f} s)")
+    print(f"{'':12s} its time: " + ", ".join(f"{k} {v / wide_s:.0%}" for k, v in wide_stages.items())
+          + f"; of compress alone {wide_stages['SVDs'] / (wide_stages['SVDs'] + wide_stages['rest of compress']):.0%}")
 
 
 def output_change(delta: torch.Tensor, error: torch.Tensor, L: torch.Tensor) -> float:

@@ -4,6 +4,7 @@ to float64 rounding, on whitened matrices whose spectra span many decades."""
 import pytest
 import torch
 
+from prehab.method.calibrate import GRAM_TILE, whiten, whiten_lower
 from prehab.method.compress import gram_svd, truncated_factors
 from prehab.method.ratio import rank_for_ratio
 from spectra import with_spectrum
@@ -47,3 +48,22 @@ def test_rank_deficient_matrix_keeps_finite_factors():
     U, S, Vh = gram_svd(A)
     assert torch.isfinite(U).all() and torch.isfinite(Vh).all()
     assert torch.allclose((U[:, :6] * S[:6]) @ Vh[:6], A, atol=1e-12)
+
+
+@pytest.mark.parametrize("m, n", [(96, 40), (40, 96)])
+def test_kept_singular_vectors_alone_equal_the_whole_sides(m, n):
+    svd = gram_svd(decaying(m, n, decades=6))
+    U, S, Vh = svd  # every singular vector
+    U_k, S_all, Vh_k = svd.top(7)
+    assert U_k.shape == (m, 7) and Vh_k.shape == (7, n) and torch.equal(S_all, S)
+    assert torch.allclose(U_k, U[:, :7], rtol=0, atol=1e-13) and torch.allclose(Vh_k, Vh[:7], rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("n", [GRAM_TILE - 1, 2 * GRAM_TILE + 5])
+def test_triangular_whitening_equals_the_full_product(n):
+    g = torch.Generator().manual_seed(7)
+    W = torch.randn(50, n, generator=g)
+    X = torch.randn(4 * n, n, generator=g, dtype=torch.float64)
+    L = torch.linalg.cholesky(X.T @ X / len(X))
+    full = whiten(W, L)
+    assert torch.allclose(whiten_lower(W, L), full, rtol=0, atol=1e-13 * float(full.abs().max()))

@@ -37,6 +37,17 @@ def batches(data: dict[str, torch.Tensor], batch_size: int) -> Iterator[dict[str
         yield take(data, slice(start, start + batch_size))
 
 
+def by_length(task: str, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Text rows reordered longest first (a stable sort), other tasks' data as they are: batches
+    of similar lengths carry little padding through the forward passes (`model_inputs` trims a
+    batch to its longest row; in-order, 44% of bert-small's calibration tokens were padding).
+    For calibration, whose moments are sums over tokens: the order changes only their rounding."""
+    if task != "text-cls":
+        return data
+    order = torch.sort(data["attention_mask"].sum(dim=1), descending=True, stable=True).indices
+    return take(data, order)
+
+
 def shuffled_batches(
     data: dict[str, torch.Tensor], batch_size: int, steps: int, generator: torch.Generator
 ) -> Iterator[dict[str, torch.Tensor]]:

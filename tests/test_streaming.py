@@ -109,3 +109,39 @@ def test_float32_moment_products_cut_like_float64_ones(tmp_path):
     params = json.loads((tmp_path / "float32" / "metrics.json").read_text())["params"]
     assert params["moment_dtype"] == "float32"
     assert "moment_dtype" not in json.loads((tmp_path / "float64" / "metrics.json").read_text())["params"]
+
+
+def test_length_batching_carries_less_padding_over_the_same_rows():
+    from prehab import tasks
+
+    spec = get_arch("bert-tiny")
+    data = spec.load_split(spec.resolve_options({}), "train", 64, 0)
+    ordered = tasks.by_length("text-cls", data)
+
+    def padded_tokens(d):
+        return sum(tasks.model_inputs("text-cls", b)[1]["input_ids"].numel() for b in tasks.batches(d, 16))
+
+    assert padded_tokens(ordered) < padded_tokens(data)
+    assert int(ordered["attention_mask"].sum()) == int(data["attention_mask"].sum())
+    assert sorted(ordered["input_ids"].tolist()) == sorted(data["input_ids"].tolist())  # the same rows, reordered
+    images = {"pixel_values": torch.randn(4, 3, 8, 8), "labels": torch.arange(4)}
+    assert tasks.by_length("image-cls", images) is images
+
+
+def test_length_batching_calibrates_like_in_order_batching(tmp_path):
+    """`calibrate --batching by-length` (the default) against in-order on a text model: the same
+    factors up to rounding (a sum over the same tokens, grouped differently), and the choice is
+    recorded when it is not in-order (records of the committed in-order runs stay as they were)."""
+    import json
+
+    dense = tmp_path / "dense"
+    assert main(["pretrain", "--arch", "bert-tiny", "--steps", "1", "--out", str(dense)]) == 0
+    for batching in ("in-order", "by-length"):
+        assert main(["calibrate", "--model", str(dense), "--samples", "48", "--batch-size", "8", "--moment-dtype",
+                     "float64", "--batching", batching, "--out", str(tmp_path / batching)]) == 0
+    given, ordered = (load_whitening(tmp_path / b) for b in ("in-order", "by-length"))
+    for leader in given.factors:
+        a, b = given.factors[leader], ordered.factors[leader]
+        assert float((a - b).abs().max() / a.abs().max()) < 1e-5, leader
+    params = {b: json.loads((tmp_path / b / "metrics.json").read_text())["params"] for b in ("in-order", "by-length")}
+    assert params["by-length"]["batching"] == "by-length" and "batching" not in params["in-order"]

@@ -36,13 +36,17 @@ class Options(StepOptions):
                                "time and moves the compressed layers' outputs by under 1e-3 of what truncation "
                                "moves them (benchmarks/compress_speed.py); the committed studies pin float64",
                                "float32", choices=("float64", "float32"))
+    batching: str = option("how the samples are batched: by-length (text longest first, so batches carry little "
+                           "padding; images and LM windows are all one length) or in-order (as drawn, which the "
+                           "committed bert-small studies pin); the moments differ only by rounding", "by-length",
+                           choices=("by-length", "in-order"))
     out: Path = option("output folder (written atomically: all or nothing)", type=Path)
 
 
 def run(opts: Options) -> dict:
     # imported here: `prehab --help` and `prehab STEP --help` must not load torch
     import torch
-    from prehab import checkpoint
+    from prehab import checkpoint, tasks
     from prehab.device import resolve_device
     from prehab.layers import find_targets
     from prehab.method.calibrate import TOKENS_PER_INPUT
@@ -61,10 +65,13 @@ def run(opts: Options) -> dict:
                                       "samples": samples, "batch_size": batch_size, "seed": opts.seed,
                                       "damping": opts.damping, "factor_dtype": opts.factor_dtype,
                                       **({"moment_dtype": opts.moment_dtype}
-                                         if opts.moment_dtype != "float64" else {})})
+                                         if opts.moment_dtype != "float64" else {}),
+                                      **({"batching": opts.batching} if opts.batching != "in-order" else {})})
     ckpt.model.to(resolve_device(opts.device))
     seed_everything(opts.seed)
     data = spec.load(options, opts.source, samples, opts.seed)
+    if opts.batching == "by-length":
+        data = tasks.by_length(spec.task, data)
     targets = find_targets(ckpt.model, spec.targets)
     with atomic_dir(opts.out) as out:
         index = write_whitening(ckpt.model, spec.task, data, targets, batch_size, opts.damping, out,

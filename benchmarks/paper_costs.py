@@ -13,7 +13,9 @@ How:
   block; a training step 3 forward passes (LoRA: 2); the exact penalty per target matrix and step
   (m x n, k = min(m, n), float64) W L (2 m n^2), the Gram (2 m n k), its eigen-decomposition
   (9 k^3) and the gradient back through both (2 m n k + 2 m n^2); calibration one forward over
-  the calibration tokens plus a float64 Gram per distinct input (2 tokens n^2) and its Cholesky
+  the calibration tokens plus a Gram per distinct input (2 tokens n^2: the whole product, an
+  upper bound on the lower half the package takes; in float32, `prehab calibrate`'s default)
+  and its Cholesky
   (n^3 / 3); compression per target W L (SVD-LLM only) and a float64 SVD (6 m n^2 + 20 k^3),
   then one evaluation per ratio.
 - Memory per job (GPU, float32, as the package runs: no mixed precision, no sharding):
@@ -186,7 +188,7 @@ def job_cost(job: Job, s: Shape, defaults: dict, recipes: dict, rates: Rates) ->
             memory += 4.0 * sum(n * n for n in s.inputs) + svd_work
     elif job.rule in ("calibrate", "recalibrate"):
         seconds += forward_flops(s, samples) / rates.fp32
-        seconds += sum(2.0 * calib * n * n for n in s.inputs) / rates.fp64
+        seconds += sum(2.0 * calib * n * n for n in s.inputs) / rates.fp32  # --moment-dtype float32
         seconds += sum(n ** 3 / 3 for n in s.inputs) / rates.eigh
         memory = 4.0 * s.weights + 4.0 * calib * s.width + 8.0 * sum(n * n for n in s.block_inputs)
     elif job.rule.startswith("compress"):

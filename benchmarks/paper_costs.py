@@ -15,9 +15,8 @@ How:
   (9 k^3) and the gradient back through both (2 m n k + 2 m n^2); calibration one forward over
   the calibration tokens plus a Gram per distinct input (2 tokens n^2: the whole product, an
   upper bound on the lower half the package takes; in float32, `prehab calibrate`'s default)
-  and its Cholesky
-  (n^3 / 3); compression per target W L (SVD-LLM only) and a float64 SVD (6 m n^2 + 20 k^3),
-  then one evaluation per ratio.
+  and its Cholesky (n^3 / 3); compression per target W L (SVD-LLM only) and a float64 SVD
+  (6 m n^2 + 20 k^3), then one evaluation per ratio.
 - Memory per job (GPU, float32, as the package runs: no mixed precision, no sharding):
   training weights + gradients + Adam's two moments (16 bytes per weight) plus activations
   (2 x 34 x tokens x width bytes per block: Korthikanti et al.'s count for 16-bit activations,

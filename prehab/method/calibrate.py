@@ -142,8 +142,8 @@ def whiten(W: torch.Tensor, L: torch.Tensor, dtype: torch.dtype = torch.float64)
 def whiten_lower(W: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
     """`whiten(W, L)` in float64 for a lower-triangular L (a Cholesky factor), outside autograd:
     column tile j of W L is W[:, j:] L[j:, tile], since the rows of L above the tile's diagonal
-    block are zeros. Half the multiply-adds of the full product (surgery's W L), and on this
-    machine's BLAS the same numbers (tests/test_compress_svd.py)."""
+    block are zeros. Half the multiply-adds of the full product (surgery's W L), and the same
+    numbers up to rounding (tests/test_compress_svd.py; bit for bit with this machine's BLAS)."""
     assert L.shape == (W.shape[1], W.shape[1]), f"factor {tuple(L.shape)} does not fit weight {tuple(W.shape)}"
     W, L = W.double(), L.to(W.device, torch.float64)
     out = torch.empty(W.shape[0], L.shape[1], dtype=torch.float64, device=W.device)

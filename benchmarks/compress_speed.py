@@ -3,7 +3,7 @@ implementation, in one run, calibrated on each architecture's `calib_samples` (c
 the size the workflow uses, at least 4 tokens per input of the widest layer). The straightforward
 path: a second moment per target layer (q, k and v each their own), float64 throughout, an
 explicit inverse of each Cholesky factor. The package as `prehab calibrate` and `prehab compress`
-run it by default: text samples batched longest first (`--batching by-length`: little padding),
+run it by default: text samples batched longest first (`--batching by-length`: less padding),
 one second moment per distinct input, its lower half only, each batch's X^T X in float32 summed
 in float64 (SVD-LLM's own code sums in float32 too), and each SVD from the
 smaller Gram's eigen-decomposition (`compress.gram_svd`, then only the long side's kept singular
@@ -20,9 +20,9 @@ ceiling that puts on the SVDs' share (their share if products, factors and bookk
 nothing: SVDs / (SVDs + forward)), and the SVDs' share of the compress step alone (SVDs / (SVDs
 + the rest of compress)). A second package run takes the products in float64 and the samples in
 the order drawn (`--moment-dtype float64 --batching in-order`, which the committed studies pin:
-config/config.yaml) and prints the same. Targets:
->= 2x faster; >= 70% of the time in the SVDs on the LLaMA-shaped model (llama-small:
-SmolLM2-135M). One BLAS thread, as the workflow runs.
+config/config.yaml) and prints the same; for text, the share of padding either batching
+carries. Targets: >= 2x faster; >= 70% of the time in the SVDs on the LLaMA-shaped model
+(llama-small: SmolLM2-135M). One BLAS thread, as the workflow runs.
 
     .venv/bin/python benchmarks/compress_speed.py [--archs A ...] [--samples N]
 """
@@ -186,6 +186,20 @@ def measure(arch: str, samples: int) -> None:
           f"moment products {wide_stages['moment products']:.1f} s (float32: {stages['moment products']:.1f} s)")
     print(f"{'':12s} its time: " + ", ".join(f"{k} {v / wide_s:.0%}" for k, v in wide_stages.items())
           + f"; of compress alone {wide_stages['SVDs'] / (wide_stages['SVDs'] + wide_stages['rest of compress']):.0%}")
+    if spec.task == "text-cls":
+        print(f"{'':12s} padding carried through the forward passes: {padding_share(spec.task, data, batch):.0%} of the "
+              f"tokens in order, {padding_share(spec.task, tasks.by_length(spec.task, data), batch):.0%} by length")
+
+
+def padding_share(task: str, data: dict[str, torch.Tensor], batch_size: int) -> float:
+    """The fraction of the tokens the forward passes carry that are padding (each batch trimmed
+    to its longest row, as `tasks.model_inputs` does)."""
+    carried = real = 0
+    for batch in tasks.batches(data, batch_size):
+        _, kwargs = tasks.model_inputs(task, batch)
+        carried += kwargs["input_ids"].numel()
+        real += int(kwargs["attention_mask"].sum())
+    return 1 - real / carried
 
 
 def output_change(delta: torch.Tensor, error: torch.Tensor, L: torch.Tensor) -> float:

@@ -36,7 +36,7 @@ class Options(StepOptions):
                                "time and moves the compressed layers' outputs by under 1e-3 of what truncation "
                                "moves them (benchmarks/compress_speed.py); the committed studies pin float64",
                                "float32", choices=("float64", "float32"))
-    batching: str = option("how the samples are batched: by-length (text longest first, so batches carry little "
+    batching: str = option("how the samples are batched: by-length (text longest first, so batches carry less "
                            "padding; images and LM windows are all one length) or in-order (as drawn, which the "
                            "committed bert-small studies pin); the moments differ only by rounding", "by-length",
                            choices=("by-length", "in-order"))

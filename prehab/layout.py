@@ -33,6 +33,7 @@ METRICS_FILE = "metrics.json"  # what a step measured, its parameters and code v
 GRAMS_FILE = "grams.pt"  # whitening index (calibrate): which factor file holds each layer's L, damping
 FACTORS_FILE = "factors-{index:04d}.pt"  # whitening factors of one block, beside grams.pt
 SCORES_FILE = "scores.json"  # per-row test (and validation) scores of an evaluation, for paired statistics
+MECHANISM_FILE = "mechanism.json"  # per-layer mechanism readout of an SVD-LLM surgery (compress)
 SPECTRA_FILE = "spectra.pt"  # whitened singular values before/after (prehab)
 EVAL_DIR = "eval"  # evaluation folder below a model
 RECAL_DIR = "recal"  # re-calibration below a Prehab/control model

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prehab.errors import UsageError
+from prehab.layout import MECHANISM_FILE
 from prehab.method.names import COMPRESSION_METHODS
 from prehab.method.ratio import RATIO_RULE, valid_ratio
 from prehab.steps.options import COUNT, StepOptions, distinct_outputs, option, step_default
@@ -25,6 +26,9 @@ class Options(StepOptions):
                                 "k = floor(mn(1-R)/(m+n)). Several values: one --out each, one SVD per layer "
                                 "for all", type=float, many=True, check=(RATIO_RULE, valid_ratio))
     grams: Path | None = option("`prehab calibrate` output (needed by svd-llm)", None, type=Path)
+    reference: Path | None = option("svd-llm only: the dense model this model was fine-tuned from, for the "
+                                    "mechanism readout's movement (how far W and W L moved from it); without it "
+                                    "the readout has tails and energies only", None, type=Path)
     evaluate: bool = option("also evaluate every output model into <out>/eval, as `prehab evaluate --out "
                             "<out>/eval`", False, action="store_true")
     eval_batch_size: int | None = option("batch size of --evaluate", None, type=int, check=COUNT)
@@ -36,6 +40,9 @@ class Options(StepOptions):
         distinct_outputs(self.ratio, self.out, "--ratio")
         if self.method == "svd-llm" and not self.grams:
             raise UsageError("--method svd-llm needs --grams (a `prehab calibrate` output)")
+        if self.reference is not None and self.method != "svd-llm":
+            raise UsageError(f"--reference {self.reference} is read by --method svd-llm only (the mechanism "
+                             f"readout needs the whitening), not by --method {self.method}")
 
 
 def run(opts: Options) -> dict | list[dict]:
@@ -61,6 +68,7 @@ def run(opts: Options) -> dict | list[dict]:
     dense_bytes = checkpoint.model_path(opts.model).stat().st_size
     grams = None if opts.grams is None else str(opts.grams)
     svd_cache: dict = {}
+    readout = None if whitening is None else Readout(ckpt, whitening, opts.reference, svd_cache)
     records = []
     for ratio, out_dir in zip(opts.ratio, opts.out):
         params = {"model": str(opts.model), "grams": grams, "arch": spec.name, "method": opts.method, "ratio": ratio}
@@ -69,6 +77,10 @@ def run(opts: Options) -> dict | list[dict]:
         ranks, report = compress_model(model, find_targets(model, spec.targets), ratio, opts.method, whitening, svd_cache)
         record.metrics.update(report, rank_min=min(ranks.values()), rank_max=max(ranks.values()))
         record.extra["ranks"] = ranks
+        if readout is not None:
+            summary, layers = readout.at(ratio)
+            record.metrics.update(summary)
+            record.files[MECHANISM_FILE] = layers
         history = ckpt.history + [{"step": "compress", **params}]
         with atomic_dir(out_dir) as out:
             path = checkpoint.save(checkpoint.Checkpoint(model, spec.name, ckpt.arch_options, ckpt.arch_config, ranks, history), out)
@@ -79,3 +91,37 @@ def run(opts: Options) -> dict | list[dict]:
                            batch_size=step_default(opts.eval_batch_size, spec, "eval_batch_size"))
         del model
     return records if len(records) > 1 else records[0]
+
+
+class Readout:
+    """The mechanism readout (prehab.method.mechanism) of the model SVD-LLM cuts, at each ratio.
+
+    Fills `svd_cache` with surgery's SVD of every W L first (the truncations then reuse it), so
+    the readout adds no decomposition; the movement from `reference` is ratio-free, done once."""
+
+    def __init__(self, ckpt, whitening, reference: Path | None, svd_cache: dict):
+        from prehab import checkpoint
+        from prehab.layers import find_targets, get_module
+        from prehab.method.compress import full_svd
+        from prehab.method.mechanism import movement
+
+        names = find_targets(ckpt.model, ckpt.spec.targets)
+        weights = {n: get_module(ckpt.model, n).weight.detach() for n in names}
+        for n in names:
+            if n not in svd_cache:
+                svd_cache[n] = full_svd(weights[n], whitening.factor_of(n))
+        self.svd_cache = svd_cache
+        self.shapes = {n: tuple(w.shape) for n, w in weights.items()}
+        self.moved = None
+        if reference is not None:
+            dense = checkpoint.load(reference)
+            if dense.factorized or dense.spec.name != ckpt.spec.name:
+                raise UsageError(f"--reference {reference} is not a dense {ckpt.spec.name} model "
+                                 f"(it is {'a compressed ' if dense.factorized else ''}{dense.spec.name})")
+            self.moved = {n: movement(weights[n], get_module(dense.model, n).weight.detach(), whitening.factor_of(n))
+                          for n in names}
+
+    def at(self, ratio: float) -> tuple[dict, dict]:
+        from prehab.method.mechanism import readout
+
+        return readout(self.shapes, {n: self.svd_cache[n].S for n in self.shapes}, ratio, self.moved)

@@ -27,11 +27,14 @@ rule compress_svd:
 rule compress_svd_llm:
     """SVD-LLM truncation of the dense model or of a Prehab/control model at every ratio, each
     evaluated, whitened with the calibration its folder sits under (re-done on the
-    Prehab/control model if `recalibrate`).
+    Prehab/control model if `recalibrate`). Each output's metrics.json carries the mechanism
+    readout (`mech_*`: the whitened tail at k(R), energy, movement from the dense model) and
+    mechanism.json its per-layer values.
     """
     input:
         model=svd_llm_source,
         grams=svd_llm_grams,
+        reference=rules.pretrain.output.model,
     output:
         models=big_models(per_ratio(SVD_LLM, MODEL_FILE, RATIOS)),
         metrics=per_ratio(SVD_LLM, METRICS_FILE, RATIOS),
@@ -51,5 +54,6 @@ rule compress_svd_llm:
         code=CODE,
     shell:
         "{params.prehab} compress --method svd-llm --model {input.model:q} --grams {input.grams:q}"
+        " --reference {input.reference:q}"
         " --ratio {params.ratios} --evaluate {params.eval_batch_size} {params.arch_opts}"
         " --out {params.outs} > {log} 2>&1"

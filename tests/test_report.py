@@ -17,6 +17,8 @@ pd = pytest.importorskip("pandas")
 torch = pytest.importorskip("torch")
 
 NOISE = {0: -1.0, 1: 1.0}  # seed -> noise sign: two seeds give std = sqrt(2) * amplitude
+CONTROL_SHIFT = {0: -0.003, 1: 0.001}  # the compressed control's accuracy against SVD-LLM: -0.1 point on average,
+# different per seed, so its seed-level interval has a spread (identical seeds would give a zero-width one)
 ACC_NOISE, PPL_NOISE = 0.002, 0.005
 CODE = {"prehab_version": "0.1.0", "source_sha256": "abc123", "git_commit": "deadbee"}
 LAYERS = ["blocks.0.fc1", "blocks.0.fc2", "blocks.1.fc1", "blocks.1.fc2"]
@@ -53,7 +55,8 @@ def accuracy(run) -> float:
     elif not run.compressed:
         v = 0.90 - 0.01 * run.lam  # the uncompressed Prehab/control model
     else:
-        v = 0.90 - 0.5 * run.ratio + {"svd": -0.2, "svd-llm": 0.0, "control": -0.001, "prehab": 0.0}[run.method]
+        v = 0.90 - 0.5 * run.ratio + {"svd": -0.2, "svd-llm": 0.0, "control": CONTROL_SHIFT[run.seed], "prehab": 0.0}[
+            run.method]
         if run.method == "prehab":
             v += prehab_bonus(run.lam)
             if run.ratio == 0.4 and run.lora != "none":

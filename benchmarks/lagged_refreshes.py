@@ -21,7 +21,7 @@ import torch  # noqa: E402
 from prehab.layers import find_targets  # noqa: E402
 from prehab.method import names  # noqa: E402
 from prehab.method.calibrate import second_moments, whitening_from_moments  # noqa: E402
-from prehab.method.prehab import run_prehab  # noqa: E402
+from prehab.method.prehab import PrehabSettings, run_prehab  # noqa: E402
 from prehab.method.schedule import LambdaSchedule  # noqa: E402
 from prehab.method.surrogates import Surrogate  # noqa: E402
 from prehab.registry import get_arch  # noqa: E402
@@ -43,10 +43,10 @@ def main() -> None:
     targets = find_targets(model, spec.targets)
     whitening = whitening_from_moments(*second_moments(model, spec.task, train, targets, 64))
     for lr in args.lrs:
-        curve = run_prehab(copy.deepcopy(model), spec.task, train, whitening, targets,
-                           surrogate=Surrogate("nuclear_fro"), schedule=LambdaSchedule(1.0), space="weight",
-                           steps=args.steps, lr=lr, batch_size=64, seed=0, log_every=8, estimator="lagged",
-                           refresh_every=args.refresh)
+        settings = PrehabSettings(surrogate=Surrogate("nuclear_fro"), schedule=LambdaSchedule(1.0), space="weight",
+                                  steps=args.steps, lr=lr, batch_size=64, seed=0, log_every=8, estimator="lagged",
+                                  refresh_every=args.refresh)
+        curve = run_prehab(copy.deepcopy(model), spec.task, train, whitening, targets, settings).curve
         print(f"lr {lr:g}, K {args.refresh}, {len(targets)} matrices:")
         for row in curve:
             print("  " + ", ".join(f"{k} {row[k]:.4g}" for k in KEYS))

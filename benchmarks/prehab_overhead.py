@@ -7,11 +7,11 @@ every K steps in rotation), with the penalty on EVERY step, and of exact and fas
 k steps (a rotating 1/k of the matrices per step), each as a ratio to the control step. Target:
 <= 1.3x the control step with the penalty on every step. ms per step are those after the first,
 as (time of a 1 + N step run - time of a 1-step run) / N: the first step is a cold start for
-every estimator (each matrix's penalty computed exactly), paid once per run; its time, set-up
-included, is printed beside. The learning rate is the one the study runs (`prehab_lr` of the
-architecture in config/config.yaml extended by --configfile, settings.py; else the
-architecture's default): the lagged estimator's refreshes per step grow with it
-(benchmarks/lagged_refreshes.py), the other rows do not care.
+every estimator (each matrix's penalty computed exactly; the gradient-norm ratio is measured
+there too), paid once per run; its time, set-up included, is printed beside. The learning rate
+is the one the study runs (`prehab_lr` of the architecture in config/config.yaml extended by
+--configfile, settings.py; else the architecture's default): the lagged estimator's refreshes
+per step grow with it (benchmarks/lagged_refreshes.py), the other rows do not care.
 
     .venv/bin/python benchmarks/prehab_overhead.py [--archs A ...] [--steps N] [--stagger K] [--refresh K]
         [--rows control exact fast lagged staggered] [--configfile config/config.yaml]
@@ -30,11 +30,11 @@ from settings import arch_settings  # benchmarks/settings.py
 from prehab.method.names import DEFAULT_REFRESH
 
 PROBE = r"""
-import copy, json, sys, time, torch
+import copy, dataclasses, json, sys, time, torch
 from prehab.registry import get_arch
 from prehab.layers import find_targets
 from prehab.method.calibrate import second_moments, whitening_from_moments
-from prehab.method.prehab import run_prehab
+from prehab.method.prehab import PrehabSettings, run_prehab
 from prehab.method.schedule import LambdaSchedule
 from prehab.method.surrogates import Surrogate
 arch, steps, lam, estimator, every, stagger, refresh, lr = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6] == "1", int(sys.argv[7]), float(sys.argv[8])
@@ -46,11 +46,12 @@ batch = spec.defaults.get("batch_size", 32)
 train = spec.load_split(options, "train", 8 * batch, 0)
 targets = find_targets(model, spec.targets)
 whitening = whitening_from_moments(*second_moments(model, spec.task, train, targets, spec.defaults.get("eval_batch_size", 64)))
-kwargs = dict(surrogate=Surrogate("nuclear_fro"), schedule=LambdaSchedule(lam), space="weight", lr=lr, batch_size=batch,
-              seed=0, log_every=10**9, penalty_every=every, stagger=stagger, estimator=estimator, refresh_every=refresh)
+settings = PrehabSettings(surrogate=Surrogate("nuclear_fro"), schedule=LambdaSchedule(lam), space="weight", steps=1,
+                          lr=lr, batch_size=batch, seed=0, log_every=10**9, penalty_every=every, stagger=stagger,
+                          estimator=estimator, refresh_every=refresh)
 def timed(n):
     start = time.perf_counter()
-    run_prehab(copy.deepcopy(model), spec.task, train, whitening, targets, steps=n, **kwargs)
+    run_prehab(copy.deepcopy(model), spec.task, train, whitening, targets, dataclasses.replace(settings, steps=n))
     return time.perf_counter() - start
 timed(2)  # warm-up: allocator, threads
 first = timed(1)  # set-up and the first step, which computes every matrix's penalty exactly (a cold start)

@@ -15,6 +15,9 @@ from prehab.errors import NumericalError
 # penalty(step) -> (term added to the loss, numbers to log at this step)
 Penalty = Callable[[int], tuple[torch.Tensor | None, dict[str, float]]]
 Logger = Callable[[int], dict[str, float]]
+# inspect(step, task loss): sees the step's differentiable task loss before the penalty is asked
+# (Prehab measures the gradient-norm ratio of step 1 there); it must leave the graph usable.
+Inspect = Callable[[int, torch.Tensor], None]
 
 
 def diverged(step: int, task_loss: torch.Tensor, term: torch.Tensor | None) -> None:
@@ -45,12 +48,14 @@ def train_steps(
     desc: str = "train",
     on_step: Callable[[int, list], None] | None = None,
     log_at: frozenset[int] = frozenset(),
+    inspect: Inspect | None = None,
 ) -> list[dict[str, float]]:
     """Run `steps` Adam steps on `params` only; return the curve logged every `log_every` steps.
 
     The curve rows hold `step`, `task_loss` and whatever `penalty` / `log_extra` report; the
     last step is always logged so a curve ends where training ended. `on_step(step, curve)` runs
     after each step's update (the caller may copy the model there); steps in `log_at` are logged too.
+    `inspect(step, task_loss)` runs between the task loss and the penalty of every step.
     """
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(params, lr=lr)
@@ -61,6 +66,8 @@ def train_steps(
     bar = tqdm(tasks.shuffled_batches(data, batch_size, steps, generator), total=steps, desc=desc, mininterval=5)
     for step, batch in enumerate(bar, start=1):
         task_loss = tasks.loss(model, task, batch)
+        if inspect is not None:
+            inspect(step, task_loss)
         term, logged = penalty(step) if penalty is not None else (None, {})
         diverged(step, task_loss, term)
         total = task_loss if term is None else task_loss + term

@@ -3,13 +3,15 @@ parameter), the refresh-time gradient in between, refreshes spread in rotation s
 pays about 1/k of the exact cost, and a drift guard that shortens a matrix's lag once its
 gradient goes stale; a Prehab run with k = 1 trains the same weights as the exact estimator;
 over a whole default lag of Adam-sized steps (synthetic spectra, real whitened weights) the
-linearised value stays within 1e-3 of the exact one and the gradient within the guard's bound."""
+linearised value stays within 1e-3 of the exact one and the gradient within the guard's bound;
+an anchored surrogate (`tail_abs`) keeps the constant fixed at the start."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from prehab.method.estimators import Matrices
 from prehab.method.lagged import LaggedPenalty
 from prehab.method.names import DEFAULT_REFRESH
 from prehab.method.surrogates import NEEDS_RATIO, SURROGATES, Surrogate
@@ -30,9 +32,15 @@ def weights_and_factors(n: int, seed: int = 0):
     return Ws, Ls
 
 
-def exact_grad(R: Surrogate, W: torch.Tensor, L: torch.Tensor) -> tuple[float, torch.Tensor]:
+def targets(Ws: list[torch.Tensor], Ls: list[torch.Tensor | None]) -> Matrices:
+    """Target i: the trainable W = Ws[i] (read when called: tests swap it) and the matrix W L."""
+    found = Matrices(Ws, lambda i: found.params[i] if Ls[i] is None else found.params[i] @ Ls[i])
+    return found
+
+
+def exact_grad(R: Surrogate, W: torch.Tensor, L: torch.Tensor, anchor: float | None = None) -> tuple[float, torch.Tensor]:
     W = W.detach().clone().requires_grad_(True)
-    value = R(W @ L)
+    value = R(W @ L, anchor)
     (grad,) = torch.autograd.grad(value, W)
     return float(value.detach()), grad
 
@@ -41,33 +49,34 @@ def exact_grad(R: Surrogate, W: torch.Tensor, L: torch.Tensor) -> tuple[float, t
 def test_refresh_is_exact_and_the_lag_serves_the_refresh_gradient(name):
     R = surrogate(name)
     Ws, Ls = weights_and_factors(1)
-    penalty = LaggedPenalty(R, 1, every=3)
-    penalty(Ws, lambda i: Ws[i] @ Ls[i], [0], step=1)  # cold
-    value = penalty(Ws, lambda i: Ws[i] @ Ls[i], [0], step=2)  # the first refresh of the rotation
+    penalty = LaggedPenalty(R, targets(Ws, Ls), every=3)
+    anchor = penalty.anchors.values.get(0)  # tail_abs: the starting energy; else None
+    penalty(1, [0])  # cold
+    value = penalty(2, [0])  # the first refresh of the rotation
     (grad,) = torch.autograd.grad(value, Ws)
-    exact_value, exact = exact_grad(R, Ws[0], Ls[0])
+    exact_value, exact = exact_grad(R, Ws[0], Ls[0], anchor)
     assert float(value.detach()) == pytest.approx(exact_value, rel=1e-6)
     assert torch.allclose(grad, exact, rtol=1e-5, atol=1e-8)
     for step in (3, 4):  # within the lag of 3: linearised
         with torch.no_grad():
             Ws[0] += 1e-3 * torch.randn(Ws[0].shape, generator=torch.Generator().manual_seed(step))
-        moved = penalty(Ws, lambda i: Ws[i] @ Ls[i], [0], step=step)
+        moved = penalty(step, [0])
         (stale,) = torch.autograd.grad(moved, Ws)
         assert torch.equal(stale, grad)
-        assert float(moved.detach()) == pytest.approx(exact_grad(R, Ws[0], Ls[0])[0], rel=1e-4)  # second-order error
-    assert penalty.refreshes == 2
-    penalty(Ws, lambda i: Ws[i] @ Ls[i], [0], step=5)
+        assert float(moved.detach()) == pytest.approx(exact_grad(R, Ws[0], Ls[0], anchor)[0], rel=1e-4)  # 2nd order
+    assert penalty.refreshes == 2 and penalty.anchors.values.get(0) == anchor  # fixed, however W moved
+    penalty(5, [0])
     assert penalty.refreshes == 3
 
 
 def test_refreshes_rotate_so_each_step_pays_one_kth():
     R = surrogate("nuclear_fro")
     Ws, Ls = weights_and_factors(8)
-    penalty = LaggedPenalty(R, 8, every=4)
+    penalty = LaggedPenalty(R, targets(Ws, Ls), every=4)
     per_step = []
     for step in range(1, 14):
         before = penalty.refreshes
-        penalty(Ws, lambda i: Ws[i] @ Ls[i], list(range(8)), step)
+        penalty(step, list(range(8)))
         per_step.append(penalty.refreshes - before)
     assert per_step[0] == 8  # the cold start
     assert per_step[1:] == [2] * 12  # then 8 / 4 per step, every matrix once every 4 steps
@@ -77,10 +86,10 @@ def test_refreshes_rotate_so_each_step_pays_one_kth():
 def test_drift_guard_shortens_the_lag_of_a_matrix_that_moved_and_is_exact_again():
     R = surrogate("nuclear")
     Ws, Ls = weights_and_factors(2)
-    penalty = LaggedPenalty(R, 2, every=4)
+    penalty = LaggedPenalty(R, targets(Ws, Ls), every=4)
 
     def at(step):
-        return penalty(Ws, lambda i: Ws[i] @ Ls[i], [0, 1], step)
+        return penalty(step, [0, 1])
 
     at(1)
     with torch.no_grad():  # a large change of matrix 0 only
@@ -124,9 +133,10 @@ def test_refresh_every_needs_the_lagged_estimator():
         Options(model="m", grams="g", refresh_every=4, out="o")
 
 
-def served(penalty: LaggedPenalty, W: torch.Tensor, step: int, L: torch.Tensor | None = None):
-    """(value, gradient in W) of a one-matrix lagged penalty at `step`."""
-    value = penalty([W], lambda i: W if L is None else W @ L, [0], step)
+def served(penalty: LaggedPenalty, W: torch.Tensor, step: int):
+    """(value, gradient in W) of a one-matrix lagged penalty at `step`, its weight now W."""
+    penalty.targets.params[0] = W
+    value = penalty(step, [0])
     (grad,) = torch.autograd.grad(value, W)
     return float(value.detach()), grad
 
@@ -141,13 +151,14 @@ def test_between_refreshes_the_value_is_exact_to_1e3_and_the_gradient_as_stale_a
     within the drift guard's tolerance of the exact gradient where it is."""
     R = surrogate(name)
     A = with_spectrum(*shape, SPECTRA[spectrum])
-    penalty = LaggedPenalty(R, 1, every=DEFAULT_REFRESH)
     W = A.clone().requires_grad_(True)
+    penalty = LaggedPenalty(R, targets([W], [None]), every=DEFAULT_REFRESH)
+    anchor = penalty.anchors.values.get(0)
     served(penalty, W, 1)  # the cold start
     for step, B in enumerate(walk(A, steps=DEFAULT_REFRESH, size=1e-4 * float(A.abs().mean())), start=2):
         W = B.clone().requires_grad_(True)
         value, grad = served(penalty, W, step)
-        exact_value, exact = exact_grad(R, W, torch.eye(W.shape[1]))
+        exact_value, exact = exact_grad(R, W, torch.eye(W.shape[1]), anchor)
         assert abs(value - exact_value) <= 1e-3 * abs(exact_value), step
         assert relative(grad, exact) <= penalty.tol, step
     assert penalty.refreshes == 2  # the cold start and step 2's: the rest was linearised
@@ -158,13 +169,15 @@ def test_lagged_tracks_exact_on_real_whitened_weights(arch, tmp_path):
     """As above, on the whitened weights W L of a real (tiny) model: the parameter is W."""
     for name, W0, L in whitened_targets(arch, tmp_path):
         L = L.float()  # the `weight` space's W L, in the weight's dtype
-        for R in (surrogate("nuclear_fro"), surrogate("stable"), surrogate("tail")):
-            penalty = LaggedPenalty(R, 1, every=DEFAULT_REFRESH)
-            served(penalty, W0.clone().requires_grad_(True), 1, L)
+        for R in (surrogate("nuclear_fro"), surrogate("stable"), surrogate("tail"), surrogate("tail_abs")):
+            W = W0.clone().requires_grad_(True)
+            penalty = LaggedPenalty(R, targets([W], [L]), every=DEFAULT_REFRESH)
+            anchor = penalty.anchors.values.get(0)
+            served(penalty, W, 1)
             for step, B in enumerate(walk(W0, steps=DEFAULT_REFRESH, size=1e-4 * float(W0.abs().mean())), start=2):
                 W = B.clone().requires_grad_(True)
-                value, grad = served(penalty, W, step, L)
-                exact_value, exact = exact_grad(R, W, L)
+                value, grad = served(penalty, W, step)
+                exact_value, exact = exact_grad(R, W, L, anchor)
                 if step == 2:  # a refresh: exact
                     assert value == pytest.approx(exact_value, rel=1e-6) and relative(grad, exact) <= 1e-5
                 assert abs(value - exact_value) <= 1e-3 * abs(exact_value), (name, R.name, step)

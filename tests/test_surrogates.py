@@ -1,10 +1,12 @@
-"""Rank surrogates: gradients match finite differences; scale-free ones ignore scale."""
+"""Rank surrogates: gradients match finite differences; scale-free ones ignore scale, while the
+anchored absolute tail keeps it (fixed constant per matrix, set by its first evaluation)."""
 
 import pytest
 import torch
 
 from prehab.method.surrogates import (
-    NEEDS_RATIO, SCALE_FREE, SURROGATES, entropy_rank, get_surrogate as named, singular_values, tail_energy,
+    NEEDS_RATIO, SCALE_FREE, SURROGATES, Anchors, entropy_rank, get_surrogate as named, gram_eigenvalues,
+    singular_values, tail_energy,
 )
 
 
@@ -26,7 +28,9 @@ def well_separated(m=7, n=5, seed=0) -> torch.Tensor:
 @pytest.mark.parametrize("shape", [(7, 5), (5, 7)])
 def test_gradient_matches_finite_differences(name, shape):
     A = well_separated(*shape).requires_grad_(True)
-    assert torch.autograd.gradcheck(get_surrogate(name), (A,), eps=1e-6, atol=1e-5, rtol=1e-4)
+    R = get_surrogate(name)
+    anchor = 2.5 if R.anchored else None  # an anchored surrogate's constant (fixed, never differentiated)
+    assert torch.autograd.gradcheck(lambda X: R(X, anchor), (A,), eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", sorted(SCALE_FREE))
@@ -34,6 +38,33 @@ def test_scale_free_surrogates_ignore_scale(name):
     A = well_separated()
     R = get_surrogate(name)
     assert torch.allclose(R(A), R(37.0 * A), rtol=1e-9)
+
+
+def test_the_absolute_tail_keeps_the_scale_the_relative_one_drops():
+    """Over one constant c, tail_abs of 2A is 4x that of A (what truncation loses grows as
+    ||A||^2), while the scale-free surrogates, tail among them, do not move."""
+    A = well_separated()
+    R, c = get_surrogate("tail_abs"), 7.0
+    assert float(R(2 * A, c)) == pytest.approx(4 * float(R(A, c)), rel=1e-9)
+    for name in ("tail", "nuclear_fro"):
+        assert float(get_surrogate(name)(2 * A)) == pytest.approx(float(get_surrogate(name)(A)), rel=1e-9)
+    s = torch.linalg.svdvals(A)
+    k = R.keep(tuple(A.shape))
+    assert float(R(A, c)) == pytest.approx(float((s[k:] ** 2).sum()) / c, rel=1e-5)
+    assert "tail_abs" not in SCALE_FREE and "tail" in SCALE_FREE
+
+
+def test_anchors_are_set_by_the_first_evaluation_and_fixed():
+    A = well_separated()
+    R = get_surrogate("tail_abs")
+    anchors = Anchors(R)
+    first = anchors.evaluate(0, A)
+    assert anchors.values == {0: pytest.approx(float(gram_eigenvalues(A).sum()), rel=1e-15)}
+    assert float(first) == pytest.approx(float(get_surrogate("tail")(A)), rel=1e-9)  # at its anchor: the relative tail
+    assert float(anchors.evaluate(0, 2 * A)) == pytest.approx(4 * float(first), rel=1e-9)  # the constant stayed
+    assert Anchors(get_surrogate("tail")).evaluate(0, A) == get_surrogate("tail")(A)  # others have none
+    with pytest.raises(ValueError, match="tail_abs is anchored"):
+        R(A)
 
 
 def test_nuclear_is_not_scale_free():

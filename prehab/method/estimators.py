@@ -14,14 +14,22 @@ The drift guard: when some off-diagonal entry is not small against its eigenvalu
 first-order formulas would be off), the estimator re-diagonalises exactly the block of
 eigenvalues involved, growing it up to MAX_REFRESHES times, and else restarts cold from an fp64
 eigen-solve, so an estimate can never degrade silently. docs/method.md, section 3.
+
+Every estimator, `lagged` too (lagged.py), is a `MeanPenalty` over the targets: built once on
+the trainable tensors and the matrices R reads (`Targets`), called as `penalty(step, chosen)`
+for the differentiable sum_{i in chosen} R(A_i) / n (the mean when all are chosen), so the
+Prehab loop never asks which estimator it holds.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable, Iterable, Protocol
+
 import torch
 
 from prehab.method import names
-from prehab.method.surrogates import Surrogate, ridged_gram
+from prehab.method.surrogates import Anchors, Surrogate, ridged_gram
 
 ESTIMATORS = ("exact", "fast")  # of the matrices themselves; `lagged` (lagged.py) reads the parameters
 assert set(ESTIMATORS) | {"lagged"} == set(names.ESTIMATORS)
@@ -95,8 +103,9 @@ class TrackedSpectrum:
         self.refreshes += 1
 
     @torch.no_grad()
-    def estimate(self, A: Tensor, surrogate: Surrogate) -> tuple[Tensor, Tensor]:
-        """(R(A), dR/dA) from the warm eigenbasis, re-diagonalising what no longer fits."""
+    def estimate(self, A: Tensor, surrogate: Surrogate, anchor: float | None = None) -> tuple[Tensor, Tensor]:
+        """(R(A), dR/dA) from the warm eigenbasis, re-diagonalising what no longer fits
+        (`anchor`: the matrix's constant, for an anchored surrogate)."""
         X = A.detach().to(self.dtype)
         P = ridged_gram(X)  # (k, k), k = min(m, n), as the exact path
         if self.V is None or self.V.shape[0] != P.shape[0]:
@@ -113,8 +122,7 @@ class TrackedSpectrum:
                 block |= failing  # grow the block until its couplings to the rest are first order
                 self._refresh(P, block)
             d, O, gap, tied = self._split(P)
-        value, g, dg = surrogate.spectral.partials(d.clamp(min=torch.finfo(torch.float64).tiny),
-                                                   surrogate.keep(tuple(A.shape)))
+        value, g, dg = surrogate.partials(d.clamp(min=torch.finfo(torch.float64).tiny), tuple(A.shape), anchor)
         g, dg = g.to(self.dtype), dg.to(self.dtype)
         safe_gap = torch.where(tied, torch.ones_like(gap), gap)
         divided = torch.where(tied, 0.5 * (dg[:, None] + dg[None, :]), (g[:, None] - g[None, :]) / safe_gap)
@@ -134,30 +142,88 @@ class TrackedSpectrum:
         self.V = W @ (1.5 * eye - 0.5 * (W.T @ W))
 
 
-class Penalty:
-    """The mean surrogate over the target matrices, by the chosen estimator (one warm state per
-    matrix for `fast`); returns a differentiable scalar either way."""
+class Targets(Protocol):
+    """What a penalty is built over: each target's trainable tensor, and the matrices R reads
+    (differentiable in those tensors)."""
 
-    def __init__(self, surrogate: Surrogate, estimator: str, n_matrices: int):
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"unknown estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
-        self.surrogate, self.estimator, self.n = surrogate, estimator, n_matrices
-        self.states = [TrackedSpectrum() for _ in range(n_matrices)] if estimator == "fast" else []
+    params: list[Tensor]
 
-    def __call__(self, matrices: list[Tensor], chosen: list[int]) -> Tensor:
-        """sum_{i in chosen} R(A_i) / n, `matrices` being the A_i of `chosen` (all: the mean)."""
-        if self.estimator == "exact":
-            values = [self.surrogate(A) for A in matrices]
-        else:
-            values = [_Estimated.apply(A, *self.states[i].estimate(A, self.surrogate))
-                      for A, i in zip(matrices, chosen, strict=True)]
+    def penalised(self, chosen: Iterable[int]) -> list[Tensor]: ...
+
+
+@dataclass
+class Matrices:
+    """`Targets` given as tensors and a function: target i's trainable tensor `params[i]` and
+    the matrix R reads, `matrix_of(i)` (tests and benchmarks; Prehab has its own)."""
+
+    params: list[Tensor]
+    matrix_of: Callable[[int], Tensor]
+
+    def penalised(self, chosen: Iterable[int]) -> list[Tensor]:
+        return [self.matrix_of(i) for i in chosen]
+
+
+class MeanPenalty:
+    """The mean surrogate over the target matrices, the interface every estimator shares:
+    `penalty(step, chosen)` is sum_{i in chosen} R(A_i) / n (differentiable in the trainable
+    tensors; all chosen: the mean), `exact()` the exact mean over all of them (the reference,
+    whatever the estimator), `stats()` numbers for the logged curve. An anchored surrogate's
+    constants are fixed here, on the starting matrices (`anchors`).
+
+    Attributes:
+        is_exact: whether `penalty(step, chosen)`'s value is the exact R (else an estimate).
+    """
+
+    is_exact = False
+
+    def __init__(self, surrogate: Surrogate, targets: Targets):
+        self.surrogate, self.targets, self.n = surrogate, targets, len(targets.params)
+        self.anchors = Anchors(surrogate)
+        if surrogate.anchored:
+            with torch.no_grad():
+                self.anchors.fix_all(targets.penalised(range(self.n)))
+
+    def __call__(self, step: int, chosen: list[int]) -> Tensor:
+        raise NotImplementedError
+
+    def exact(self) -> Tensor:
+        """mean_i R(A_i) over every target, by autograd through the fp64 eigen-decompositions;
+        no estimator state is read or changed."""
+        return torch.stack([self.anchors.evaluate(i, A)
+                            for i, A in enumerate(self.targets.penalised(range(self.n)))]).mean()
+
+    def stats(self) -> dict[str, float]:
+        return {}
+
+    def _mean(self, values: list[Tensor], chosen: list[int]) -> Tensor:
         stacked = torch.stack(values)
         return stacked.mean() if len(chosen) == self.n else stacked.sum() / self.n
 
 
-def exact_value_and_grad(A: Tensor, surrogate: Surrogate) -> tuple[Tensor, Tensor]:
+class Penalty(MeanPenalty):
+    """The `exact` and `fast` estimators (one warm state per matrix for `fast`)."""
+
+    def __init__(self, surrogate: Surrogate, estimator: str, targets: Targets):
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
+        super().__init__(surrogate, targets)
+        self.estimator, self.is_exact = estimator, estimator == "exact"
+        self.states = [TrackedSpectrum() for _ in range(self.n)] if estimator == "fast" else []
+
+    def __call__(self, step: int, chosen: list[int]) -> Tensor:
+        """sum_{i in chosen} R(A_i) / n (all: the mean); `step` is not read."""
+        matrices = self.targets.penalised(chosen)
+        if self.estimator == "exact":
+            values = [self.anchors.evaluate(i, A) for A, i in zip(matrices, chosen, strict=True)]
+        else:
+            values = [_Estimated.apply(A, *self.states[i].estimate(A, self.surrogate, self.anchors.values.get(i)))
+                      for A, i in zip(matrices, chosen, strict=True)]
+        return self._mean(values, chosen)
+
+
+def exact_value_and_grad(A: Tensor, surrogate: Surrogate, anchor: float | None = None) -> tuple[Tensor, Tensor]:
     """The reference: R(A) and dR/dA by autograd through the fp64 eigen-decomposition."""
     X = A.detach().double().requires_grad_(True)
-    value = surrogate(X)
+    value = surrogate(X, anchor)
     (grad,) = torch.autograd.grad(value, X)
     return value.detach(), grad

@@ -16,16 +16,19 @@ The drift guard: each refresh measures how stale the gradient the matrix used ha
 estimator); when it is below tol / 4, its lag doubles back, up to `every`. So a linearisation
 that no longer fits shows up at its next refresh and is shortened, never carried silently. The
 value's error (second order in the change since p0) is measured too and logged.
+An anchored surrogate (`tail_abs`) is linearised the same way: its constant is fixed at the
+start (estimators.MeanPenalty), so dR/dlam_i is 1/c for the tail eigenvalues and 0 for the kept.
 docs/method.md, section 3.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from prehab.method import names
+from prehab.method.estimators import MeanPenalty, Targets
 from prehab.method.surrogates import Surrogate
 
 Tensor = torch.Tensor
@@ -34,51 +37,46 @@ TOL = 0.05  # relative staleness of a gradient that halves its matrix's lag
 
 @dataclass
 class _Linearisation:
-    """R(p) ~ value + <grad, p - anchor>, to be refreshed at step `due`."""
+    """R(p) ~ value + <grad, p - p0>, to be refreshed at step `due`."""
 
     value: Tensor
     grad: Tensor
-    anchor: Tensor
+    p0: Tensor  # the parameter at the refresh
     due: int
 
 
-@dataclass
-class LaggedPenalty:
+class LaggedPenalty(MeanPenalty):
     """The mean surrogate over the target matrices, each linearised between exact refreshes.
 
     Args:
         surrogate: the rank surrogate R.
-        n_matrices: how many target matrices there are.
+        targets: the trainable tensors and the matrices R reads (estimators.Targets).
         every: the longest lag, in steps (1: the exact estimator, by another route).
         tol: the drift guard's bound on a gradient's relative staleness.
     """
 
-    surrogate: Surrogate
-    n_matrices: int
-    every: int = names.DEFAULT_REFRESH
-    tol: float = TOL
-    states: dict[int, _Linearisation] = field(default_factory=dict)
-    lags: list[int] = field(default_factory=list)
-    shortened: int = 0  # guard hits: refreshes that found a gradient staler than tol
-    refreshes: int = 0
-    worst_drift: float = 0.0  # the stalest gradient any refresh found (relative)
-    worst_value_error: float = 0.0  # the largest relative error of a linearised value
-
-    def __post_init__(self) -> None:
-        if self.every < 1:
-            raise ValueError(f"refresh interval must be at least 1 step, got {self.every}")
-        self.lags = [self.every] * self.n_matrices
+    def __init__(self, surrogate: Surrogate, targets: Targets, every: int = names.DEFAULT_REFRESH, tol: float = TOL):
+        if every < 1:
+            raise ValueError(f"refresh interval must be at least 1 step, got {every}")
+        super().__init__(surrogate, targets)
+        self.every, self.tol = every, tol
+        self.states: dict[int, _Linearisation] = {}
+        self.lags = [every] * self.n
+        self.shortened = 0  # guard hits: refreshes that found a gradient staler than tol
+        self.refreshes = 0
+        self.worst_drift = 0.0  # the stalest gradient any refresh found (relative)
+        self.worst_value_error = 0.0  # the largest relative error of a linearised value
 
     def _refresh(self, i: int, param: Tensor, matrix: Tensor, step: int) -> None:
         """The exact value and gradient of R_i at `param`; the guard's check of the old
         linearisation against them sets the lag (a cold start staggers the next refreshes)."""
-        value = self.surrogate(matrix)
+        value = self.anchors.evaluate(i, matrix)
         (grad,) = torch.autograd.grad(value, param)
         value, grad = value.detach(), grad.detach()
         old = self.states.get(i)
         if old is not None:
             tiny = torch.finfo(value.dtype).tiny
-            predicted = old.value + (old.grad.to(value.dtype) * (param.detach() - old.anchor).to(value.dtype)).sum()
+            predicted = old.value + (old.grad.to(value.dtype) * (param.detach() - old.p0).to(value.dtype)).sum()
             error = float((predicted - value).abs() / value.abs().clamp(min=tiny))
             drift = float((grad - old.grad.to(grad.dtype)).norm() / grad.norm().clamp(min=tiny))
             self.worst_value_error = max(self.worst_value_error, error)
@@ -92,19 +90,17 @@ class LaggedPenalty:
         self.states[i] = _Linearisation(value, grad.to(param.dtype), param.detach().clone(), due)
         self.refreshes += 1
 
-    def __call__(self, params: list[Tensor], matrix_of, chosen: list[int], step: int) -> Tensor:
-        """sum_{i in chosen} R(A_i) / n, linearised; `params[i]` is target i's trainable
-        parameter and `matrix_of(i)` the matrix R reads (differentiable in it)."""
+    def __call__(self, step: int, chosen: list[int]) -> Tensor:
+        """sum_{i in chosen} R(A_i) / n, linearised in each target's trainable tensor."""
         terms = []
         for i in chosen:
-            p = params[i]
+            p = self.targets.params[i]
             if i not in self.states or step >= self.states[i].due:
                 with torch.enable_grad():
-                    self._refresh(i, p, matrix_of(i), step)
+                    self._refresh(i, p, self.targets.penalised([i])[0], step)
             s = self.states[i]
-            terms.append(s.value.to(p.dtype) + (s.grad * (p - s.anchor)).sum())
-        stacked = torch.stack(terms)
-        return stacked.mean() if len(chosen) == self.n_matrices else stacked.sum() / self.n_matrices
+            terms.append(s.value.to(p.dtype) + (s.grad * (p - s.p0)).sum())
+        return self._mean(terms, chosen)
 
     def stats(self) -> dict[str, float]:
         """Cumulative counts for the logged curve."""

@@ -14,24 +14,37 @@ logged in every space, so curves are comparable. docs/method.md, section 4, says
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass, field
 from typing import Callable
-
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm import tqdm
 
-from prehab.errors import UsageError
+from prehab.errors import NumericalError, UsageError
 from prehab.layers import get_module, replace_modules
-from prehab.method import names
+from prehab.method import grad_scale, names
 from prehab.method.calibrate import Whitening, whiten
-from prehab.method.schedule import LambdaSchedule
-from prehab.method.estimators import Penalty
+from prehab.method.estimators import MeanPenalty, Penalty, Targets
+from prehab.method.grad_scale import GradScale
 from prehab.method.lagged import LaggedPenalty
+from prehab.method.schedule import LambdaSchedule, PenaltyFrequency
 from prehab.method.surrogates import Surrogate, entropy_rank_of, gram_eigenvalues
+from prehab.registry import Registry
 from prehab.train import train_steps
 
 SPACES = names.SPACES
+
+# The penalty estimators by name: each builds a MeanPenalty over the targets.
+PENALTIES: Registry[Callable[[Surrogate, Targets, int], MeanPenalty]] = Registry("estimator")
+PENALTIES.register("exact", lambda surrogate, targets, refresh_every: Penalty(surrogate, "exact", targets))
+PENALTIES.register("fast", lambda surrogate, targets, refresh_every: Penalty(surrogate, "fast", targets))
+PENALTIES.register("lagged", lambda surrogate, targets, refresh_every: LaggedPenalty(surrogate, targets, refresh_every))
+assert sorted(PENALTIES.names()) == sorted(names.ESTIMATORS), PENALTIES.names()
 
 
 class WhitenedDelta(nn.Module):
@@ -118,93 +131,176 @@ def whitened_spectra(model: nn.Module, names: list[str], whitening: Whitening) -
     return out
 
 
+@dataclass(frozen=True)
+class PrehabSettings:
+    """Everything `run_prehab` is told, in one place (the CLI's flags, prehab/steps/prehab.py,
+    give the per-architecture defaults of steps, lr and batch size).
+
+    Args:
+        surrogate: the rank surrogate R.
+        schedule: lambda(t).
+        space: what trains and which matrix R reads (`SPACES`).
+        steps, lr, batch_size: Adam's steps (constant lr) and batch.
+        seed: of the data order.
+        log_every: the curve's logging interval.
+        penalty_every, stagger: `PenaltyFrequency` (1: every matrix on every step; what
+            studies should use).
+        estimator: how R and its gradient are computed (`PENALTIES`).
+        refresh_every: the longest lag of the `lagged` estimator.
+        lam_scale: `none`, lambda as given; `grad`, lambda times the gradient-norm ratio rho of
+            step 1 (grad_scale.py).
+        measure_scale: measure rho at step 1 (recorded with either lam_scale). False only to
+            check that measuring changes nothing; `grad` needs it.
+    """
+
+    surrogate: Surrogate
+    schedule: LambdaSchedule
+    space: str
+    steps: int
+    lr: float
+    batch_size: int
+    seed: int
+    log_every: int = 10
+    penalty_every: int = 1
+    stagger: bool = False
+    estimator: str = "exact"
+    refresh_every: int = names.DEFAULT_REFRESH
+    lam_scale: str = "none"
+    measure_scale: bool = True
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("space", self.space, SPACES), ("estimator", self.estimator, names.ESTIMATORS),
+                                     ("lam_scale", self.lam_scale, names.LAM_SCALES)):
+            if value not in allowed:
+                raise UsageError(f"unknown Prehab {name} {value!r}; known: {', '.join(allowed)}")
+        if self.lam_scale == "grad" and not self.measure_scale:
+            raise UsageError("lam_scale grad scales lambda by the ratio measured at step 1: it needs measure_scale")
+        PenaltyFrequency(self.penalty_every, self.stagger)  # checks the frequency
+
+    @property
+    def frequency(self) -> PenaltyFrequency:
+        return PenaltyFrequency(self.penalty_every, self.stagger)
+
+
+@dataclass
+class PrehabResult:
+    """What a Prehab run reports besides the trained model.
+
+    Attributes:
+        curve: the logged rows (task loss, lambda, surrogate, entropy rank, estimator stats).
+        scale: step 1's gradient norms and their ratio rho (None: no step ran, or not measured).
+        lam_scale: how lambda was scaled (`names.LAM_SCALES`).
+        lam: the schedule's lambda, before scaling.
+        anchors: an anchored surrogate's constant per target name (empty for the others).
+    """
+
+    curve: list[dict[str, float]] = field(default_factory=list)
+    scale: GradScale | None = None
+    lam_scale: str = "none"
+    lam: float = 0.0
+    anchors: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def factor(self) -> float | None:
+        """What lambda(t) is multiplied by (None: `grad`, not measured yet)."""
+        if self.lam_scale == "none":
+            return 1.0
+        return None if self.scale is None else self.scale.ratio
+
+    def metrics(self) -> dict[str, float | None]:
+        """For metrics.json: rho, both norms and the lambda used (lam x the factor)."""
+        ratio = self.scale.metrics() if self.scale else dict.fromkeys(("grad_norm_ratio", "task_grad_norm",
+                                                                        "penalty_grad_norm"))
+        factor = self.factor
+        return {**{k: _finite(v) for k, v in ratio.items()},
+                "lam_effective": None if factor is None else _finite(self.lam * factor)}
+
+
+def _finite(x: float | None) -> float | None:
+    """JSON has no inf or NaN: those are recorded as null."""
+    return x if x is not None and math.isfinite(x) else None
+
+
 def run_prehab(
     model: nn.Module,
     task: str,
     data: dict[str, torch.Tensor],
     whitening: Whitening,
     targets: list[str],
-    *,
-    surrogate: Surrogate,
-    schedule: LambdaSchedule,
-    space: str,
-    steps: int,
-    lr: float,
-    batch_size: int,
-    seed: int,
-    log_every: int = 10,
-    penalty_every: int = 1,
-    stagger: bool = False,
-    estimator: str = "exact",
-    refresh_every: int = names.DEFAULT_REFRESH,
-    snapshots: tuple[set[int], Callable[[int, nn.Module, list], None]] | None = None,
-) -> list[dict[str, float]]:
-    """Regularised fine-tuning in place; returns the curve (task loss, surrogate, lambda, entropy rank).
+    settings: PrehabSettings,
+    snapshots: tuple[set[int], Callable[[int, nn.Module, PrehabResult], None]] | None = None,
+) -> PrehabResult:
+    """Regularised fine-tuning in place; returns the curve (task loss, surrogate, lambda, entropy
+    rank) and step 1's gradient-norm ratio.
 
-    `penalty_every` = k > 1 applies k * lambda(t) * R to each matrix on every k-th step only
-    (same average weight, 1/k of the spectral cost): all matrices on the same steps, or with
-    `stagger` a rotating 1/k of them on every step (matrix i on steps t = i + 1 mod k).
-    `estimator`: how R and its gradient are computed (estimators.py; `lagged`: lagged.py, each
-    matrix refreshed exactly at most every `refresh_every` steps); the logged diagnostics
-    always use the exact spectrum. `snapshots` = (steps, callback): after each of those steps the
-    callback gets (step, a copy of the model as a k-step run would return it, the curve so far).
-    Nothing here depends on the total step count (constant lr, schedules in absolute steps, data
-    order drawn as it goes), so that copy equals a separate run of that many steps.
+    The penalty is `settings.estimator`'s MeanPenalty over the targets (the logged diagnostics
+    always use the exact spectrum). `penalty_every` = k > 1 applies k * lambda(t) * R to each
+    matrix on one step in k (`PenaltyFrequency`): 1/k of the spectral cost, but not the push of
+    lambda on every step, since under Adam the k-times gradient raises the second-moment
+    estimate and the penalty moves the weights less; studies use 1. At step 1 the ratio rho of
+    the task gradient's norm to the (unweighted, exact) penalty gradient's is measured on that
+    step's batch, without changing the trajectory (grad_scale.py); with `lam_scale` `grad` the
+    weight is rho * lambda(t). `snapshots` = (steps, callback): after each of those steps the
+    callback gets (step, a copy of the model as a k-step run would return it, the result so
+    far). Nothing here depends on the total step count (constant lr, schedules in absolute
+    steps, data order drawn as it goes), so that copy equals a separate run of that many steps.
     """
+    s = settings
     for p in model.parameters():
         p.requires_grad_(False)
-    mats = _Targets(model, targets, whitening, space)
+    mats = _Targets(model, targets, whitening, s.space)
     n = len(targets)
-    if estimator == "lagged":
-        lagged = LaggedPenalty(surrogate, n, refresh_every)
-
-        def estimate(chosen: list[int], step: int) -> torch.Tensor:
-            return lagged(mats.params, lambda i: mats.penalised([i])[0], chosen, step)
-
-        estimator_stats = lagged.stats
-    else:
-        plain = Penalty(surrogate, estimator, n)
-
-        def estimate(chosen: list[int], step: int) -> torch.Tensor:
-            return plain(mats.penalised(chosen), chosen)
-
-        estimator_stats = dict
+    estimate = PENALTIES.get(s.estimator)(s.surrogate, mats, s.refresh_every)
+    result = PrehabResult(lam_scale=s.lam_scale, lam=s.schedule.lam,
+                          anchors={name: estimate.anchors.values[i] for i, name in enumerate(targets)
+                                   if i in estimate.anchors.values})
+    frequency = s.frequency
 
     def chosen_at(step: int) -> list[int]:
         """The matrices penalised at this step."""
-        if schedule(step) == 0:
-            return []
-        if stagger:
-            return [i for i in range(n) if (step - 1 - i) % penalty_every == 0]
-        return list(range(n)) if (step - 1) % penalty_every == 0 else []
+        return [] if s.schedule(step) == 0 else frequency.chosen(step, n)
+
+    def inspect(step: int, task_loss: torch.Tensor) -> None:
+        if step == 1 and s.measure_scale:
+            result.scale = grad_scale.measure(task_loss, estimate.exact(), mats.params)
+            tqdm.write(f"prehab: step 1 gradient norms: task {result.scale.task_norm:.4g}, penalty "
+                       f"{result.scale.penalty_norm:.4g} ({s.surrogate.name}, unweighted), ratio "
+                       f"{result.scale.ratio:.4g}", file=sys.stderr)
+            if s.lam_scale == "grad" and not (math.isfinite(result.scale.ratio) and result.scale.ratio > 0):
+                raise NumericalError(f"--lam-scale grad: the gradient-norm ratio at step 1 is {result.scale.ratio} "
+                                     "(task / penalty); it must be finite and > 0")
 
     def penalty(step: int):
-        lam, chosen = schedule(step), chosen_at(step)
+        lam, chosen = s.schedule(step), chosen_at(step)
+        if s.lam_scale != "none":
+            lam = lam * result.factor
         if not chosen:
             return None, {"lambda": lam}
-        value = estimate(chosen, step)  # sum over `chosen` / n
-        name = "surrogate" if estimator == "exact" else "surrogate_estimate"  # else log_extra's is exact
+        value = estimate(step, chosen)  # sum over `chosen` / n
+        name = "surrogate" if estimate.is_exact else "surrogate_estimate"  # else log_extra's is exact
         logged = {name: float(value.detach())} if len(chosen) == n else {}
-        return (penalty_every * lam * value).to(torch.float32), {"lambda": lam, **logged}
+        return (s.penalty_every * lam * value).to(torch.float32), {"lambda": lam, **logged}
 
     def log_extra(step: int) -> dict[str, float]:
         with torch.no_grad():  # one eigen-decomposition per matrix serves both numbers
             whitened = mats.whitened()
             eigenvalues = [gram_eigenvalues(A) for A in whitened]
             ranks = [entropy_rank_of(lam.sqrt()) for lam in eigenvalues]
-            row = {"entropy_rank": sum(ranks) / len(ranks), **estimator_stats()}
-            if len(chosen_at(step)) < n or estimator != "exact":  # else penalty() logged it already
-                if space == "raw":  # penalised matrices are not the whitened ones
-                    row["surrogate"] = float(torch.stack([surrogate(A) for A in mats.penalised(range(n))]).mean())
+            row = {"entropy_rank": sum(ranks) / len(ranks), **estimate.stats()}
+            if len(chosen_at(step)) < n or not estimate.is_exact:  # else penalty() logged it already
+                if s.space == "raw":  # penalised matrices are not the whitened ones
+                    row["surrogate"] = float(torch.stack([estimate.anchors.evaluate(i, A) for i, A in
+                                                          enumerate(mats.penalised(range(n)))]).mean())
                 else:
-                    values = [surrogate.of_eigenvalues(lam, tuple(A.shape)) for lam, A in zip(eigenvalues, whitened)]
+                    values = [s.surrogate.of_eigenvalues(lam, tuple(A.shape), estimate.anchors.values.get(i))
+                              for i, (lam, A) in enumerate(zip(eigenvalues, whitened))]
                     row["surrogate"] = float(torch.stack(values).mean())
         return row
 
     def on_step(step: int, curve: list) -> None:
         if snapshots is not None and step in snapshots[0]:
             copy = finished(copy_module(model))
-            snapshots[1](step, copy, curve)
+            snapshots[1](step, copy, dataclasses.replace(result, curve=curve))
 
     def finished(m: nn.Module) -> nn.Module:
         mats.fold(m)
@@ -212,13 +308,14 @@ def run_prehab(
             p.requires_grad_(True)
         return m.eval()
 
-    curve = train_steps(
-        model, task, data, mats.params, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
-        penalty=penalty, log_every=log_every, log_extra=log_extra, desc=f"prehab {surrogate.name} lam={schedule.lam:g}",
-        on_step=on_step, log_at=frozenset(snapshots[0]) if snapshots else frozenset(),
+    result.curve = train_steps(
+        model, task, data, mats.params, steps=s.steps, lr=s.lr, batch_size=s.batch_size, seed=s.seed,
+        penalty=penalty, log_every=s.log_every, log_extra=log_extra,
+        desc=f"prehab {s.surrogate.name} lam={s.schedule.lam:g}", on_step=on_step,
+        log_at=frozenset(snapshots[0]) if snapshots else frozenset(), inspect=inspect,
     )
     finished(model)
-    return curve
+    return result
 
 
 def copy_module(model: nn.Module) -> nn.Module:

@@ -26,3 +26,30 @@ class LambdaSchedule:
         if self.warmup and step <= self.warmup:
             return self.start * (self.lam / self.start) ** ((step - 1) / max(self.warmup - 1, 1))
         return self.lam
+
+
+@dataclass(frozen=True)
+class PenaltyFrequency:
+    """On which steps each matrix is penalised, and the factor its term then gets.
+
+    `every` = 1 (what studies should use): every matrix on every step, weight lambda(t).
+    `every` = k > 1: weight k * lambda(t) on one step in k: all matrices on steps 1, k+1, ...,
+    or with `stagger` a rotating 1/k of them on every step (matrix i on steps t = i + 1 mod k).
+    That is 1/k of the spectral cost but NOT the same push as lambda on every step: under Adam
+    the k-times gradient on one step in k raises the second-moment estimate, which normalises
+    every step, so the penalty moves the weights less than lambda on every step would
+    (docs/method.md, 4.3).
+    """
+
+    every: int = 1
+    stagger: bool = False
+
+    def __post_init__(self):
+        if self.every < 1:
+            raise UsageError(f"penalty frequency {self.every} must be a whole number >= 1 (1: every step)")
+
+    def chosen(self, step: int, n: int) -> list[int]:
+        """The numbers of the matrices (of `n`) penalised at `step` (1-based)."""
+        if self.stagger:
+            return [i for i in range(n) if (step - 1 - i) % self.every == 0]
+        return list(range(n)) if (step - 1) % self.every == 0 else []

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 
 from prehab.errors import UsageError
 from prehab.layout import SNAPSHOT_PART, SPECTRA_FILE, fmt
-from prehab.method.names import DEFAULT_REFRESH, ESTIMATORS, SPACES, SURROGATES, check_tail_ratio
+from prehab.method.names import (
+    ANCHORED, DEFAULT_REFRESH, ESTIMATORS, LAM_SCALES, NEEDS_RATIO, SCALE_FREE, SPACES, SURROGATES, check_tail_ratio,
+)
 from prehab.method.ratio import RATIO_RULE, valid_ratio
 from prehab.method.recipes import RECIPES, Recipe
 from prehab.method.schedule import LambdaSchedule
@@ -31,9 +33,16 @@ class Options(StepOptions):
                                 "which scales it (recorded beside the recipe's own count), and --lam 0, its "
                                 "control", None,
                                 choices=tuple(RECIPES))
-    surrogate: str = option("rank surrogate", "nuclear", choices=SURROGATES)
-    tail_ratio: float | None = option("the compression ratio whose truncation `--surrogate tail` prices (needed "
-                                      "by tail only)", None, type=float, check=(RATIO_RULE, valid_ratio))
+    surrogate: str = option(f"rank surrogate. Scale-free ({', '.join(sorted(SCALE_FREE))}): unchanged when the "
+                            "matrix is scaled, so growing its largest singular values lowers them too and the "
+                            "penalty can be met without shrinking what truncation loses; "
+                            f"{' and '.join(s for s in SURROGATES if s not in SCALE_FREE)} keep the scale "
+                            f"({', '.join(sorted(ANCHORED))}: the absolute tail energy divided by each "
+                            "matrix's starting ||W L||_F^2, fixed at the start; docs/method.md, section 3)",
+                            "nuclear", choices=SURROGATES)
+    tail_ratio: float | None = option(f"the compression ratio whose truncation --surrogate "
+                                      f"{' or '.join(sorted(NEEDS_RATIO))} prices (needed by those only)", None,
+                                      type=float, check=(RATIO_RULE, valid_ratio))
     estimator: str = option("exact: autograd through an fp64 eigen-decomposition per matrix per step (the "
                             "reference); fast: warm-started eigenbasis per matrix, matrix products (README "
                             "\"Performance\": not faster on the embedded testbeds); lagged: each matrix's penalty "
@@ -44,6 +53,11 @@ class Options(StepOptions):
                                        "refreshes of a matrix's penalty (1/k of the exact cost per step; default "
                                        f"{DEFAULT_REFRESH})", None, type=int, check=COUNT)
     lam: float = option("penalty weight lambda; 0 = the control run", 1.0, type=float, check=NON_NEGATIVE)
+    lam_scale: str = option("none: lambda as given; grad: lambda times rho, the ratio of the task gradient's norm "
+                            "to the unweighted penalty's at step 1 (on its batch, over the trained tensors), so "
+                            "lambda 1 means equal gradient norms at the start, whatever the surrogate. rho is "
+                            "measured and recorded either way (metrics.json grad_norm_ratio, lam_effective)",
+                            "none", choices=LAM_SCALES)
     lam_start: float = option("first lambda of the geometric warm-up (needs --lam-warmup-steps)", 0.0, type=float,
                               check=NON_NEGATIVE)
     lam_warmup_steps: int = option("steps of geometric warm-up from --lam-start to --lam (0: constant)", 0,
@@ -58,8 +72,10 @@ class Options(StepOptions):
     steps: int | None = option("Prehab steps", None, type=int, check=NON_NEGATIVE)
     lr: float | None = option("Adam learning rate", None, type=float, check=POSITIVE)
     batch_size: int | None = option("batch size", None, type=int, check=COUNT)
-    penalty_every: int = option("apply k * lambda * R every k-th step only (1/k of the spectral cost; 1 = every "
-                                "step)", 1, type=int, check=COUNT)
+    penalty_every: int = option("apply k * lambda * R on every k-th step only: 1/k of the spectral cost, but under "
+                                "Adam a weaker push than lambda on every step (the k-times gradient raises Adam's "
+                                "second-moment estimate); studies should use 1 = every step", 1, type=int,
+                                check=COUNT)
     penalty_stagger: bool = option("with --penalty-every k: penalise a rotating 1/k of the matrices on every step "
                                    "instead of all of them on every k-th step", False, action="store_true")
     log_every: int = option("curve logging interval in steps", 10, type=int, check=COUNT)
@@ -123,7 +139,7 @@ def run(opts: Options) -> dict:
     from prehab.device import resolve_device
     from prehab.layers import find_targets, get_module
     from prehab.method.calibrate import load_whitening
-    from prehab.method.prehab import run_prehab, whitened_spectra
+    from prehab.method.prehab import PrehabSettings, run_prehab, whitened_spectra
     from prehab.method.surrogates import Surrogate, entropy_rank_of
     from prehab.outputs import StepRecord, atomic_dir
     from prehab.steps.common import checkpoint_options, seed_everything
@@ -141,6 +157,7 @@ def run(opts: Options) -> dict:
               **({"estimator": opts.estimator} if opts.estimator != "exact" else {}),
               **({"refresh_every": opts.refresh_every} if opts.estimator == "lagged" else {}),
               **({"penalty_stagger": True} if opts.penalty_stagger else {}),
+              **({"lam_scale": opts.lam_scale} if opts.lam_scale != "none" else {}),
               **({"damping": opts.damping} if opts.damping else {}),
               **({"recipe": opts.recipe, "recipe_steps": RECIPES[opts.recipe].steps} if opts.recipe else {}),
               "lam": opts.lam, "lam_start": opts.lam_start, "lam_warmup_steps": opts.lam_warmup_steps,
@@ -156,11 +173,16 @@ def run(opts: Options) -> dict:
     shapes = {name: tuple(get_module(ckpt.model, name).weight.shape) for name in targets}
     at = snapshot_steps(opts.snapshots, steps)
 
-    def R(spectra: dict[str, torch.Tensor]) -> float:
-        return _mean_over(lambda name, s: float(penalty.of_eigenvalues(s.double() ** 2, shapes[name])), spectra)
+    # An anchored surrogate's whitened values are divided by the starting whitened energy (unridged).
+    anchors = {name: float((s.double() ** 2).sum()) for name, s in before.items()} if penalty.anchored else {}
 
-    def save(model, folder: Path, curve: list, run_params: dict) -> dict:
+    def R(spectra: dict[str, torch.Tensor]) -> float:
+        return _mean_over(lambda name, s: float(penalty.of_eigenvalues(s.double() ** 2, shapes[name],
+                                                                       anchors.get(name))), spectra)
+
+    def save(model, folder: Path, result, run_params: dict) -> dict:
         """One model's outputs: checkpoint, spectra before/after, metrics.json with its curve."""
+        curve = result.curve
         after = whitened_spectra(model, targets, whitening)
         record = StepRecord("prehab", run_params, started)
         # Both measured on the WHITENED weights (in every space), from the stored spectra.
@@ -170,7 +192,10 @@ def run(opts: Options) -> dict:
             entropy_rank_before=_mean_over(lambda name, s: entropy_rank_of(s), before),
             entropy_rank_after=_mean_over(lambda name, s: entropy_rank_of(s), after),
             final_task_loss=curve[-1]["task_loss"] if curve else None,
+            **result.metrics(),  # step 1's gradient-norm ratio and the lambda used
         )
+        if result.anchors:
+            record.extra["surrogate_anchors"] = result.anchors
         record.extra["curve"] = curve
         history = ckpt.history + [{"step": "prehab", **run_params}]
         checkpoint.save(checkpoint.Checkpoint(model, spec.name, options, ckpt.arch_config, {}, history), folder)
@@ -178,20 +203,21 @@ def run(opts: Options) -> dict:
         return record.write(folder)
 
     with atomic_dir(opts.out) as out:
-        def on_snapshot(step: int, model, curve: list) -> None:
+        def on_snapshot(step: int, model, result) -> None:
             fraction = at[step]
             folder = out / SNAPSHOT_PART.format(snap=fmt(fraction))
             folder.mkdir()
-            save(model, folder, [row for row in curve if row["step"] <= step],
-                 {**params, "steps": step, "snapshot": fraction})
+            result.curve = [row for row in result.curve if row["step"] <= step]
+            save(model, folder, result, {**params, "steps": step, "snapshot": fraction})
 
-        curve = run_prehab(ckpt.model, spec.task, data, whitening, targets, surrogate=penalty,
-                           schedule=opts.schedule, space=opts.space, steps=steps, lr=lr, batch_size=batch_size,
-                           seed=opts.seed, log_every=opts.log_every, penalty_every=opts.penalty_every,
-                           stagger=opts.penalty_stagger, estimator=opts.estimator,
-                           refresh_every=opts.refresh_every or DEFAULT_REFRESH,
-                           snapshots=(set(at), on_snapshot))
-        return save(ckpt.model, out, curve, params)
+        settings = PrehabSettings(
+            surrogate=penalty, schedule=opts.schedule, space=opts.space, steps=steps, lr=lr, batch_size=batch_size,
+            seed=opts.seed, log_every=opts.log_every, penalty_every=opts.penalty_every,
+            stagger=opts.penalty_stagger, estimator=opts.estimator,
+            refresh_every=opts.refresh_every or DEFAULT_REFRESH, lam_scale=opts.lam_scale)
+        result = run_prehab(ckpt.model, spec.task, data, whitening, targets, settings,
+                            snapshots=(set(at), on_snapshot))
+        return save(ckpt.model, out, result, params)
 
 
 def _mean_over(fn, spectra: dict[str, torch.Tensor]) -> float:

@@ -113,6 +113,15 @@ def test_bert_config_runs_the_default_study_on_bert_small(tmp_path):
     assert all("--arch-opt n_test=2000" in c and "results/bert-run/" in c for c in recipe + plain)
 
 
+def test_prehab_lam_scale_reaches_every_prehab_job_and_is_not_passed_by_default(tmp_path):
+    overlay = tmp_path / "scaled.yaml"
+    overlay.write_text("prehab: {lam_scale: grad}\n")
+    recipe, plain = _prehab_commands(str(DEFAULT_CONFIG), str(overlay), tmp_path=tmp_path)
+    assert recipe and plain and all(" --lam-scale grad " in c for c in recipe + plain)
+    recipe, plain = _prehab_commands(str(DEFAULT_CONFIG), tmp_path=tmp_path)
+    assert plain and not any("--lam-scale" in c for c in recipe + plain)  # the committed runs' commands unchanged
+
+
 def test_prehab_damping_reaches_every_prehab_job_and_no_calibration(tmp_path):
     overlay = tmp_path / "damped.yaml"
     overlay.write_text("prehab: {damping: 0.01}\n")

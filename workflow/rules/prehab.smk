@@ -31,6 +31,7 @@ rule prehab:
             [
                 "lam_start",
                 "lam_warmup_steps",
+                "lam_scale",
                 "log_every",
                 "penalty_every",
                 "penalty_stagger",

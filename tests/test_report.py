@@ -20,6 +20,7 @@ NOISE = {0: -1.0, 1: 1.0}  # seed -> noise sign: two seeds give std = sqrt(2) * 
 CONTROL_SHIFT = {0: -0.003, 1: 0.001}  # the compressed control's accuracy against SVD-LLM: -0.1 point on average,
 # different per seed, so its seed-level interval has a spread (identical seeds would give a zero-width one)
 ACC_NOISE, PPL_NOISE = 0.002, 0.005
+PRE_COST = 0.005  # accuracy the uncompressed Prehab loses per unit of lambda: 0.5 point at 1, 5 points at 10 (harmed)
 CODE = {"prehab_version": "0.1.0", "source_sha256": "abc123", "git_commit": "deadbee"}
 LAYERS = ["blocks.0.fc1", "blocks.0.fc2", "blocks.1.fc1", "blocks.1.fc2"]
 
@@ -53,7 +54,7 @@ def accuracy(run) -> float:
     if run.method == "dense":
         v = 0.90
     elif not run.compressed:
-        v = 0.90 - 0.01 * run.lam  # the uncompressed Prehab/control model
+        v = 0.90 - PRE_COST * run.lam  # the uncompressed Prehab/control model
     else:
         v = 0.90 - 0.5 * run.ratio + {"svd": -0.2, "svd-llm": 0.0, "control": CONTROL_SHIFT[run.seed], "prehab": 0.0}[
             run.method]
@@ -124,11 +125,50 @@ def val_value_of(run, name: str, value: float) -> float:
     return value
 
 
-def make_tree(root, cfg=CFG) -> dict:
+DENSE_TAIL = 100.0  # the dense model's summed whitened tail at ratio 1 (scaled by the ratio)
+CONTROL_TAIL = 1.1  # the control's tail against the dense model's
+SEED_TAIL = {0: 0.98, 1: 1.02}  # per-seed spread of a Prehab model's tail
+
+
+def tail_factor(lam: float) -> float:
+    """Prehab's summed tail over its control's: 0.9 at lambda 0.1 (the gate fires: not reached),
+    0.5 at 1, 0.2 at 10."""
+    return {0.1: 0.9, 1.0: 0.5, 10.0: 0.2}.get(lam, 0.5)
+
+
+def mechanism_of(run) -> dict:
+    """The readout the compress step writes for an SVD-LLM cut (collect.MECH_KEYS)."""
+    tail = DENSE_TAIL * run.ratio
+    if run.method in ("control", "prehab"):
+        tail *= CONTROL_TAIL
+    if run.method == "prehab":
+        tail *= tail_factor(run.lam) * SEED_TAIL[run.seed]
+    energy = 10 * DENSE_TAIL
+    moved = 0.0 if run.method == "svd-llm" else 0.01 * (1 + (run.lam or 0))
+    return {"mech_tail_abs_sum": tail, "mech_tail_abs_median": tail / len(LAYERS),
+            "mech_tail_rel_median": tail / energy, "mech_tail_rel_total": tail / energy, "mech_energy_sum": energy,
+            "mech_energy_median": energy / len(LAYERS), "mech_move_w_median": moved, "mech_move_wl_median": 2 * moved,
+            "mech_n_matrices": len(LAYERS)}
+
+
+def write_mechanism(root, run) -> None:
+    """The compress step's metrics.json of the SVD-LLM cut behind `run` (its folder without LoRA)."""
+    import dataclasses
+
+    cut = dataclasses.replace(run, lora="none")
+    (root / cut.model_dir).mkdir(parents=True, exist_ok=True)
+    write_json(root / cut.model_dir / "metrics.json", {
+        "step": "compress", "params": {"ratio": run.ratio}, "code": CODE, "wall_time_s": 1.0,
+        "metrics": {"ratio_nominal": run.ratio, "rank_min": 4, "rank_max": 8, **mechanism_of(cut)}})
+
+
+def make_tree(root, cfg=CFG, mechanism: bool = True) -> dict:
     """Write metrics.json and scores.json for every evaluated model, plus the prehab step's curve
-    and spectra."""
+    and spectra, and (`mechanism`) the compress step's readout of every SVD-LLM cut."""
     union = expand(cfg)
     for eval_dir, run in union.runs.items():
+        if mechanism and run.compressed and run.method != "svd":
+            write_mechanism(root, run)
         name, value = value_of(run)
         params = 1e6 * (1 - 0.9 * run.ratio) if run.compressed else 1e6
         folder = root / eval_dir
@@ -214,8 +254,8 @@ def test_main_table_accuracy(tree):
     assert pd.isna(_row(t, "tiny-mlp", "dense")["vs_svdllm_verdict"])  # no reference: empty cell
     unc = _row(t, "tiny-mlp", "control")  # before compression: 0.90 -> 0.90, vs dense
     assert unc["vs_dense"] == pytest.approx(0.0) and unc["vs_dense_verdict"] == "no detectable difference"
-    assert _row(t, "tiny-mlp", "prehab")["vs_dense_verdict"] == "worse"  # 0.89 vs 0.90
-    assert _row(t, "tiny-mlp", "prehab", 0.6)["pre_mean"] == pytest.approx(0.89)
+    assert _row(t, "tiny-mlp", "prehab")["vs_dense_verdict"] == "worse"  # 0.895 vs 0.90
+    assert _row(t, "tiny-mlp", "prehab", 0.6)["pre_mean"] == pytest.approx(0.895)
 
 
 def test_main_table_perplexity_sign(tree):
@@ -244,13 +284,138 @@ def test_markdown_pages(tree):
     assert set(one_seed["vs_svdllm_seeds"].astype(str)) <= {"0", "0.0"} and one_seed["vs_svdllm_verdict"].all()
     cal_md = (tree["tables"] / "calibration_size.md").read_text()
     assert not [line for line in cal_md.splitlines() if line.startswith("|") and "±" in line]  # no std when n = 1
+    assert "(1 seed: test-set noise only) |" in cal_md  # one seed: the verdict read the item interval, and says so
+    assert set(one_seed["vs_svdllm_basis"]) == {"1 seed: test-set noise only"}
+    assert (one_seed["vs_svdllm_low"] == one_seed["vs_svdllm_item_low"]).all()
+    assert "| test-set noise [95%] |" in md and "| drop vs control [95%] |" in md
     sweep = pd.read_csv(tree["tables"] / "lambda_sweep.csv", keep_default_na=False, na_values=[""])
     for lam in (0.1, 1.0, 10.0):
         r = _row(sweep, "tiny-mlp", "prehab", 0.6, lam=lam)
-        assert r["pre_mean"] == pytest.approx(0.90 - 0.01 * lam)
+        assert r["pre_mean"] == pytest.approx(0.90 - PRE_COST * lam)
     assert "before compression" in (tree["tables"] / "lambda_sweep.md").read_text()
     assert "disabled" in (tree["tables"] / "space_ablation.md").read_text()
     assert len(pd.read_csv(tree["tables"] / "space_ablation.csv")) == 0
+
+
+def test_the_seed_level_interval_decides_and_the_item_interval_stays_beside_it(tree):
+    """Two seeds: [low, high] is the t-interval over the per-seed differences (+3.3 and +2.9
+    points: t with 1 degree of freedom), the item bootstrap is kept as the test set's noise."""
+    from prehab.report.paired import t_interval
+
+    t = pd.read_csv(tree["tables"] / "main.csv", keep_default_na=False, na_values=[""])
+    r = _row(t, "tiny-mlp", "prehab", 0.6)
+    assert r["vs_control_basis"] == "2 seeds: t-interval" and r["vs_control_seeds"] == "0 1"
+    per_seed = [float(v) for v in r["vs_control_per_seed"].split()]
+    assert per_seed == pytest.approx([3.3, 2.9])
+    mean, low, high = t_interval(per_seed)
+    assert (r["vs_control"], r["vs_control_low"], r["vs_control_high"]) == pytest.approx((mean, low, high))
+    assert low < r["vs_control_item_low"] < mean < r["vs_control_item_high"] < high  # test-set noise alone: narrower
+
+
+def test_the_drop_compression_causes_prehab_against_its_control(tree):
+    """tiny-mlp at R = 0.6: Prehab 89.5% -> 63%, the control 90% -> 59.7% / 60.1% (seeds 0 / 1):
+    Prehab loses 3.8 / 3.4 points less; tiny-lm: (35.2 / 20.2) / (44 / 20) = 0.8 / 1.01."""
+    t = pd.read_csv(tree["tables"] / "main.csv", keep_default_na=False, na_values=[""])
+    r = _row(t, "tiny-mlp", "prehab", 0.6)
+    assert [float(v) for v in r["drop_vs_control_per_seed"].split()] == pytest.approx([3.8, 3.4])
+    assert r["drop_vs_control"] == pytest.approx(3.6) and r["drop_vs_control_verdict"] == "better"
+    assert r["before_vs_control"] == pytest.approx(-0.5)
+    assert r["drop_vs_control"] == pytest.approx(r["vs_control"] - r["before_vs_control"])
+    lm = _row(t, "tiny-lm", "prehab", 0.6)
+    assert lm["drop_vs_control"] == pytest.approx(0.8 / 1.01) and lm["drop_vs_control_verdict"] == "better"
+    assert pd.isna(_row(t, "tiny-mlp", "control", 0.6)["drop_vs_control"])  # only Prehab against its control
+    assert pd.isna(_row(t, "tiny-mlp", "prehab")["drop_vs_control"])  # uncompressed: no drop
+
+
+def test_the_gate_reads_the_mechanism_and_the_model_before_compression(tree):
+    """lambda_sweep at R = 0.6: lambda 0.1 leaves 90% of its control's tail (the gate: the penalty
+    did not reach the truncation error, instead of no detectable difference); lambda 10 costs 5
+    points before compression (harmed; the interval's better stays); lambda 1 passes."""
+    t = pd.read_csv(tree["tables"] / "lambda_sweep.csv", keep_default_na=False, na_values=[""])
+    weak, fine, strong = (_row(t, "tiny-mlp", "prehab", 0.6, lam=lam) for lam in (0.1, 1.0, 10.0))
+    assert weak["tail_vs_control"] == pytest.approx(0.9) and weak["tail_vs_control_seeds"] == "0 1"
+    assert weak["vs_control_interval_verdict"] == "no detectable difference"
+    assert weak["vs_control_verdict"] == "penalty did not reach the truncation error"
+    assert fine["tail_vs_control"] == pytest.approx(0.5) and fine["vs_control_verdict"] == "better"
+    assert strong["before_vs_control"] == pytest.approx(-5.0)
+    assert strong["vs_control_interval_verdict"] == "better"
+    assert strong["vs_control_verdict"] == "better (penalty harmed the model)"
+    assert strong["drop_vs_control_verdict"] == "better (penalty harmed the model)"
+    lm = _row(t, "tiny-lm", "prehab", 0.6, lam=10.0)  # perplexity x1.1 before compression: above 1.02
+    assert lm["before_vs_control"] == pytest.approx(1.1) and lm["vs_control_verdict"] == "better (penalty harmed the model)"
+    assert _row(t, "tiny-lm", "prehab", 0.6, lam=1.0)["vs_control_verdict"] == "better"  # x1.01: not harmed
+    assert "| penalty did not reach the truncation error |" in (tree["tables"] / "lambda_sweep.md").read_text()
+
+
+def test_gated_verdict_is_one_rule():
+    from prehab.report.paired import BETTER, UNDETECTED, WORSE, seed_ratio
+    from prehab.report.tables import HARMED, UNMEASURED, UNREACHED, gated_verdict
+
+    equal_tails = seed_ratio({0: 5.0, 1: 7.0, 2: 6.0}, {0: 5.0, 1: 7.0, 2: 6.0}).mean  # Prehab did not move the tail
+    assert gated_verdict(UNDETECTED, equal_tails, 0.0, "accuracy") == UNREACHED
+    halved = seed_ratio({0: 2.5, 1: 3.5}, {0: 5.0, 1: 7.0}).mean
+    assert halved == pytest.approx(0.5) and gated_verdict(UNDETECTED, halved, 0.0, "accuracy") == UNDETECTED
+    assert gated_verdict(UNDETECTED, 0.5, -2.0, "accuracy") == HARMED
+    assert gated_verdict(UNDETECTED, 0.5, -1.0, "accuracy") == UNDETECTED  # 1 point is allowed
+    assert gated_verdict(UNDETECTED, 1.0, -2.0, "f1") == f"{UNREACHED}; {HARMED}"
+    assert gated_verdict(BETTER, 1.0, 0.0, "accuracy") == f"better ({UNREACHED})"
+    assert gated_verdict(WORSE, 0.5, -2.0, "mcc") == f"worse ({HARMED})"
+    assert gated_verdict(UNDETECTED, math.nan, 0.0, "accuracy") == f"no detectable difference ({UNMEASURED})"
+    assert gated_verdict(BETTER, math.nan, -2.0, "accuracy") == f"better ({HARMED}; {UNMEASURED})"
+    assert gated_verdict(UNDETECTED, math.nan, -2.0, "accuracy") == f"{HARMED} ({UNMEASURED})"
+    assert gated_verdict(UNDETECTED, 0.5, 1.03, "perplexity") == HARMED
+    assert gated_verdict(UNDETECTED, 0.5, 1.01, "perplexity") == UNDETECTED
+    assert gated_verdict(UNDETECTED, 0.5, math.nan, "perplexity") == UNDETECTED  # no uncompressed twin: no harm gate
+    assert gated_verdict("both non-finite", 1.0, -2.0, "perplexity") == "both non-finite"
+
+
+def test_the_mechanism_table(tree):
+    """mechanism.csv|md: per arch, ratio and calibration the dense model's cut (reference), each
+    control and its Prehab settings with the Prehab / control ratios paired by seed; the long
+    table carries each model's readout, a LoRA model its cut's."""
+    runs = pd.read_csv(tree["tables"] / "runs.csv", keep_default_na=False, na_values=[""])
+    lora = runs[(runs["method"] == "prehab") & (runs["lora"] == "joint") & (runs["ratio"] == 0.6)
+                & (runs["arch"] == "tiny-mlp") & (runs["seed"] == 0)]
+    assert list(lora["mech_tail_abs_sum"]) == pytest.approx([DENSE_TAIL * 0.6 * CONTROL_TAIL * 0.5 * SEED_TAIL[0]])
+    assert runs.loc[runs["method"] == "dense", "mech_tail_abs_sum"].isna().all()
+    m = pd.read_csv(tree["tables"] / "mechanism.csv", keep_default_na=False, na_values=[""])
+    cell = m[(m["arch"] == "tiny-mlp") & (m["ratio"] == 0.6) & (m["cal_samples"] == 64)]
+    assert list(cell["role"]) == ["reference", "control", "prehab", "prehab", "prehab"]
+    assert list(cell["lam"].iloc[2:]) == [0.1, 1.0, 10.0]
+    ref, control, prehab = cell.iloc[0], cell.iloc[1], cell.iloc[3]
+    assert ref["mech_tail_abs_sum"] == pytest.approx(60.0) and ref["mech_move_w_median"] == 0.0
+    assert control["mech_tail_abs_sum"] == pytest.approx(66.0) and control["n"] == 2
+    assert prehab["tail_abs_sum_ratio"] == pytest.approx(0.5) and prehab["tail_abs_sum_ratio_seeds"] == "0 1"
+    assert [float(v) for v in prehab["tail_abs_sum_ratio_per_seed"].split()] == pytest.approx([0.49, 0.51])
+    assert prehab["tail_abs_sum_ratio_low"] < 0.5 < prehab["tail_abs_sum_ratio_high"]
+    assert prehab["energy_sum_ratio"] == pytest.approx(1.0) and prehab["dense_tail_abs_sum"] == pytest.approx(60.0)
+    one_seed = m[(m["cal_samples"] == 16) & (m["role"] == "prehab")].iloc[0]  # calibration_size: seed 0, no control
+    assert one_seed["n"] == 1 and pd.isna(one_seed["tail_abs_sum_ratio"])
+    md = (tree["tables"] / "mechanism.md").read_text()
+    assert "## tiny-mlp" in md and "| 0.6 | train 64 | dense model, SVD-LLM (reference) | 2 | 60 |" in md
+    assert "| 0.500 [" in md and "| not measured |" not in md
+
+
+def test_cuts_made_before_the_readout_read_not_measured(tmp_path):
+    """A runs folder whose cuts carry no mechanism keys (older runs): the mechanism table says
+    `not measured`, the gate `mechanism not measured`; nothing crashes. One control's readout
+    alone is not enough for a ratio."""
+    cfg = {"archs": ["tiny-mlp"], "studies": {"main": _study(["dense", "svd-llm", "control", "prehab"],
+                                                             page="by_ratio", ratios=[0.6], lora=["none"])}}
+    root = tmp_path / "runs"
+    runs = make_tree(root, cfg, mechanism=False)
+    control = next(run for run in runs.values() if run.method == "control" and run.compressed and run.seed == 0)
+    write_mechanism(root, control)
+    assert main(["report", "--runs", str(root), "--studies", json.dumps(cfg), "--tables", str(tmp_path / "tables"),
+                 "--figures", str(tmp_path / "figures")]) == 0
+    m = pd.read_csv(tmp_path / "tables" / "mechanism.csv", keep_default_na=False, na_values=[""])
+    assert list(m["role"]) == ["reference", "control", "prehab"] and list(m["measured"]) == [False, True, False]
+    assert m["tail_abs_sum_ratio"].isna().all()
+    md = (tmp_path / "tables" / "mechanism.md").read_text()
+    assert md.count("| not measured |") == 2
+    t = pd.read_csv(tmp_path / "tables" / "main.csv", keep_default_na=False, na_values=[""])
+    r = _row(t, "tiny-mlp", "prehab", 0.6)
+    assert r["vs_control_verdict"] == "better (mechanism not measured)" and pd.isna(r["tail_vs_control"])
 
 
 def test_figures_written(tree):

@@ -1,8 +1,9 @@
 """Every evaluated model of the study grid -> ONE long table (STYLE.md 13).
 
 One row per evaluated model (`<runs>/<Run.eval_dir>/metrics.json`): the Run axes, the names of
-the studies using it, the metric name and value, size, non-finite count and the folder. Tables,
-figures and the MLflow import all read this table (or the records behind it), nothing else.
+the studies using it, the metric name and value, size, non-finite count, the folder, and the
+mechanism readout of the SVD-LLM cut behind it (MECH_KEYS, `read_mechanism`). Tables, figures and
+the MLflow import all read this table (or the records behind it), nothing else.
 """
 
 from __future__ import annotations
@@ -26,8 +27,16 @@ log = logging.getLogger(__name__)
 
 AXES = ("arch", "seed", "method", "compressed", "ratio", "lora", "cal_source", "cal_samples",
         "surrogate", "lam", "space", "snapshot")
+# What the SVD-LLM compress step measures on the model it cuts, from that model's own re-calibration,
+# over its target matrices at the ratio's kept rank k (the cut's metrics.json; s_i: singular values
+# of W L): the summed tail sum_{i>k} s_i^2 (SVD-LLM's squared output error on the calibration data),
+# its median, the median and summed tail / energy, the energy ||W L||_F^2 summed and its median, the
+# median movement ||W - W_dense||_F / ||W_dense||_F and ||(W - W_dense) L||_F / ||W_dense L||_F (0 for
+# the dense model), and the number of matrices.
+MECH_KEYS = ("mech_tail_abs_sum", "mech_tail_abs_median", "mech_tail_rel_median", "mech_tail_rel_total",
+             "mech_energy_sum", "mech_energy_median", "mech_move_w_median", "mech_move_wl_median", "mech_n_matrices")
 COLUMNS = AXES + ("studies", "metric", "value", "val_value", "prehab_steps", "model_params", "checkpoint_bytes",
-                  "nonfinite_rows", "eval_dir")
+                  "nonfinite_rows", "eval_dir") + MECH_KEYS
 # --------------------------------------------------------------------------- studies config
 
 def parse_studies(text: str | dict) -> dict[str, Any]:
@@ -117,6 +126,25 @@ def read_prehab(runs_dir: Path, run: Run) -> dict[str, Any] | None:
 def spectra_path(runs_dir: Path, run: Run) -> Path | None:
     base = prehab_run(run)
     return None if base is None else Path(runs_dir) / base.model_dir / SPECTRA_FILE
+
+
+def mechanism_run(run: Run) -> Run | None:
+    """The SVD-LLM cut whose compress step measured the mechanism behind `run`: the run itself
+    without its LoRA (the folder before rehab); None where SVD-LLM cut nothing (dense, plain SVD,
+    uncompressed models)."""
+    if not run.compressed or run.method == "svd":
+        return None
+    return dataclasses.replace(run, lora=NO_LORA)
+
+
+def read_mechanism(runs_dir: Path, run: Run) -> dict[str, float]:
+    """{MECH_KEYS: value} of the SVD-LLM cut behind `run` (`mechanism_run`), read from the
+    "metrics" of its compress step's metrics.json; NaN for every key that is not there (runs cut
+    before the readout existed, models SVD-LLM did not cut)."""
+    base = mechanism_run(run)
+    path = None if base is None else Path(runs_dir) / base.model_dir / METRICS_FILE
+    metrics = (_read_json(path).get("metrics") or {}) if path is not None and path.is_file() else {}
+    return {key: number(metrics.get(key)) for key in MECH_KEYS}
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -230,14 +258,16 @@ def extra_arch(arch: str, label: str) -> str:
     return f"{arch}:{label}"
 
 
-def to_frame(records: list[Record]):
+def to_frame(records: list[Record], runs_dir: str | Path | None = None):
     """The long table: one row per evaluated model and test set, columns `COLUMNS`. An extra test
     set's row repeats the model's axes under `extra_arch`, with the validation value of its own
     test set's model (choices read the architecture's validation split) and `eval_dir` naming
-    its scores (paired.scores_address)."""
+    its scores (paired.scores_address). The MECH_KEYS columns are read from `runs_dir` (NaN
+    without it)."""
     import pandas as pd
 
     rows = []
+    mechanism: dict[str, dict[str, float]] = {}  # a cut's readout, read once for it and its LoRA
     for rec in records:
         metrics = rec.data["metrics"]
         name = metrics["metric"]
@@ -253,6 +283,10 @@ def to_frame(records: list[Record]):
             nonfinite_rows=number(metrics.get("nonfinite_rows")),
             eval_dir=rec.eval_dir,
         )
+        base = mechanism_run(rec.run)
+        if runs_dir is not None and base is not None and base.model_dir not in mechanism:
+            mechanism[base.model_dir] = read_mechanism(Path(runs_dir), rec.run)
+        row.update(mechanism.get(base.model_dir, {}) if base is not None else {})
         rows.append(row)
         for label in metrics.get("extra_tests") or []:  # the same model on another test set
             rows.append({**row, "arch": extra_arch(row["arch"], label), "value": number(metrics[f"{label}_{name}"]),
@@ -262,7 +296,7 @@ def to_frame(records: list[Record]):
     for col in ("seed",):
         df[col] = df[col].astype("int64")
     for col in ("ratio", "lam", "cal_samples", "snapshot", "value", "val_value", "prehab_steps", "model_params",
-                "checkpoint_bytes", "nonfinite_rows"):
+                "checkpoint_bytes", "nonfinite_rows", *MECH_KEYS):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     df["compressed"] = df["compressed"].astype(bool)
     return df
@@ -271,7 +305,7 @@ def to_frame(records: list[Record]):
 def collect(runs_dir: str | Path, cfg: dict[str, Any], allow_missing: bool = False):
     """Read the whole grid into the long table; `df.attrs["missing"]` lists absent eval folders."""
     records, missing = read_records(runs_dir, cfg, allow_missing)
-    df = to_frame(records)
+    df = to_frame(records, runs_dir)
     df.attrs["missing"] = missing
     df.attrs["runs_dir"] = str(runs_dir)  # where the paired statistics find each row's scores.json
     df.attrs["rank_deficient"] = rank_deficient_calibrations(runs_dir)

@@ -1,5 +1,6 @@
 """The Markdown pages of the study tables (prehab.report.tables makes the numbers): a generic page
-per study, the headline page (by ratio, lambda* on validation) and the budget page (by steps)."""
+per study, the headline page (by ratio, lambda* on validation), the budget page (by steps), and
+the mechanism page (prehab.report.mechanism makes its numbers)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from prehab.report import choice, paired
 from prehab.report.tables import (
     NOTE,
     SHORT,
+    TAIL_GATE,
     _none,
     control_key,
     direction,
@@ -33,12 +35,33 @@ def _arch_heading(arch: str, metric: str) -> str:
     return f"## {arch} — {metric} ({direction(metric)})"
 
 
-def fmt_comparison(r, name: str) -> tuple[str, str]:
-    """(estimate [low, high], verdict) of one paired comparison column, "" when not paired."""
-    if not r.get(f"{name}_verdict"):
-        return "", ""
-    result = paired.Paired(r[name], r[f"{name}_low"], r[f"{name}_high"], r[f"{name}_verdict"], ())
-    return paired.fmt_paired(result, r["metric"]), r[f"{name}_verdict"]
+def fmt_comparison(r, name: str) -> tuple[str, str, str]:
+    """(estimate [the interval the verdict reads], verdict, [test-set noise interval]) of one
+    paired comparison column, "" when not paired."""
+    verdict = r.get(f"{name}_verdict")
+    if not isinstance(verdict, str) or not verdict:
+        return "", "", ""
+    result = paired.Paired(r[name], r[f"{name}_low"], r[f"{name}_high"], verdict, (),
+                           item_low=r.get(f"{name}_item_low", math.nan), item_high=r.get(f"{name}_item_high", math.nan))
+    return (paired.fmt_paired(result, r["metric"]), paired.labelled_verdict(verdict, r.get(f"{name}_basis")),
+            paired.fmt_items(result, r["metric"]))
+
+
+def comparison_headers(what: str) -> list[str]:
+    """The three columns of one paired comparison (fmt_comparison)."""
+    return [f"{what} [95%]", "verdict", "test-set noise [95%]"]
+
+
+def drop_headers(table) -> list[str]:
+    """The drop-difference columns, where any row of the table has one (a Prehab row with its
+    control and both uncompressed twins)."""
+    found = "drop_vs_control_verdict" in table and table["drop_vs_control_verdict"].fillna("").astype(bool).any()
+    return comparison_headers("drop vs control") if found else []
+
+
+def drop_cells(r, headers: list[str]) -> tuple[str, ...]:
+    """A row's drop-difference cells under `drop_headers` (none where the page has no such column)."""
+    return fmt_comparison(r, "drop_vs_control") if headers else ()
 
 
 def warnings_for(table, deficient: dict[str, list[str]] | None) -> list[str]:
@@ -47,7 +70,7 @@ def warnings_for(table, deficient: dict[str, list[str]] | None) -> list[str]:
     lines = []
     lost = table[(table["method"] == "control") & ~table["compressed"].astype(bool) & (table["vs_dense_verdict"] == "worse")]
     for _, r in lost.iterrows():
-        text, _ = fmt_comparison(r, "vs_dense")
+        text = fmt_comparison(r, "vs_dense")[0]
         lines.append(f"**Warning: the λ = 0 control lost against the dense model before compression** on {r['arch']} "
                      f"(space {r['space']}): {text}. Its fine-tuning recipe harms the model; read Prehab against "
                      "the control, not against SVD-LLM.")
@@ -82,16 +105,19 @@ def study_markdown(table, study: str, missing: list[str], deficient: dict[str, l
     shown = [c for c in ("surrogate", "lam", "space", "cal_source", "cal_samples", "ratio", "lora")
              if table[c].map(_none).nunique(dropna=False) > 1]
     has_pre = table["pre_mean"].notna().any()
+    drops = drop_headers(table)
     for arch, t in table.groupby("arch", sort=False):
         metric = t["metric"].iloc[0]
         headers = ["method"] + [SHORT.get(c, c) for c in shown]
-        headers += [metric, "n", f"val {metric}", "vs control [95%]", "verdict", "vs SVD-LLM [95%]", "verdict"]
+        headers += [metric, "n", f"val {metric}"] + comparison_headers("vs control")
+        headers += drops + comparison_headers("vs SVD-LLM")
         headers += ["before compression", "vs dense [95%]"] if has_pre else []
         body = []
         for _, r in t.iterrows():
             row = [r["label"]] + [fmt_axis(c, r[c]) for c in shown]
             row += [fmt_mean_std(r["mean"], r["std"], int(r["n"]), metric), str(int(r["n"])),
-                    fmt_value(r["val_mean"], metric), *fmt_comparison(r, "vs_control"), *fmt_comparison(r, "vs_svdllm")]
+                    fmt_value(r["val_mean"], metric), *fmt_comparison(r, "vs_control"),
+                    *drop_cells(r, drops), *fmt_comparison(r, "vs_svdllm")]
             if has_pre:
                 row += [fmt_mean_std(r["pre_mean"], r["pre_std"], 0 if math.isnan(r["pre_n"]) else int(r["pre_n"]), metric),
                         fmt_comparison(r, "vs_dense")[0]]
@@ -118,26 +144,30 @@ def main_markdown(table, study: str, missing: list[str], deficient: dict[str, li
         metric = t["metric"].iloc[0]
         extra = [c for c in ("space", "cal_source", "cal_samples")  # what varies on this architecture
                  if t.loc[t["method"] == "prehab", c].map(_none).nunique(dropna=False) > 1]
-        headers = ["ratio", "method", "LoRA", metric, "n", "vs control [95%]", "verdict", "vs SVD-LLM [95%]",
-                   "verdict", "before compression", "params (M)"]
+        drops = drop_headers(t)
+        headers = ["ratio", "method", "LoRA", metric, "n", *comparison_headers("vs control"), *drops,
+                   *comparison_headers("vs SVD-LLM"),
+                   "before compression", "params (M)"]
+        blank = [""] * (len(headers) - 6)  # the comparisons and "before compression" of a row without them
         body = []
         dense = t[t["method"] == "dense"]
         comp = choice.reported(t[t["compressed"].astype(bool)], table)
         for ratio in sorted(comp["ratio"].dropna().unique()):
             for _, r in dense.iterrows():
                 body.append([fmt(ratio), "dense (uncompressed)", "—", fmt_mean_std(r["mean"], r["std"], int(r["n"]), metric),
-                             str(int(r["n"])), "", "", "", "", "", _mparams(r["model_params"])])
+                             str(int(r["n"])), *blank, _mparams(r["model_params"])])
             for _, r in comp[comp["ratio"] == ratio].iterrows():
                 label = _row_label(r, swept, extra)
                 pre_n = 0 if math.isnan(r["pre_n"]) else int(r["pre_n"])
                 body.append([fmt(ratio), label, fmt_axis("lora", r["lora"]),
                              fmt_mean_std(r["mean"], r["std"], int(r["n"]), metric), str(int(r["n"])),
-                             *fmt_comparison(r, "vs_control"), *fmt_comparison(r, "vs_svdllm"),
-                             fmt_mean_std(r["pre_mean"], r["pre_std"], pre_n, metric), _mparams(r["model_params"])])
+                             *fmt_comparison(r, "vs_control"), *drop_cells(r, drops),
+                             *fmt_comparison(r, "vs_svdllm"), fmt_mean_std(r["pre_mean"], r["pre_std"], pre_n, metric),
+                             _mparams(r["model_params"])])
         if comp.empty:  # e.g. a study of uncompressed models only
             for _, r in t.iterrows():
                 body.append(["—", r["label"], fmt_axis("lora", r["lora"]), fmt_mean_std(r["mean"], r["std"], int(r["n"]), metric),
-                             str(int(r["n"])), "", "", "", "", "", _mparams(r["model_params"])])
+                             str(int(r["n"])), *blank, _mparams(r["model_params"])])
         parts += [_arch_heading(arch, metric), "", md_table(headers, body), ""]
         before = choice.reported(t[~t["compressed"].astype(bool) & t["method"].isin(["control", "prehab"])], table)
         if not before.empty:
@@ -177,15 +207,17 @@ def steps_markdown(table, study: str, missing: list[str], deficient: dict[str, l
     controls = {control_key(c): c for _, c in table[table["method"] == "control"].iterrows()}
     for arch, t in rows.groupby("arch", sort=False):
         metric = t["metric"].iloc[0]
-        headers = ["ratio", "λ", "steps", "n", f"control {metric}", f"Prehab {metric}", "Prehab − control [95%]",
-                   "verdict"]
+        drops = drop_headers(t)
+        headers = ["ratio", "λ", "steps", "n", f"control {metric}", f"Prehab {metric}",
+                   *comparison_headers("Prehab − control"), *drops]
         body = []
         for _, r in t.sort_values(["ratio", "lam", "steps"], na_position="first").iterrows():
             c = controls.get(control_key(r))
             body.append(["before compression" if not r["compressed"] else fmt(r["ratio"]), fmt(r["lam"]),
                          str(int(r["steps"])), str(int(r["n"])),
                          "" if c is None else fmt_mean_std(c["mean"], c["std"], int(c["n"]), metric),
-                         fmt_mean_std(r["mean"], r["std"], int(r["n"]), metric), *fmt_comparison(r, "vs_control")])
+                         fmt_mean_std(r["mean"], r["std"], int(r["n"]), metric), *fmt_comparison(r, "vs_control"),
+                         *drop_cells(r, drops)])
         parts += [_arch_heading(arch, metric), "", md_table(headers, body), ""]
     return "\n".join(parts)
 
@@ -194,3 +226,56 @@ def _mparams(x: float) -> str:
     return "" if math.isnan(x) else f"{x / 1e6:.3g}"
 
 
+
+
+MECHANISM_NOTE = (
+    "What SVD-LLM truncates, measured by the compress step on each model it cuts, from that model's own "
+    "re-calibration (C = X Xᵀ / tokens, C = L Lᵀ), over its target matrices at the ratio's kept rank k(R); s_i: "
+    "the singular values of W L. **tail Σ**: Σ over matrices of Σ_{i>k} s_i², SVD-LLM's squared output error "
+    "per calibration token (`mech_tail_abs_sum`). **tail median**: its median over matrices. **tail/energy "
+    "median**, **tail/energy total**: the median of each matrix's tail / ||W L||_F², and the summed tail / "
+    "summed energy (fractions). **energy Σ**: Σ ||W L||_F². **move W**, **move WL**: the median over matrices "
+    "of ||W − W_dense||_F / ||W_dense||_F and of ||(W − W_dense) L||_F / ||W_dense L||_F (0 for the dense "
+    "model). Each value is the mean over the seeds measured (n). **P/C**: Prehab over its λ = 0 control, "
+    "paired by seed: the mean of the per-seed ratios, with a 95% t-interval on their logs when there are 2+ "
+    "seeds (none with 1); below 1 = Prehab left less. The first row of each block is the dense model's own "
+    "SVD-LLM cut (reference). A LoRA model shares its cut's readout. `not measured`: the cut predates the "
+    f"readout. The study tables' gate reads tail Σ P/C (above {TAIL_GATE:g}: the penalty did not reach the "
+    "truncation error).")
+NOT_MEASURED = "not measured"  # a cut made before the compress step wrote the readout
+MECHANISM_COLUMNS = ("mech_tail_abs_sum", "mech_tail_abs_median", "mech_tail_rel_median", "mech_tail_rel_total",
+                     "mech_energy_sum", "mech_move_w_median", "mech_move_wl_median")
+
+
+def _num(x) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
+
+
+def _seed_ratio(r, name: str) -> str:
+    """`0.412 [0.35, 0.48]`: a P/C ratio with its interval over seeds (none with 1 seed)."""
+    mean, low, high = r[f"{name}_ratio"], r[f"{name}_ratio_low"], r[f"{name}_ratio_high"]
+    if _num(mean) == "":
+        return ""
+    return f"{mean:.3f}" + ("" if _num(low) == "" or _num(high) == "" else f" [{low:.3f}, {high:.3f}]")
+
+
+def mechanism_markdown(table) -> str:
+    """The mechanism page: per architecture, ratio and calibration, the dense model's cut, then
+    each control and its Prehab settings, with their P/C ratios."""
+    parts = ["# Mechanism: the truncation error SVD-LLM pays", "", MECHANISM_NOTE, ""]
+    if table.empty:
+        return "\n".join(parts + ["No SVD-LLM cuts of Prehab or control models found.", ""])
+    headers = ["R", "cal", "model", "n", "tail Σ", "tail median", "tail/energy median", "tail/energy total",
+               "energy Σ", "move W", "move WL", "tail Σ P/C [95%]", "tail median P/C [95%]", "energy Σ P/C [95%]"]
+    for arch, t in table.groupby("arch", sort=False):
+        body = []
+        for _, r in t.iterrows():
+            row = [fmt(r["ratio"]), f"{r['cal_source']} {fmt(r['cal_samples'])}", r["label"], str(int(r["n"]))]
+            if r["measured"]:
+                row += [_num(r[c]) for c in MECHANISM_COLUMNS]
+            else:
+                row += [NOT_MEASURED] + [""] * (len(MECHANISM_COLUMNS) - 1)
+            row += [_seed_ratio(r, name) for name in ("tail_abs_sum", "tail_abs_median", "energy_sum")]
+            body.append(row)
+        parts += [f"## {arch}", "", md_table(headers, body), ""]
+    return "\n".join(parts)

@@ -258,3 +258,38 @@ def fmt_items(p: Paired | None, metric: str) -> str:
     if p is None or math.isnan(p.estimate) or math.isnan(p.item_low) or math.isnan(p.item_high):
         return ""
     return fmt_interval(p.estimate, p.item_low, p.item_high, metric).split(" ", 1)[1]
+
+
+@dataclass(frozen=True)
+class SeedRatio:
+    """A / B of a per-model quantity (not test items: one number per model), paired by seed: the
+    mean of the per-seed ratios, a t-interval on their logs (2+ seeds; NaN with 1), the seeds and
+    each seed's ratio."""
+
+    mean: float
+    low: float
+    high: float
+    seeds: tuple[int, ...]
+    per_seed: tuple[float, ...]
+
+
+def seed_ratio(a: dict[int, float], b: dict[int, float]) -> SeedRatio | None:
+    """A / B on the seeds where both are finite and B is positive; None when there is no such seed."""
+    seeds = tuple(s for s in sorted(set(a) & set(b))
+                  if math.isfinite(a[s]) and math.isfinite(b[s]) and b[s] > 0 and a[s] >= 0)
+    if not seeds:
+        return None
+    ratios = tuple(a[s] / b[s] for s in seeds)
+    with np.errstate(divide="ignore"):
+        _, low, high = t_interval(np.log(ratios))
+    return SeedRatio(float(np.mean(ratios)), _ratio(low), _ratio(high), seeds, ratios)
+
+
+def labelled_verdict(verdict_text: str, basis: str | None) -> str:
+    """A verdict as a page shows it: one read from the item-level interval (1 seed) says so,
+    inside the parentheses a gated verdict already has."""
+    if basis != ITEM_BASIS or not verdict_text:
+        return verdict_text
+    if verdict_text.endswith(")"):
+        return f"{verdict_text[:-1]}; {ITEM_BASIS})"
+    return f"{verdict_text} ({ITEM_BASIS})"

@@ -2,12 +2,16 @@
 
 Each row is one configuration (every axis but the seed) with the mean ± std of its metric over
 seeds and the number of seeds n. Comparisons are paired (prehab.report.paired: same seeds, same
-test items, a 95% bootstrap interval and a verdict from it): every compressed method against
-SVD-LLM at the same architecture, ratio, LoRA and calibration; Prehab against its lambda = 0
-control with the same steps, space and calibration (the comparison that decides); uncompressed
-Prehab and control models against the dense model (does the fine-tuning itself help or harm?).
-Accuracy differences are in points (positive = better); perplexity as the ratio of perplexities
-(below 1 = better). `rel_change_pct` (mean vs SVD-LLM, positive = better) is descriptive only.
+test items; the verdict reads a 95% t-interval over the per-seed differences, or with one seed
+the item bootstrap, which is kept beside it as the test set's noise): every compressed method
+against SVD-LLM at the same architecture, ratio, LoRA and calibration; Prehab against its
+lambda = 0 control with the same steps, space and calibration (the comparison that decides),
+and the drop compression causes, Prehab's against its control's (the paper's own measure);
+uncompressed Prehab and control models against the dense model (does the fine-tuning itself help
+or harm?). A compressed Prehab-vs-control verdict passes the gate (`gated_verdict`): did the
+penalty lower the truncation error, did it harm the model before compression. Accuracy
+differences are in points (positive = better); perplexity as the ratio of perplexities (below 1 =
+better). `rel_change_pct` (mean vs SVD-LLM, positive = better) is descriptive only.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from prehab.layout import CONTROL_SURROGATE, METHODS, NO_LORA, fmt
 from prehab.method.recipes import RECIPES
 from prehab.report import paired
 from prehab.report.collect import AXES, in_study, is_enabled, study_names
+from prehab.report.paired import BETTER, UNDETECTED, WORSE
 from prehab.tasks import HIGHER_IS_BETTER
 
 log = logging.getLogger(__name__)
@@ -29,21 +34,45 @@ GROUP = [a for a in AXES if a != "seed"] + ["metric"]
 REF_KEYS = ("arch", "ratio", "lora", "cal_source", "cal_samples")  # SVD-LLM reference match
 PRE_KEYS = ("arch", "method", "cal_source", "cal_samples", "surrogate", "lam", "space", "snapshot")  # uncompressed twin
 CONTROL_KEYS = ("arch", "compressed", "ratio", "lora", "cal_source", "cal_samples", "space", "snapshot")  # its control
-COMPARISONS = ("vs_control", "vs_svdllm", "vs_dense")
+COMPARISONS = ("vs_control", "drop_vs_control", "vs_svdllm", "vs_dense")
+PARTS = ("", "_low", "_high", "_item_low", "_item_high", "_verdict", "_basis", "_seeds", "_per_seed")
+GATED = ("vs_control", "drop_vs_control")  # their `_verdict` passes the gate; `_interval_verdict` is the interval's
 CSV_COLUMNS = GROUP + ["label", "n", "seeds", "mean", "std", "val_mean", "steps", "model_params", "ref_mean", "rel_change_pct",
                        "pre_mean", "pre_std", "pre_n"] + [
-    f"{c}{part}" for c in COMPARISONS for part in ("", "_low", "_high", "_verdict", "_seeds")]
+    f"{c}{part}" for c in COMPARISONS for part in PARTS] + [
+    f"{c}_interval_verdict" for c in GATED] + ["tail_vs_control", "tail_vs_control_seeds", "before_vs_control"]
 SHORT = {"lam": "λ", "cal_samples": "cal n", "cal_source": "cal"}
+
+# The gate on a compressed Prehab-vs-control verdict (`gated_verdict`).
+TAIL_GATE = 0.75  # Prehab must leave at most 75% of its control's summed whitened tail at k(R) (cut it by 25%)
+HARM_POINTS = 1.0  # a Prehab more than 1 point below its control before compression was harmed (points)
+HARM_RATIO = 1.02  # ... or with a perplexity more than 2% above its control's (ratio)
+UNREACHED = "penalty did not reach the truncation error"
+HARMED = "penalty harmed the model"
+UNMEASURED = "mechanism not measured"
+
 NOTE = ("Mean ± std over seeds (sample std, ddof=1; std shown only when n > 1). Comparisons are **paired**: "
-        "the same seeds and the same test items, the estimate with its 95% interval [low, high] from a paired "
-        "bootstrap over test items within each seed (2,000 replicates, averaged over seeds; the seeds are held "
-        "fixed, so the interval is the test set's sampling noise given these training runs). Accuracy: "
-        "difference in **points**, positive = better. Perplexity: **ratio** of perplexities, below 1 = better. "
-        "**verdict**: better / worse when the whole interval lies on one side, no detectable difference "
-        "otherwise. **vs control**: Prehab against the λ = 0 run with the same steps, data and space (the "
-        "comparison that decides whether the penalty, not the extra fine-tuning, helps). **vs SVD-LLM**: "
-        "against SVD-LLM of the dense model at the same ratio, LoRA and calibration. **before compression**: the "
-        "same model before SVD-LLM (the fine-tuned model for Prehab/control, the dense model otherwise).")
+        "the same seeds and the same test items. Accuracy: difference in **points**, positive = better. "
+        "Perplexity: **ratio** of perplexities, below 1 = better. **[95%]**: with 2+ seeds a t-interval over "
+        "the per-seed paired differences (df = seeds - 1; perplexity: over the per-seed log ratios), which "
+        "holds the spread between training runs, and each seed's difference already holds its own test-set "
+        "noise: the **verdict** reads this interval (better / worse when it lies wholly on one side, no "
+        "detectable difference otherwise), so it speaks about the method, not about these runs. **test-set "
+        "noise [95%]**: a paired bootstrap over test items within each seed with the runs held fixed (2,000 "
+        "replicates, averaged over seeds); it is not an interval for the method's effect, and decides only "
+        "with 1 seed, where the verdict says `1 seed: test-set noise only`. **vs control**: Prehab against the "
+        "λ = 0 run with the same steps, data and space (the comparison that decides whether the penalty, not "
+        "the extra fine-tuning, helps). **drop vs control**: the drop compression causes, the control's minus "
+        "Prehab's, per seed and item (before − after, before = the same run uncompressed): points, positive = "
+        "Prehab loses less; perplexity: ratio of (after / before) of Prehab over the control's, below 1 = "
+        "Prehab loses less. **Gate** on a compressed Prehab-vs-control verdict: when Prehab left more than "
+        f"{TAIL_GATE:g} of its control's summed absolute whitened tail at k(R) (mean over seeds of the per-seed "
+        f"ratio of `mech_tail_abs_sum`, the `mechanism` table), it reads `{UNREACHED}`, and when it was more "
+        f"than {HARM_POINTS:g} point below its control before compression (perplexity: ratio above "
+        f"{HARM_RATIO:g}), `{HARMED}`, instead of no detectable difference; a better / worse verdict stays and "
+        f"names the gate in parentheses; `{UNMEASURED}`: the cut predates the readout. **vs SVD-LLM**: against "
+        "SVD-LLM of the dense model at the same ratio, LoRA and calibration. **before compression**: the same "
+        "model before SVD-LLM (the fine-tuned model for Prehab/control, the dense model otherwise).")
 
 
 # --------------------------------------------------------------------------- numbers
@@ -144,18 +173,88 @@ def _index(summary, cols) -> dict[tuple, Any]:
     return {_key(r, cols): r for _, r in summary.iterrows()}
 
 
-def _compare(r, other, name: str, runs_dir: str | None) -> None:
+TEXT_PARTS = ("_verdict", "_basis", "_seeds", "_per_seed")
+
+
+def _fill(r, name: str, result: paired.Paired | None) -> None:
+    """Fill r's `<name>*` columns (PARTS) from a paired result (None: not paired)."""
+    if result is None:
+        for part in PARTS:
+            r[f"{name}{part}"] = "" if part in TEXT_PARTS else math.nan
+        return
+    r[name], r[f"{name}_low"], r[f"{name}_high"] = result.estimate, result.low, result.high
+    r[f"{name}_item_low"], r[f"{name}_item_high"] = result.item_low, result.item_high
+    r[f"{name}_verdict"], r[f"{name}_basis"] = result.verdict, result.basis
+    r[f"{name}_seeds"] = " ".join(str(s) for s in result.seeds)
+    r[f"{name}_per_seed"] = " ".join(f"{v:.6g}" for v in result.per_seed)
+
+
+def _compare(r, other, name: str, runs_dir: str | None) -> paired.Paired | None:
     """Fill r's `<name>*` columns with the paired difference of r against `other` (a row or None)."""
     result = None
     if other is not None and runs_dir:
         result = paired.compare_runs(Path(runs_dir), r["dirs"], other["dirs"], r["metric"])
-    if result is None:
-        r[name] = r[f"{name}_low"] = r[f"{name}_high"] = math.nan
-        r[f"{name}_verdict"] = r[f"{name}_seeds"] = ""
-        return
-    r[name], r[f"{name}_low"], r[f"{name}_high"] = result.estimate, result.low, result.high
-    r[f"{name}_verdict"] = result.verdict
-    r[f"{name}_seeds"] = " ".join(str(s) for s in result.seeds)
+    _fill(r, name, result)
+    return result
+
+
+def gated_verdict(interval_verdict: str, tail_ratio: float, before: float, metric: str) -> str:
+    """The verdict of a compressed Prehab-vs-control cell, gated by what the penalty did: Prehab
+    that left more than TAIL_GATE of its control's summed whitened tail at k(R) (`tail_ratio`,
+    NaN: not measured) did not reach the truncation error SVD-LLM pays, and one that lost more
+    than HARM_POINTS (perplexity: a ratio above HARM_RATIO) before compression against its
+    control (`before`, NaN: unknown) harmed the model. Either reads instead of no detectable
+    difference; a better / worse verdict stays, with the gate in parentheses, because the paired
+    interval decides and the gate only says why."""
+    if interval_verdict not in (BETTER, WORSE, UNDETECTED):
+        return interval_verdict
+    unmeasured = math.isnan(tail_ratio)
+    gates = [UNREACHED] if not unmeasured and tail_ratio > TAIL_GATE else []
+    if (before < -HARM_POINTS) if paired.in_points(metric) else (before > HARM_RATIO):
+        gates.append(HARMED)
+    if interval_verdict == UNDETECTED and gates:
+        return "; ".join(gates) + (f" ({UNMEASURED})" if unmeasured else "")
+    notes = gates + ([UNMEASURED] if unmeasured else [])
+    return interval_verdict + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _seed_values(row, values: dict[str, float]) -> dict[int, float]:
+    """{seed: value of that seed's evaluated model} from {eval_dir: value}."""
+    return {int(seed): values.get(eval_dir, math.nan) for seed, eval_dir in row["dirs"].items()}
+
+
+def _gate(r, control, pre, control_pre, tails: dict[str, float], runs_dir: str | None) -> None:
+    """A compressed Prehab row against its control: the drop difference, the gate's inputs
+    (tail ratio, before-compression difference) and the gated verdicts."""
+    drop = None
+    if pre is not None and control_pre is not None and runs_dir:
+        drop = paired.compare_drops(Path(runs_dir), r["dirs"], control["dirs"], pre["dirs"], control_pre["dirs"],
+                                    r["metric"])
+    _fill(r, "drop_vs_control", drop)
+    tail = paired.seed_ratio(_seed_values(r, tails), _seed_values(control, tails))
+    r["tail_vs_control"] = tail.mean if tail is not None else math.nan
+    r["tail_vs_control_seeds"] = "" if tail is None else " ".join(str(s) for s in tail.seeds)
+    before = None
+    if pre is not None and control_pre is not None and runs_dir:
+        before = paired.compare_runs(Path(runs_dir), pre["dirs"], control_pre["dirs"], r["metric"])
+    r["before_vs_control"] = before.estimate if before is not None else math.nan
+    for name in GATED:
+        r[f"{name}_interval_verdict"] = r[f"{name}_verdict"]
+        if r[f"{name}_verdict"]:
+            r[f"{name}_verdict"] = gated_verdict(r[f"{name}_verdict"], r["tail_vs_control"], r["before_vs_control"],
+                                                 r["metric"])
+
+
+def _pre_twin(r, unc_local: dict, unc_global: dict):
+    """The same model before compression: the fine-tuned model for Prehab/control, the dense
+    model for SVD and SVD-LLM; None when uncompressed or not found."""
+    if not r["compressed"]:
+        return None
+    if r["method"] in ("svd", "svd-llm"):
+        pkey = (r["arch"], "dense", None, None, None, None, None, None)
+    else:
+        pkey = (r["arch"], r["method"], *_key(r, PRE_KEYS[2:]))
+    return unc_local.get(pkey, unc_global.get(pkey))
 
 
 def study_table(df, study: str, arch_order: list[str] | None = None):
@@ -176,6 +275,7 @@ def study_table(df, study: str, arch_order: list[str] | None = None):
     unc_global = _index(whole[~whole["compressed"].astype(bool)], PRE_KEYS)
     controls = {control_key(c): c for _, c in whole[whole["method"] == "control"].iterrows()}
     dense = {r["arch"]: r for _, r in whole[whole["method"] == "dense"].iterrows()}
+    tails = dict(zip(df["eval_dir"], df["mech_tail_abs_sum"])) if "mech_tail_abs_sum" in df else {}
     out = []
     for _, r in s.iterrows():
         r = r.copy()
@@ -192,16 +292,18 @@ def study_table(df, study: str, arch_order: list[str] | None = None):
         r["ref_mean"] = ref["mean"] if ref is not None else math.nan
         r["rel_change_pct"] = rel_change(r["mean"], ref["mean"], higher) if ref is not None else math.nan
         _compare(r, ref, "vs_svdllm", runs_dir)
-        _compare(r, controls.get(control_key(r)) if r["method"] == "prehab" else None, "vs_control", runs_dir)
+        control = controls.get(control_key(r)) if r["method"] == "prehab" else None
+        _compare(r, control, "vs_control", runs_dir)
         uncompressed_tuned = not r["compressed"] and r["method"] in ("prehab", "control")
         _compare(r, dense.get(r["arch"]) if uncompressed_tuned else None, "vs_dense", runs_dir)
-        pre = None
-        if r["compressed"]:
-            if r["method"] in ("svd", "svd-llm"):
-                pkey = (r["arch"], "dense", None, None, None, None, None, None)
-            else:
-                pkey = (r["arch"], r["method"], *_key(r, PRE_KEYS[2:]))
-            pre = unc_local.get(pkey, unc_global.get(pkey))
+        pre = _pre_twin(r, unc_local, unc_global)
+        _fill(r, "drop_vs_control", None)
+        r["tail_vs_control"] = r["before_vs_control"] = math.nan
+        r["tail_vs_control_seeds"] = ""
+        for name in GATED:
+            r[f"{name}_interval_verdict"] = r[f"{name}_verdict"]
+        if control is not None and r["compressed"]:
+            _gate(r, control, pre, _pre_twin(control, unc_local, unc_global), tails, runs_dir)
         if pre is not None:
             r["pre_mean"], r["pre_std"], r["pre_n"] = pre["mean"], pre["std"], pre["n"]
         else:
@@ -229,8 +331,9 @@ def sort_table(table, arch_order: list[str] | None = None):
 # --------------------------------------------------------------------------- writing
 
 def write_tables(df, cfg: dict[str, Any], out_dir: str | Path) -> list[Path]:
-    """runs.csv (the long table) and <study>.csv/.md for EVERY study of the config (a disabled
-    study gets an empty CSV and a page saying so, so the set of outputs is fixed)."""
+    """runs.csv (the long table), <study>.csv/.md for EVERY study of the config (a disabled
+    study gets an empty CSV and a page saying so, so the set of outputs is fixed), and
+    mechanism.csv/.md for the Prehab/control cuts of the enabled studies."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "runs.csv"]
@@ -257,5 +360,8 @@ def write_tables(df, cfg: dict[str, Any], out_dir: str | Path) -> list[Path]:
                 cfg["studies"][study].get("page"), pages.study_markdown)
             md.write_text(page(table, study, missing, df.attrs.get("rank_deficient", {})))
         written += [csv, md]
+    from prehab.report import mechanism
+
+    written += mechanism.write_mechanism(df, cfg, out_dir, cfg.get("archs"))
     log.info("wrote %d table files to %s", len(written), out_dir)
     return written

@@ -114,3 +114,20 @@ def test_other_configs_never_write_the_committed_results():
         assert results_dir != "results"
         ignored = subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q", f"{results_dir}/tables/main.md"])
         assert ignored.returncode == 0, f"{results_dir} is not ignored by git"
+
+
+def test_the_report_rule_declares_every_table_the_report_writes(tmp_path):
+    """`prehab report` writes runs.csv, <study>.csv|md for each study and the tables of all
+    studies together (mechanism.csv|md); the workflow's report rule must declare each file that
+    is not per study by name (the per-study ones by pattern), or Snakemake would not know them."""
+    from prehab.report.collect import to_frame
+    from prehab.report.tables import write_tables
+
+    cfg = {"archs": [], "studies": {"only": {"enabled": False}}}
+    written = write_tables(to_frame([]), cfg, tmp_path)
+    rule = (REPO / "workflow" / "rules" / "report.smk").read_text()
+    assert {p.name for p in written} == {"runs.csv", "only.csv", "only.md", "mechanism.csv", "mechanism.md"}
+    for path in written:
+        if path.stem != "only":
+            assert f'f"{{TABLES}}/{path.name}"' in rule, path.name
+    assert 'f"{TABLES}/{study}.csv"' in rule and 'f"{TABLES}/{{study}}.md"' in rule

@@ -48,6 +48,14 @@ rule report:
             for study in STUDIES
         ],
         md=expand(f"{TABLES}/{{study}}.md", study=STUDIES),
+        mechanism=[
+            report(
+                f"{TABLES}/mechanism.csv",
+                category="Tables",
+                labels={"table": "mechanism"},
+            ),
+            f"{TABLES}/mechanism.md",
+        ],
         figures=[
             report(
                 f"{FIGURES}/{name}.png",

@@ -1,8 +1,8 @@
 """Lambda on one scale for every surrogate: the ratio of the task gradient's norm to the
 penalty gradient's at the first step.
 
-The surrogates' gradients differ by orders of magnitude (`tail`'s is ~100x smaller than
-`nuclear_fro`'s on the same weights), so one lambda grid cannot serve them all. At step 1, on
+The surrogates' gradients differ by orders of magnitude on the same weights (`tail`'s is far
+smaller than `nuclear_fro`'s: issue 25), so one lambda grid cannot serve them all. At step 1, on
 that step's batch, rho = ||d task loss / d theta|| / ||d mean_l R(A_l) / d theta||, theta the
 trainable tensors of the targets, R unweighted by lambda and exact (the estimators' step-1
 values: `lagged` refreshes exactly then, `fast` starts cold from an exact eigen-solve).

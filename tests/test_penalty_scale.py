@@ -57,9 +57,10 @@ def _norm(grads) -> float:
     return float(torch.sqrt(sum(g.double().square().sum() for g in grads)))
 
 
-def ratio_by_hand(base, space: str, R: Surrogate) -> tuple[float, float]:
-    """(||grad task loss||, ||grad mean_l R(A_l)||) at step 1 over the trainable tensors of
-    `space`, from the dense model and step 1's batch, each gradient by autograd on its own."""
+def ratio_by_hand(base, space: str, R: Surrogate) -> tuple[float, float, dict[str, float]]:
+    """(||grad task loss||, ||grad mean_l R(A_l)||, an anchored surrogate's constants) at step 1
+    over the trainable tensors of `space`, from the dense model and step 1's batch, each
+    gradient by autograd on its own."""
     ckpt = checkpoint.load(base / "dense")
     model, spec = ckpt.model, ckpt.spec
     data = spec.load(ckpt.arch_options, "train", None, SEED)
@@ -84,7 +85,8 @@ def ratio_by_hand(base, space: str, R: Surrogate) -> tuple[float, float]:
         penalised = [whiten(W, L, W.dtype) for W, L in zip(Ws, Ls)] if space == "weight" else Ws
     anchors = [float(gram_eigenvalues(A.detach()).sum()) if R.anchored else None for A in penalised]
     mean = torch.stack([R(A, c) for A, c in zip(penalised, anchors)]).mean()
-    return _norm(task), _norm(torch.autograd.grad(mean, trained))
+    constants = {name: c for name, c in zip(names, anchors) if c is not None}
+    return _norm(task), _norm(torch.autograd.grad(mean, trained)), constants
 
 
 @pytest.mark.parametrize("space,surrogate", [("weight", "nuclear_fro"), ("whitened", "tail_abs"), ("raw", "stable"),
@@ -92,9 +94,15 @@ def ratio_by_hand(base, space: str, R: Surrogate) -> tuple[float, float]:
 def test_the_recorded_ratio_equals_one_computed_by_hand(base, space, surrogate):
     R = Surrogate(surrogate, 0.5 if surrogate.startswith("tail") else None)
     ratio = ["--tail-ratio", "0.5"] if R.tail_ratio else []
-    metrics = _prehab(base, f"hand-{space}-{surrogate}", "--space", space, "--surrogate", surrogate, *ratio,
-                      "--lam", "3", "--steps", "2")["metrics"]
-    task, penalty = ratio_by_hand(base, space, R)
+    record = _prehab(base, f"hand-{space}-{surrogate}", "--space", space, "--surrogate", surrogate, *ratio,
+                     "--lam", "3", "--steps", "2")
+    metrics = record["metrics"]
+    task, penalty, anchors = ratio_by_hand(base, space, R)
+    assert record.get("surrogate_anchors", {}) == pytest.approx(anchors, rel=1e-12)
+    if R.anchored:  # at the start the absolute tail over its constant is the relative tail
+        assert anchors and metrics["whitened_surrogate_before"] == pytest.approx(
+            _prehab(base, f"hand-{space}-tail", "--space", space, "--surrogate", "tail", *ratio, "--lam", "3",
+                    "--steps", "1")["metrics"]["whitened_surrogate_before"], rel=1e-12)
     assert metrics["task_grad_norm"] == pytest.approx(task, rel=1e-6)
     assert metrics["penalty_grad_norm"] == pytest.approx(penalty, rel=1e-6)
     assert metrics["grad_norm_ratio"] == pytest.approx(task / penalty, rel=1e-6)
@@ -104,7 +112,7 @@ def test_the_recorded_ratio_equals_one_computed_by_hand(base, space, surrogate):
 def test_the_control_records_the_ratio_too(base):
     metrics = _prehab(base, "control", "--space", "weight", "--surrogate", "nuclear_fro", "--lam", "0",
                       "--steps", "2")["metrics"]
-    task, penalty = ratio_by_hand(base, "weight", Surrogate("nuclear_fro"))
+    task, penalty, _ = ratio_by_hand(base, "weight", Surrogate("nuclear_fro"))
     assert metrics["grad_norm_ratio"] == pytest.approx(task / penalty, rel=1e-6)
     assert metrics["lam_effective"] == 0.0
 
@@ -154,6 +162,16 @@ def test_an_unknown_lam_scale_is_refused(base, capsys):
     with pytest.raises(Exception, match="lam_scale 'adam'; known: none, grad"):
         PrehabSettings(surrogate=Surrogate("nuclear"), schedule=LambdaSchedule(1.0), space="weight", steps=1, lr=1.0,
                        batch_size=1, seed=0, lam_scale="adam")
+
+
+def test_the_schema_offers_the_code_s_lam_scales():
+    import yaml
+
+    from prehab.method.names import LAM_SCALES
+    from prehab.paths import REPO_ROOT
+
+    schema = yaml.safe_load((REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert schema["properties"]["prehab"]["properties"]["lam_scale"]["enum"] == list(LAM_SCALES)
 
 
 def _applied_terms(base, monkeypatch, frequency: PenaltyFrequency, schedule: LambdaSchedule, steps: int):

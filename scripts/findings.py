@@ -5,8 +5,12 @@ a later folder adds only testbeds no earlier one has; absent folders are skipped
 `lambda_sweep.csv`, and config/budget.yaml's `budget.csv`, and replaces the block between the
 README's `<!-- findings:start -->` and `<!-- findings:end -->` markers with: per testbed and
 ratio, Prehab at lambda* (chosen on validation) and the authors' recipe against its lambda = 0
-control and against SVD-LLM, paired, with the verdicts counted; what the intervals could have
-detected; whether the control harmed the model before compression.
+control and against SVD-LLM, paired, and the drop compression causes, Prehab's against its
+control's, with the verdicts counted (those of the interval, and how often the gate of
+prehab.report.tables.gated_verdict read the cell); what the intervals could have detected;
+whether the control harmed the model before compression. Tables made before the seed-level
+intervals, the drop and the gate existed (no `vs_control_basis` / `drop_vs_control` columns)
+give the block they gave then.
 
     .venv/bin/python scripts/findings.py [--tables results/tables results/bert/tables ...]
         [--budget results/budget] [--readme README.md] [--check]
@@ -25,7 +29,7 @@ import pandas as pd
 
 from prehab.layout import NO_LORA, fmt
 from prehab.method.recipes import RECIPES
-from prehab.report import choice, paired
+from prehab.report import choice, paired, tables
 
 START, END = "<!-- findings:start -->", "<!-- findings:end -->"
 # The default's tables (vit-small), then config/bert.yaml's (bert-small), config/llama.yaml's.
@@ -33,10 +37,24 @@ TABLES = [Path("results/tables"), Path("results/bert/tables"), Path("results/lla
 
 
 def _cell(r, name: str) -> str:
+    """`estimate [95%] verdict` of one paired comparison (a verdict read from one seed's item
+    interval says so); "—" when not paired."""
     if not isinstance(r.get(f"{name}_verdict"), str) or not r[f"{name}_verdict"]:
         return "—"
     p = paired.Paired(r[name], r[f"{name}_low"], r[f"{name}_high"], r[f"{name}_verdict"], ())
-    return f"{paired.fmt_paired(p, r['metric'])} {r[f'{name}_verdict']}"
+    basis = r.get(f"{name}_basis")
+    return f"{paired.fmt_paired(p, r['metric'])} {paired.labelled_verdict(r[f'{name}_verdict'], basis)}"
+
+
+DROP_MEANING = ("Drop vs control: how much less Prehab loses to compression than its control, on the same "
+                "seeds and test items (the control's drop minus Prehab's, each before − after; points, positive = "
+                "Prehab loses less; perplexity: Prehab's after / before over the control's, below 1 = Prehab "
+                "loses less). [95%]: a t-interval over the seeds; the verdicts pass the gate of the tables' NOTE.")
+
+
+def _has_drop(table) -> bool:
+    """Whether the tables carry the drop difference (tables made before it do not)."""
+    return "drop_vs_control" in table
 
 
 def _half_width(r, name: str) -> float:
@@ -48,14 +66,19 @@ def main_findings(table) -> list[str]:
     the verdicts counted for each kind."""
     pre = choice.reported(table[(table["method"] == "prehab") & table["compressed"].astype(bool)], table)
     star = "*" if choice.sweeps(table) else ""
-    lines = ["| testbed | R | LoRA | Prehab | metric | Prehab − control [95%] | Prehab vs SVD-LLM [95%] |",
-             "|---|---|---|---|---|---|---|"]
+    drop = _has_drop(table)
+    lines = ["| testbed | R | LoRA | Prehab | metric | Prehab − control [95%] | "
+             + ("drop vs control [95%] | " if drop else "") + "Prehab vs SVD-LLM [95%] |",
+             "|---|---|---|---|---|---|---|" + ("---|" if drop else "")]
     for _, r in pre.sort_values(["arch", "ratio", "lora", "surrogate"]).iterrows():
         which = r["surrogate"] if r["surrogate"] in RECIPES else f"λ{star}={fmt(r['lam'])}"
         lines.append(f"| {r['arch']} | {fmt(r['ratio'])} | {'no' if r['lora'] == NO_LORA else r['lora']} | {which} "
-                     f"| {r['mean']:.4g} | {_cell(r, 'vs_control')} | {_cell(r, 'vs_svdllm')} |")
+                     f"| {r['mean']:.4g} | {_cell(r, 'vs_control')} | " + (f"{_cell(r, 'drop_vs_control')} | " if drop else "")
+                     + f"{_cell(r, 'vs_svdllm')} |")
     is_recipe = pre["surrogate"].isin(list(RECIPES))
     lines.append("")
+    if drop:
+        lines += [DROP_MEANING, ""]
     for rows, what in ((pre[~is_recipe], f"Prehab at λ{star} against its control"),
                        (pre[is_recipe], "The authors' recipes (scaled) against their own control")):
         if not rows.empty:
@@ -63,24 +86,40 @@ def main_findings(table) -> list[str]:
     return lines
 
 
+def _verdict_counts(pre, name: str) -> str:
+    """`better: n, worse: n, no detectable difference: n` of the interval's verdicts (before the
+    gate), then how often the gate read the cells."""
+    column = f"{name}_interval_verdict" if f"{name}_interval_verdict" in pre else f"{name}_verdict"
+    verdicts = pre[column].fillna("").value_counts()
+    counted = ", ".join(f"{v}: {int(verdicts.get(v, 0))}" for v in (paired.BETTER, paired.WORSE, paired.UNDETECTED))
+    if column == f"{name}_verdict":
+        return counted
+    readings = pre[f"{name}_verdict"].fillna("")
+    gates = ", ".join(f"{gate}: {int(readings.str.contains(gate, regex=False).sum())}"
+                      for gate in (tables.UNREACHED, tables.HARMED, tables.UNMEASURED))
+    return f"{counted} (the gate: {gates})"
+
+
 def _counted(pre, what: str) -> list[str]:
     """The verdicts of these rows counted, and what their intervals could have detected."""
-    verdicts = pre["vs_control_verdict"].fillna("").value_counts()
-    counted = ", ".join(f"{name}: {int(verdicts.get(name, 0))}" for name in
-                        (paired.BETTER, paired.WORSE, paired.UNDETECTED))
     n_paired = int(pre["vs_control_verdict"].fillna("").astype(bool).sum())
     acc = pre[(pre["metric"] == "accuracy") & pre["vs_control_verdict"].fillna("").astype(bool)]
     widths = [_half_width(r, "vs_control") for _, r in acc.iterrows()]
-    lines = [f"{what}, in the {n_paired} of these {len(pre)} cells that have one: {counted}."]
+    lines = [f"{what}, in the {n_paired} of these {len(pre)} cells that have one: {_verdict_counts(pre, 'vs_control')}."]
+    if _has_drop(pre):
+        n_drop = int(pre["drop_vs_control_verdict"].fillna("").astype(bool).sum())
+        lines.append(f"The drop compression causes, Prehab's against its control's, in the {n_drop} cells that have "
+                     f"it: {_verdict_counts(pre, 'drop_vs_control')}.")
+    kind = "seed-level (t over seeds) " if "vs_control_basis" in pre else "paired "
     if widths:
-        lines.append(f"Their paired 95% intervals have half-widths {min(widths):.1f} to {max(widths):.1f} points of "
+        lines.append(f"Their {kind}95% intervals have half-widths {min(widths):.1f} to {max(widths):.1f} points of "
                      f"accuracy (median {sorted(widths)[len(widths) // 2]:.1f}): a true effect of about that "
                      "size or more would have been called better or worse; smaller ones would not.")
     ppl = pre[(pre["metric"] == "perplexity") & pre["vs_control_verdict"].fillna("").astype(bool)]
     spans = sorted(100 * ((r["vs_control_high"] / r["vs_control_low"]) ** 0.5 - 1) for _, r in ppl.iterrows()
                    if r["vs_control_low"] > 0 and math.isfinite(r["vs_control_high"]))
     if spans:
-        lines.append(f"Their paired 95% intervals of the perplexity ratio reach {spans[0]:.2g}% to {spans[-1]:.2g}% "
+        lines.append(f"Their {kind}95% intervals of the perplexity ratio reach {spans[0]:.2g}% to {spans[-1]:.2g}% "
                      f"either side (median {spans[len(spans) // 2]:.2g}%): a true change of perplexity of about "
                      "that size or more would have been called better or worse; smaller ones would not.")
     return lines
@@ -100,22 +139,27 @@ def sweep_findings(table) -> list[str]:
     """Markdown lines: Prehab minus control per lambda (the one-seed sweep), before and after
     compression, so the reader sees which way the penalty moves the model."""
     rows = table[(table["method"] == "prehab") & (table["lora"] == NO_LORA)]
-    lines = ["| testbed | λ | before compression: Prehab − control [95%] | after SVD-LLM: R | Prehab − control [95%] |",
-             "|---|---|---|---|---|"]
+    drop = _has_drop(table)
+    lines = ["| testbed | λ | before compression: Prehab − control [95%] | after SVD-LLM: R | Prehab − control [95%] |"
+             + (" drop vs control [95%] |" if drop else ""), "|---|---|---|---|---|" + ("---|" if drop else "")]
     for (arch, lam), g in rows.groupby(["arch", "lam"], sort=True):
         before = g[~g["compressed"].astype(bool)]
         for _, r in g[g["compressed"].astype(bool)].sort_values("ratio").iterrows():
             first = _cell(before.iloc[0], "vs_control") if not before.empty else "—"
-            lines.append(f"| {arch} | {fmt(lam)} | {first} | {fmt(r['ratio'])} | {_cell(r, 'vs_control')} |")
+            lines.append(f"| {arch} | {fmt(lam)} | {first} | {fmt(r['ratio'])} | {_cell(r, 'vs_control')} |"
+                         + (f" {_cell(r, 'drop_vs_control')} |" if drop else ""))
     return lines
 
 
 def budget_findings(table) -> list[str]:
     rows = table[(table["method"] == "prehab") & table["vs_control_verdict"].fillna("").astype(bool)]
-    lines = ["| testbed | R | Prehab steps | Prehab − control [95%] |", "|---|---|---|---|"]
+    drop = _has_drop(table)
+    lines = ["| testbed | R | Prehab steps | Prehab − control [95%] |" + (" drop vs control [95%] |" if drop else ""),
+             "|---|---|---|---|" + ("---|" if drop else "")]
     for _, r in rows.sort_values(["arch", "ratio", "steps"], na_position="first").iterrows():
         where = "before compression" if not r["compressed"] else fmt(r["ratio"])
-        lines.append(f"| {r['arch']} | {where} | {int(r['steps'])} | {_cell(r, 'vs_control')} |")
+        lines.append(f"| {r['arch']} | {where} | {int(r['steps'])} | {_cell(r, 'vs_control')} |"
+                     + (f" {_cell(r, 'drop_vs_control')} |" if drop else ""))
     return lines
 
 

@@ -38,7 +38,8 @@ def targets(Ws: list[torch.Tensor], Ls: list[torch.Tensor | None]) -> Matrices:
     return found
 
 
-def exact_grad(R: Surrogate, W: torch.Tensor, L: torch.Tensor, anchor: float | None = None) -> tuple[float, torch.Tensor]:
+def exact_grad(R: Surrogate, W: torch.Tensor, L: torch.Tensor,
+               anchor: float | None = None) -> tuple[float, torch.Tensor]:
     W = W.detach().clone().requires_grad_(True)
     value = R(W @ L, anchor)
     (grad,) = torch.autograd.grad(value, W)

@@ -245,41 +245,41 @@ def run_prehab(
     far). Nothing here depends on the total step count (constant lr, schedules in absolute
     steps, data order drawn as it goes), so that copy equals a separate run of that many steps.
     """
-    s = settings
     for p in model.parameters():
         p.requires_grad_(False)
-    mats = _Targets(model, targets, whitening, s.space)
+    mats = _Targets(model, targets, whitening, settings.space)
     n = len(targets)
-    estimate = PENALTIES.get(s.estimator)(s.surrogate, mats, s.refresh_every)
-    result = PrehabResult(lam_scale=s.lam_scale, lam=s.schedule.lam,
+    estimate = PENALTIES.get(settings.estimator)(settings.surrogate, mats, settings.refresh_every)
+    result = PrehabResult(lam_scale=settings.lam_scale, lam=settings.schedule.lam,
                           anchors={name: estimate.anchors.values[i] for i, name in enumerate(targets)
                                    if i in estimate.anchors.values})
-    frequency = s.frequency
+    frequency = settings.frequency
 
     def chosen_at(step: int) -> list[int]:
         """The matrices penalised at this step."""
-        return [] if s.schedule(step) == 0 else frequency.chosen(step, n)
+        return [] if settings.schedule(step) == 0 else frequency.chosen(step, n)
 
     def inspect(step: int, task_loss: torch.Tensor) -> None:
-        if step == 1 and s.measure_scale:
+        if step == 1 and settings.measure_scale:
             result.scale = grad_scale.measure(task_loss, estimate.exact(), mats.params)
             tqdm.write(f"prehab: step 1 gradient norms: task {result.scale.task_norm:.4g}, penalty "
-                       f"{result.scale.penalty_norm:.4g} ({s.surrogate.name}, unweighted), ratio "
+                       f"{result.scale.penalty_norm:.4g} ({settings.surrogate.name}, unweighted), ratio "
                        f"{result.scale.ratio:.4g}", file=sys.stderr)
-            if s.lam_scale == "grad" and not (math.isfinite(result.scale.ratio) and result.scale.ratio > 0):
-                raise NumericalError(f"--lam-scale grad: the gradient-norm ratio at step 1 is {result.scale.ratio} "
+            ratio = result.scale.ratio
+            if settings.lam_scale == "grad" and not (math.isfinite(ratio) and ratio > 0):
+                raise NumericalError(f"--lam-scale grad: the gradient-norm ratio at step 1 is {ratio} "
                                      "(task / penalty); it must be finite and > 0")
 
     def penalty(step: int):
-        lam, chosen = s.schedule(step), chosen_at(step)
-        if s.lam_scale != "none":
+        lam, chosen = settings.schedule(step), chosen_at(step)
+        if settings.lam_scale != "none":
             lam = lam * result.factor
         if not chosen:
             return None, {"lambda": lam}
         value = estimate(step, chosen)  # sum over `chosen` / n
         name = "surrogate" if estimate.is_exact else "surrogate_estimate"  # else log_extra's is exact
         logged = {name: float(value.detach())} if len(chosen) == n else {}
-        return (s.penalty_every * lam * value).to(torch.float32), {"lambda": lam, **logged}
+        return (settings.penalty_every * lam * value).to(torch.float32), {"lambda": lam, **logged}
 
     def log_extra(step: int) -> dict[str, float]:
         with torch.no_grad():  # one eigen-decomposition per matrix serves both numbers
@@ -288,11 +288,12 @@ def run_prehab(
             ranks = [entropy_rank_of(lam.sqrt()) for lam in eigenvalues]
             row = {"entropy_rank": sum(ranks) / len(ranks), **estimate.stats()}
             if len(chosen_at(step)) < n or not estimate.is_exact:  # else penalty() logged it already
-                if s.space == "raw":  # penalised matrices are not the whitened ones
+                if settings.space == "raw":  # penalised matrices are not the whitened ones
                     row["surrogate"] = float(torch.stack([estimate.anchors.evaluate(i, A) for i, A in
                                                           enumerate(mats.penalised(range(n)))]).mean())
                 else:
-                    values = [s.surrogate.of_eigenvalues(lam, tuple(A.shape), estimate.anchors.values.get(i))
+                    anchors = estimate.anchors.values
+                    values = [settings.surrogate.of_eigenvalues(lam, tuple(A.shape), anchors.get(i))
                               for i, (lam, A) in enumerate(zip(eigenvalues, whitened))]
                     row["surrogate"] = float(torch.stack(values).mean())
         return row
@@ -309,9 +310,9 @@ def run_prehab(
         return m.eval()
 
     result.curve = train_steps(
-        model, task, data, mats.params, steps=s.steps, lr=s.lr, batch_size=s.batch_size, seed=s.seed,
-        penalty=penalty, log_every=s.log_every, log_extra=log_extra,
-        desc=f"prehab {s.surrogate.name} lam={s.schedule.lam:g}", on_step=on_step,
+        model, task, data, mats.params, steps=settings.steps, lr=settings.lr, batch_size=settings.batch_size,
+        seed=settings.seed, penalty=penalty, log_every=settings.log_every, log_extra=log_extra,
+        desc=f"prehab {settings.surrogate.name} lam={settings.schedule.lam:g}", on_step=on_step,
         log_at=frozenset(snapshots[0]) if snapshots else frozenset(), inspect=inspect,
     )
     finished(model)

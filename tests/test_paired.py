@@ -66,6 +66,7 @@ def test_nulls_are_mostly_undetected(n_test):
     rng = np.random.default_rng(2)
     calls = [paired_difference({s: _simulated_pair(rng, n_test, 0.0) for s in SEEDS}, "accuracy",
                                replicates=FAST, seed=trial).verdict for trial in range(TRIALS)]
+    print(f"{n_test} items, no effect: no detectable difference in {calls.count(UNDETECTED)} of {TRIALS}")
     assert calls.count(UNDETECTED) >= 180, {v: calls.count(v) for v in set(calls)}
 
 

@@ -18,6 +18,8 @@ from prehab.studies import FIGURES
 from prehab.tasks import HIGHER_IS_BETTER
 
 log = logging.getLogger(__name__)
+# what the error bars of a paired comparison are: the interval its verdict reads (prehab.report.paired)
+INTERVALS = "paired 95% intervals: t over seeds, over test items with one seed"
 
 
 
@@ -125,7 +127,7 @@ def prehab_vs_control(df, cfg, path: Path) -> None:
         ax.set_ylabel("Prehab − control (points)" if paired.in_points(metric) else "perplexity ratio Prehab / control")
         ax.ticklabel_format(axis="y", useOffset=False, style="plain")
         ax.grid(alpha=0.3)
-    plotting.finish(fig, axes, f"{title} (study `{study}`; paired 95% intervals over test items, seeds "
+    plotting.finish(fig, axes, f"{title} (study `{study}`; {INTERVALS}, seeds "
                     f"{plotting.n_text(table)}; dashed: with LoRA)", path)
 
 
@@ -245,7 +247,7 @@ def budget(df, cfg, path: Path) -> None:
         ax.set_xlabel("Prehab steps")
         ax.set_ylabel("Prehab − control (points)" if paired.in_points(metric) else "perplexity ratio Prehab / control")
         ax.grid(alpha=0.3)
-    plotting.finish(fig, axes, f"{title} (study `{study}`; paired 95% intervals over test items)", path)
+    plotting.finish(fig, axes, f"{title} (study `{study}`; {INTERVALS})", path)
 
 
 def budget_rows(table):

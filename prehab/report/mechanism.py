@@ -20,7 +20,7 @@ from typing import Any
 from prehab.layout import NO_LORA, fmt
 from prehab.report import paired
 from prehab.report.collect import MECH_KEYS, is_enabled
-from prehab.report.tables import control_key, method_label
+from prehab.report.tables import _none, control_key, method_label
 
 MODEL = ("arch", "method", "ratio", "cal_source", "cal_samples", "surrogate", "lam", "space", "snapshot")
 CELL = ("arch", "ratio", "cal_source", "cal_samples")  # what a Prehab row, its control and the reference share
@@ -33,14 +33,12 @@ CSV_COLUMNS = [*MODEL, "role", "label", "measured", "n", "seeds", *MECH_KEYS] + 
     "dense_tail_abs_sum"]
 
 
-def _none(v: Any) -> Any:
-    return None if isinstance(v, float) and math.isnan(v) else v
-
-
 def cuts(df, cfg: dict[str, Any]):
     """One row per SVD-LLM cut and seed: the Prehab/control cuts of the enabled studies and the
     dense model's cuts at their (arch, ratio, calibration); extra test sets and LoRA left out
     (a LoRA model's readout is its cut's)."""
+    import pandas as pd
+
     enabled = {name for name in cfg["studies"] if is_enabled(cfg, name)}
     rows = df[df["compressed"].astype(bool) & df["method"].isin(["svd-llm", "control", "prehab"])
               & ~df["eval_dir"].str.contains(paired.EXTRA_TEST_MARK, regex=False)]
@@ -49,8 +47,6 @@ def cuts(df, cfg: dict[str, Any]):
     cells = {tuple(_none(v) for v in key) for key in tuned[list(CELL)].itertuples(index=False)}
     dense = rows[rows["method"] == "svd-llm"]
     dense = dense[[tuple(_none(v) for v in key) in cells for key in dense[list(CELL)].itertuples(index=False)]]
-    import pandas as pd
-
     chosen = pd.concat([tuned, dense]).assign(lora=NO_LORA)
     return chosen.drop_duplicates([*MODEL, "seed"])
 

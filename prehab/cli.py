@@ -9,6 +9,10 @@ import os
 # (benchmarks/threads.py); parallelism comes from running jobs side by side instead.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from prehab.numerics import pin_code_paths  # noqa: E402
+
+pin_code_paths()  # before torch loads: the same kernels on every x86 CPU kind (numerics.py)
+
 import argparse  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 from prehab.errors import UsageError
 from prehab.layout import METRICS_FILE
+from prehab.numerics import code_paths
 from prehab.provenance import code_version
 
 
@@ -136,6 +137,7 @@ class StepRecord:
             "metrics": self.metrics,
             "wall_time_s": round(time.perf_counter() - self._start, 3),
             "code": code_version(),
+            "machine": code_paths(),
             **self.extra,
         }
         for name, data in self.files.items():

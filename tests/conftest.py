@@ -1,4 +1,5 @@
-"""Shared test setup: offline, one thread (see prehab/cli.py), and a trained tiny-mlp chain."""
+"""Shared test setup: offline, one thread and the pinned math code paths (see prehab/cli.py), and a
+trained tiny-mlp chain."""
 
 import os
 
@@ -6,6 +7,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from prehab.numerics import pin_code_paths  # noqa: E402
+
+pin_code_paths()  # before any test imports torch: the CLI's code paths in this process too
 
 import pytest  # noqa: E402
 

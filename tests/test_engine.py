@@ -114,22 +114,24 @@ def test_prehab_lowers_rank_and_keeps_accuracy_control_does_not(tiny_chain, tmp_
 
 
 # The last curve row (task loss, surrogate, entropy rank) of short Prehab runs on the session's
-# tiny-mlp, as the code before the penalty interface and PrehabSettings (issue 25) made them:
-# the refactor trained bit-identical weights on this machine; other BLAS builds round differently.
+# tiny-mlp, as the code before the penalty interface and PrehabSettings (issue 25) made them (the
+# refactor trained bit-identical weights), re-recorded with the CLI's pinned AVX2 code paths
+# (prehab/numerics.py). Other kernels round differently: this machine's AVX-512 ones moved the
+# whitened-space row by 1.2e-4 relative and the others by at most 3e-6, hence rel 1e-3.
 REFERENCE = {
     "whitened nuclear exact": (["--space", "whitened", "--surrogate", "nuclear", "--lam", 1, "--steps", 8],
-                               (0.02668187953531742, 53.90522603298464, 10.936972541800479)),
+                               (0.02668498270213604, 53.90523273989724, 10.937136294119988)),
     "weight nuclear_fro fast": (["--space", "weight", "--surrogate", "nuclear_fro", "--lam", 10, "--estimator", "fast",
-                                 "--steps", 8], (0.03388696908950806, 2.53732898244669, 11.293242632953262)),
+                                 "--steps", 8], (0.033886972814798355, 2.5373289379899493, 11.293242992838273)),
     "raw stable warm-up": (["--space", "raw", "--surrogate", "stable", "--lam", 1, "--lam-start", 1e-3,
                             "--lam-warmup-steps", 4, "--steps", 8],
-                           (0.026911884546279907, 6.130852504389379, 12.092686591888402)),
+                           (0.02691180631518364, 6.130851759384845, 12.092686894146603)),
     "weight tail lagged": (["--space", "weight", "--surrogate", "tail", "--tail-ratio", 0.5, "--lam", 10, "--estimator",
                             "lagged", "--refresh-every", 3, "--steps", 9, "--lr", 1e-3],
-                           (0.016535595059394836, 0.0029285637749271367, 11.900902593346512)),
+                           (0.016535580158233643, 0.002928563303773812, 11.900903002444142)),
     "weight nuclear_rank staggered": (["--space", "weight", "--surrogate", "nuclear_rank", "--lam", 1,
                                        "--penalty-every", 2, "--penalty-stagger", "--steps", 8],
-                                      (0.025107242166996002, 6.70863175602358, 11.551591362196662)),
+                                      (0.025107234716415405, 6.708631498477528, 11.551591731759522)),
 }
 
 
@@ -139,7 +141,7 @@ def test_prehab_reproduces_the_reference_curves(tiny_chain, tmp_path, label):
     run_ok("prehab", "--model", tiny_chain["dense"], "--grams", tiny_chain["grams"], "--log-every", 2, *args,
            "--out", tmp_path / "p")
     last = json.loads((tmp_path / "p" / "metrics.json").read_text())["curve"][-1]
-    assert (last["task_loss"], last["surrogate"], last["entropy_rank"]) == pytest.approx(expected, rel=1e-5)
+    assert (last["task_loss"], last["surrogate"], last["entropy_rank"]) == pytest.approx(expected, rel=1e-3)
 
 
 @pytest.mark.parametrize("space", ["weight", "raw"])

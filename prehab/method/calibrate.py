@@ -248,10 +248,15 @@ def add_lower_gram(total: torch.Tensor, rows: torch.Tensor) -> None:
 
 def mirror_lower(total: torch.Tensor) -> torch.Tensor:
     """Fill the tiles above the diagonal that `add_lower_gram` left out, in place, from their
-    transposes (within a diagonal tile both halves were computed: they are left as they are)."""
+    transposes, and the upper half of each diagonal tile from its lower half: a product's two
+    halves can differ in the last bit (AVX2 kernels sum them in other orders), and the factors and
+    eigen-solvers read the lower half only, so the result is exactly symmetric at no change."""
     n, t = total.shape[0], GRAM_TILE
-    for j in range(t, n, t):
-        total[:j, j:j + t] = total[j:j + t, :j].T
+    for j in range(0, n, t):
+        block = total[j:j + t, j:j + t]
+        block.copy_(block.tril() + block.tril(-1).T)
+        if j:
+            total[:j, j:j + t] = total[j:j + t, :j].T
     return total
 
 

@@ -93,7 +93,7 @@ def t_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, fl
     """(mean, low, high): the t-interval of the mean of `values` (df = n - 1). Fewer than
     MIN_SEEDS_FOR_T values: no interval (NaN); a non-finite value: no spread to estimate, the
     interval is the mean itself (its sign decides)."""
-    from scipy.stats import t as student_t  # scipy comes with scikit-learn
+    from scipy.stats import t as student_t
 
     x = np.asarray(values, dtype=np.float64)
     with np.errstate(invalid="ignore"):

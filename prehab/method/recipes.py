@@ -1,7 +1,7 @@
 """The authors' Prehab recipes as named presets (plain Python: the CLI reads them without torch).
 
-From the paper's released code (../shared/METHOD.md, sections 2-3): each fixes the surrogate,
-the lambda schedule, the parametrisation and the optimiser settings. Usable on any architecture;
+From the paper's released code (docs/method.md, section 4.5): each fixes the surrogate, the lambda
+schedule (an absolute lambda: `--lam-scale none`), the parametrisation and the optimiser settings. Usable on any architecture;
 a run that uses fewer steps than the recipe's (`--steps`, when the budget demands) records both,
 and the tables state the scaling next to its numbers.
 """
@@ -21,6 +21,7 @@ class Recipe:
     lr: float
     batch_size: int
     steps: int
+    lam_scale: str = "none"  # the authors' lambda is absolute, not relative to the gradient norms
 
 
 RECIPES = {

@@ -103,7 +103,7 @@ class Options(StepOptions):
         """Take the recipe's values; a flag set to something else (not its default) is an error,
         except --lam 0: the recipe's own control (everything else the same)."""
         control = self.lam == 0
-        for name in ("surrogate", "lam", "lam_start", "lam_warmup_steps", "space", "lr", "batch_size"):
+        for name in ("surrogate", "lam", "lam_start", "lam_warmup_steps", "lam_scale", "space", "lr", "batch_size"):
             if control and name in ("lam", "lam_start", "lam_warmup_steps"):
                 continue
             default = next(f.default for f in dataclasses.fields(self) if f.name == name)

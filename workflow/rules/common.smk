@@ -15,6 +15,7 @@ from prehab import layout
 from prehab.layout import NO_LORA, fmt
 from prehab.provenance import source_hash, step_source_hash
 from prehab.studies import FIGURES as FIGURE_NAMES
+from prehab.method.names import NEEDS_RATIO
 from prehab.method.recipes import RECIPES
 from prehab.studies import cli_penalty, report_studies, snapshot_fractions
 from prehab.studies import expand as expand_studies
@@ -213,8 +214,13 @@ def arch_opts(wildcards):
 
 
 def penalty_flags(wildcards):
-    """`--surrogate S --lam L`, or `--recipe R` for a recipe's folder (prehab.studies.cli_penalty)."""
-    return cli_penalty(wildcards.surrogate, wildcards.lam)
+    """`--surrogate S --lam L`, or `--recipe R` for a recipe's folder (prehab.studies.cli_penalty),
+    with `--tail-ratio` (config prehab.tail_ratio) for the surrogates that price a truncation.
+    """
+    flags = cli_penalty(wildcards.surrogate, wildcards.lam)
+    if wildcards.surrogate in NEEDS_RATIO:
+        flags += f" --tail-ratio {config['prehab']['tail_ratio']}"
+    return flags
 
 
 def prehab_steps_flag(wildcards):

@@ -31,7 +31,6 @@ rule prehab:
             [
                 "lam_start",
                 "lam_warmup_steps",
-                "lam_scale",
                 "log_every",
                 "penalty_every",
                 "penalty_stagger",
@@ -39,6 +38,9 @@ rule prehab:
                 "refresh_every",
                 "damping",
             ],
+        ),
+        lam_scale=unless_recipe(
+            lambda wildcards: section_flags("prehab", ["lam_scale"])
         ),
         steps=prehab_steps_flag,
         lr=unless_recipe(flag("--lr", "prehab_lr")),
@@ -49,7 +51,7 @@ rule prehab:
     shell:
         "{params.prehab} prehab --model {input.model:q} --grams {input.grams:q}"
         " {params.penalty} --space {wildcards.space}"
-        " {params.schedule} {params.snapshots}"
+        " {params.schedule} {params.lam_scale} {params.snapshots}"
         " --seed {wildcards.seed}"
         " {params.steps} {params.lr} {params.batch_size} {params.arch_opts}"
         " --out {params.out:q} > {log} 2>&1"

@@ -87,19 +87,25 @@ def _prehab_commands(*configs: str, tmp_path: Path) -> tuple[list[str], list[str
 
 
 def test_dry_run_default_config_counts_every_rule(tmp_path):
-    # config/config.yaml: main on vit-small with seeds 0, 1, 2: the control, Prehab at lambda 1
-    # and 10, the authors-vit recipe and its control; lambda_sweep on vit-small, seed 0, adds
-    # lambda 0.1, 100 and 1000 (its 1 and 10 and the control are main's). The recipe runs take
-    # arch_settings.vit-small.recipe_steps (40), the others prehab_steps (80); a recipe fixes lr
-    # and batch size, so neither flag is passed.
-    expected = _main_counts(fine_tuned=5, sweep=3)
-    assert sum(expected.values()) == 111
+    # config/config.yaml: main on vit-small with seeds 0, 1, 2: the control, Prehab with nuclear
+    # and tail_abs at lambda 1 and 10, the authors-vit recipe and its control; lambda_sweep on
+    # vit-small, seed 0, adds lambda 0.1 and 100 of both surrogates (its 1 and 10 and the control
+    # are main's). The recipe runs take arch_settings.vit-small.recipe_steps (40), the others
+    # prehab_steps (80); a recipe fixes lr, batch size and its absolute lambda, so none of those
+    # flags is passed to it.
+    expected = _main_counts(fine_tuned=7, sweep=4)
+    assert sum(expected.values()) == 145
     assert dry_run(tmp_path, DEFAULT_CONFIG) == expected
     recipe, plain = _prehab_commands(str(DEFAULT_CONFIG), tmp_path=tmp_path)
-    assert len(recipe) == 3 * 2 and len(plain) == 3 * 3 + 3, (len(recipe), len(plain))
+    assert len(recipe) == 3 * 2 and len(plain) == 3 * 5 + 4, (len(recipe), len(plain))
     assert all("--recipe authors-vit" in c and "--steps 40" in c and "--lr " not in c and "--batch-size " not in c
-               for c in recipe)
+               and "--lam-scale" not in c for c in recipe)
     assert all("--steps 80" in c and "--lr " in c for c in plain)
+    every_step = " --penalty-every 1 --estimator lagged "
+    assert all(every_step in c for c in recipe + plain) and not any("--penalty-stagger" in c for c in recipe + plain)
+    tails = [c for c in plain if "--surrogate tail_abs" in c]
+    assert len(tails) == 3 * 2 + 2 and all("--tail-ratio 0.6" in c for c in tails)
+    assert not any("--tail-ratio" in c for c in plain if c not in tails)
 
 
 def test_bert_config_runs_the_default_study_on_bert_small(tmp_path):
@@ -113,13 +119,14 @@ def test_bert_config_runs_the_default_study_on_bert_small(tmp_path):
     assert all("--arch-opt n_test=2000" in c and "results/bert-run/" in c for c in recipe + plain)
 
 
-def test_prehab_lam_scale_reaches_every_prehab_job_and_is_not_passed_by_default(tmp_path):
-    overlay = tmp_path / "scaled.yaml"
-    overlay.write_text("prehab: {lam_scale: grad}\n")
-    recipe, plain = _prehab_commands(str(DEFAULT_CONFIG), str(overlay), tmp_path=tmp_path)
-    assert recipe and plain and all(" --lam-scale grad " in c for c in recipe + plain)
+def test_prehab_lam_scale_reaches_every_prehab_job_but_the_recipes(tmp_path):
     recipe, plain = _prehab_commands(str(DEFAULT_CONFIG), tmp_path=tmp_path)
-    assert plain and not any("--lam-scale" in c for c in recipe + plain)  # the committed runs' commands unchanged
+    assert recipe and plain and all(" --lam-scale grad " in c for c in plain)
+    assert not any("--lam-scale" in c for c in recipe)  # a recipe's lambda is the authors' absolute one
+    overlay = tmp_path / "absolute.yaml"
+    overlay.write_text("prehab: {lam_scale: none}\n")
+    recipe, plain = _prehab_commands(str(DEFAULT_CONFIG), str(overlay), tmp_path=tmp_path)
+    assert all(" --lam-scale none " in c for c in plain) and not any("--lam-scale" in c for c in recipe)
 
 
 def test_prehab_damping_reaches_every_prehab_job_and_no_calibration(tmp_path):

@@ -336,3 +336,28 @@ def test_vit_small_pretrain_is_a_linear_probe_by_default(small):
     assert trainable == {"head.weight", "head.bias"}
     model, _ = spec.build_pretrained(spec.resolve_options({"train_backbone": "true"}))
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_pretrain_full_steps_train_every_parameter_after_the_first_phase(tmp_path):
+    """`--full-steps`: after --steps of the default training, every parameter trains (vit-small's
+    probe leaves its backbone frozen); 0 leaves the model exactly as without the flag."""
+    import json
+
+    import torch
+
+    from prehab import checkpoint
+    from prehab.cli import main
+
+    common = ["pretrain", "--arch", "vit-tiny", "--steps", "2", "--batch-size", "8", "--arch-opt", "n_train=256",
+              "--arch-opt", "n_test=16"]
+    assert main(common + ["--out", str(tmp_path / "probe")]) == 0
+    assert main(common + ["--full-steps", "0", "--out", str(tmp_path / "zero")]) == 0
+    assert main(common + ["--full-steps", "3", "--full-lr", "1e-3", "--out", str(tmp_path / "full")]) == 0
+    probe, zero, full = (checkpoint.load(tmp_path / n).model.state_dict() for n in ("probe", "zero", "full"))
+    assert all(torch.equal(probe[k], zero[k]) for k in probe)
+    changed = [k for k in probe if probe[k].is_floating_point() and not torch.equal(probe[k], full[k])]
+    assert len(changed) >= 0.9 * sum(v.is_floating_point() for v in probe.values())
+    record = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    assert record["params"]["full_steps"] == 3 and record["params"]["full_lr"] == 1e-3
+    assert record["curve"][-1]["step"] == 5 and record["curve"][-1]["phase"] == "full"
+    assert "full_steps" not in json.loads((tmp_path / "zero" / "metrics.json").read_text())["params"]

@@ -22,6 +22,8 @@ PER_ARCH = "per architecture"  # how help texts show a None default
 STEP_DEFAULTS = {
     "pretrain_steps": 100,
     "pretrain_lr": 1e-3,
+    "pretrain_full_steps": 0,
+    "pretrain_full_lr": 2e-5,
     "batch_size": 32,
     "eval_batch_size": 64,
     "prehab_steps": 100,

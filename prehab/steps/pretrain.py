@@ -16,6 +16,10 @@ class Options(StepOptions):
     steps: int | None = option("training steps; 0 keeps the loaded weights", None, type=int, check=NON_NEGATIVE)
     lr: float | None = option("Adam learning rate", None, type=float, check=POSITIVE)
     batch_size: int | None = option("batch size", None, type=int, check=COUNT)
+    full_steps: int | None = option("after --steps (for vit-small a linear probe, the backbone frozen), train "
+                                    "EVERY parameter this many more steps: a converged dense model, as Prehab "
+                                    "assumes (0: none)", None, type=int, check=NON_NEGATIVE)
+    full_lr: float | None = option("Adam learning rate of the --full-steps", None, type=float, check=POSITIVE)
     seed: int = option("seed of data order, sampling and init", 0, type=int)
     out: Path = option("output folder (written atomically: all or nothing)", type=Path)
 
@@ -35,14 +39,24 @@ def run(opts: Options) -> dict:
     steps = step_default(opts.steps, spec, "pretrain_steps")
     lr = step_default(opts.lr, spec, "pretrain_lr")
     batch_size = step_default(opts.batch_size, spec, "batch_size")
-    record = StepRecord("pretrain", {"arch": spec.name, "arch_options": options, "steps": steps, "lr": lr,
-                                     "batch_size": batch_size, "seed": opts.seed})
+    full_steps = step_default(opts.full_steps, spec, "pretrain_full_steps")
+    full_lr = step_default(opts.full_lr, spec, "pretrain_full_lr")
+    params = {"arch": spec.name, "arch_options": options, "steps": steps, "lr": lr, "batch_size": batch_size,
+              "seed": opts.seed}
+    if full_steps:  # recorded only when used, so the records of probe-only models stay as they were
+        params.update(full_steps=full_steps, full_lr=full_lr)
+    record = StepRecord("pretrain", params)
     seed_everything(opts.seed)
     model, arch_config = spec.build_pretrained(options)
     model.to(resolve_device(opts.device))
-    train = spec.load(options, "train", None, opts.seed) if steps else None
+    train = spec.load(options, "train", None, opts.seed) if steps or full_steps else None
     curve = train_steps(model, spec.task, train, [p for p in model.parameters() if p.requires_grad],
                         steps=steps, lr=lr, batch_size=batch_size, seed=opts.seed, desc="pretrain") if steps else []
+    if full_steps:  # 2) every parameter, from where 1) left it; its own optimiser, the same data order
+        model.requires_grad_(True)
+        full = train_steps(model, spec.task, train, list(model.parameters()), steps=full_steps, lr=full_lr,
+                           batch_size=batch_size, seed=opts.seed, desc="pretrain, all parameters")
+        curve += [{**row, "step": row["step"] + steps, "phase": "full"} for row in full]
     record.metrics["final_task_loss"] = curve[-1]["task_loss"] if curve else None
     record.extra["curve"] = curve
     with atomic_dir(opts.out) as out:

@@ -730,3 +730,52 @@ def test_rank_deficient_calibrations_are_named_with_their_layers(tmp_path, tree)
             "arch~tiny-mlp/seed~0/cal~train/ncal~64.") in page
     assert "seed~1/cal~train" not in page and "blocks.0.fc2" not in page
     assert "rank-deficient" not in (tree["tables"] / "main.md").read_text()  # no calibration flagged there
+
+
+def test_best_control_of_a_budget_is_chosen_on_validation_and_never_reads_test_metrics():
+    """Per budget (steps, calibration, snapshot), the control of any space whose compressed models
+    score best on validation at the choice ratio without LoRA; test means never move it."""
+    import pandas as pd
+
+    from prehab.report import choice
+
+    def rows(val_weight: float, val_whitened: float, test_shift: float = 0.0):
+        base = {"arch": "a", "method": "control", "compressed": True, "lora": "none", "cal_source": "train",
+                "cal_samples": 96, "snapshot": math.nan, "metric": "accuracy", "lam": 0.0}
+        out = []
+        for space, label, steps, val in (("weight", "none", 80, val_weight), ("whitened", "none", 80, val_whitened),
+                                         ("whitened", "authors-vit", 40, 0.99)):
+            for ratio in (0.6, 0.8):
+                out.append({**base, "space": space, "surrogate": label, "steps": steps, "ratio": ratio,
+                            "val_mean": val - (ratio - 0.6), "mean": 0.5 + test_shift * (space == "weight")})
+        return pd.DataFrame(out)
+
+    chosen = choice.best_controls(rows(0.80, 0.85))
+    assert chosen[("a", "train", 96, 80, None)] == ("whitened", "none")
+    assert chosen[("a", "train", 96, 40, None)] == ("whitened", "authors-vit")  # a budget of its own
+    assert choice.best_controls(rows(0.80, 0.85, test_shift=0.4)) == chosen  # test metrics never read
+    assert choice.best_controls(rows(0.86, 0.85))[("a", "train", 96, 80, None)] == ("weight", "none")
+
+
+def test_prehab_is_compared_with_the_best_control_of_its_budget(tmp_path, monkeypatch):
+    """Two spaces at the same steps, the whitened control 2 points better: each Prehab row is
+    paired with the best control of any space (the whitened one), and the page shows the column."""
+    plain = accuracy
+    monkeypatch.setitem(globals(), "accuracy", lambda run: plain(run) + (
+        0.02 if run.method == "control" and run.compressed and run.space == "whitened" else 0.0))
+    prehab = {"surrogate": ["nuclear"], "lam": [10.0], "space": ["weight", "whitened"], "recipes": []}
+    cfg = {"archs": ["tiny-mlp"], "studies": {"main": {**_study(["dense", "svd-llm", "control", "prehab"],
+                                                                  page="by_ratio", lora=["none"]), "prehab": prehab}}}
+    root = tmp_path / "runs"
+    make_tree(root, cfg)
+    assert main(["report", "--runs", str(root), "--studies", json.dumps(cfg), "--tables", str(tmp_path / "tables"),
+                 "--figures", str(tmp_path / "figures")]) == 0
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "tables" / "main.csv")
+    cells = table[(table["method"] == "prehab") & table["compressed"]]
+    assert set(cells["best_control"]) == {"control (λ=0), space whitened"}
+    own, other = cells[cells["space"] == "whitened"], cells[cells["space"] == "weight"]
+    assert (own["vs_best_control"] == own["vs_control"]).all()
+    assert (other["vs_best_control"] - other["vs_control"]).round(6).eq(-2.0).all()  # 2 points more to beat
+    assert "vs best control [95%]" in (tmp_path / "tables" / "main.md").read_text()

@@ -45,6 +45,28 @@ def lambda_star(table) -> dict[tuple, float]:
     return chosen
 
 
+BUDGET = ("arch", "cal_source", "cal_samples", "steps", "snapshot")  # what a best control shares with its Prehab
+
+
+def best_controls(summary) -> dict[tuple, tuple]:
+    """{(arch, cal_source, cal_samples, steps, snapshot): (space, label)}: per budget (the same
+    Prehab steps, calibration and snapshot), the lambda = 0 control of any space or recipe whose
+    compressed models score best on the VALIDATION split at `choice_ratio` without LoRA. The
+    paper's claim holds only if Prehab beats the best fine-tuning that spends the same steps,
+    not just its own control. `summary`: a summarised table (a `steps` column per row)."""
+    rows = summary[(summary["method"] == "control") & summary["compressed"].astype(bool)
+                   & (summary["lora"] == NO_LORA) & summary["val_mean"].notna()]
+    chosen: dict[tuple, tuple] = {}
+    for key, part in rows.groupby(list(BUDGET), dropna=False, sort=False):
+        part = part[(part["ratio"] - choice_ratio(part.assign(method="prehab"))).abs() < 1e-9]
+        if part.empty:
+            continue
+        higher = HIGHER_IS_BETTER.get(part["metric"].iloc[0], True)
+        best = part.loc[part["val_mean"].idxmax() if higher else part["val_mean"].idxmin()]
+        chosen[tuple(_none(v) for v in key)] = (_none(best["space"]), best["surrogate"])
+    return chosen
+
+
 def is_chosen(row, chosen: dict[tuple, float]) -> bool:
     """Whether a Prehab row carries its setting's lambda*."""
     lam = chosen.get(tuple(_none(row[c]) for c in SETTING))

@@ -64,6 +64,21 @@ def drop_cells(r, headers: list[str]) -> tuple[str, ...]:
     return fmt_comparison(r, "drop_vs_control") if headers else ()
 
 
+def best_headers(table) -> list[str]:
+    """The columns against the best control of the same steps (choice.best_controls), where some
+    Prehab row's best control is another run than its own control (else they would repeat it)."""
+    if "vs_best_control_verdict" not in table:
+        return []
+    paired_rows = table["vs_best_control_verdict"].fillna("").astype(bool)
+    other = table["vs_best_control_per_seed"].fillna("") != table["vs_control_per_seed"].fillna("")
+    return comparison_headers("vs best control") if (paired_rows & other).any() else []
+
+
+def best_cells(r, headers: list[str]) -> tuple[str, ...]:
+    """A row's best-control cells under `best_headers`."""
+    return fmt_comparison(r, "vs_best_control") if headers else ()
+
+
 def warnings_for(table, deficient: dict[str, list[str]] | None) -> list[str]:
     """Lines a page must lead with: controls that lost before compression, rank-deficient whitening
     (`deficient`: collect.rank_deficient_calibrations)."""
@@ -144,8 +159,8 @@ def main_markdown(table, study: str, missing: list[str], deficient: dict[str, li
         metric = t["metric"].iloc[0]
         extra = [c for c in ("space", "cal_source", "cal_samples")  # what varies on this architecture
                  if t.loc[t["method"] == "prehab", c].map(_none).nunique(dropna=False) > 1]
-        drops = drop_headers(t)
-        headers = ["ratio", "method", "LoRA", metric, "n", *comparison_headers("vs control"), *drops,
+        drops, bests = drop_headers(t), best_headers(t)
+        headers = ["ratio", "method", "LoRA", metric, "n", *comparison_headers("vs control"), *drops, *bests,
                    *comparison_headers("vs SVD-LLM"),
                    "before compression", "params (M)"]
         blank = [""] * (len(headers) - 6)  # the comparisons and "before compression" of a row without them
@@ -161,7 +176,7 @@ def main_markdown(table, study: str, missing: list[str], deficient: dict[str, li
                 pre_n = 0 if math.isnan(r["pre_n"]) else int(r["pre_n"])
                 body.append([fmt(ratio), label, fmt_axis("lora", r["lora"]),
                              fmt_mean_std(r["mean"], r["std"], int(r["n"]), metric), str(int(r["n"])),
-                             *fmt_comparison(r, "vs_control"), *drop_cells(r, drops),
+                             *fmt_comparison(r, "vs_control"), *drop_cells(r, drops), *best_cells(r, bests),
                              *fmt_comparison(r, "vs_svdllm"), fmt_mean_std(r["pre_mean"], r["pre_std"], pre_n, metric),
                              _mparams(r["model_params"])])
         if comp.empty:  # e.g. a study of uncompressed models only
@@ -169,6 +184,11 @@ def main_markdown(table, study: str, missing: list[str], deficient: dict[str, li
                 body.append(["—", r["label"], fmt_axis("lora", r["lora"]), fmt_mean_std(r["mean"], r["std"], int(r["n"]), metric),
                              str(int(r["n"])), *blank, _mparams(r["model_params"])])
         parts += [_arch_heading(arch, metric), "", md_table(headers, body), ""]
+        if bests:
+            named = sorted(set(t.loc[t["best_control"].fillna("").astype(bool), "best_control"]))
+            parts += ["**vs best control**: against the λ = 0 control of any space with the same steps whose compressed "
+                      f"models score best on validation at R = {fmt(choice.choice_ratio(table))} without LoRA ("
+                      + "; ".join(named) + "): Prehab must beat the best fine-tuning of its budget, not only its own.", ""]
         before = choice.reported(t[~t["compressed"].astype(bool) & t["method"].isin(["control", "prehab"])], table)
         if not before.empty:
             lines = [f"{_row_label(r, False, extra, recipe_lam=True)}: "

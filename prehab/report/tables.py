@@ -34,13 +34,14 @@ GROUP = [a for a in AXES if a != "seed"] + ["metric"]
 REF_KEYS = ("arch", "ratio", "lora", "cal_source", "cal_samples")  # SVD-LLM reference match
 PRE_KEYS = ("arch", "method", "cal_source", "cal_samples", "surrogate", "lam", "space", "snapshot")  # uncompressed twin
 CONTROL_KEYS = ("arch", "compressed", "ratio", "lora", "cal_source", "cal_samples", "space", "snapshot")  # its control
-COMPARISONS = ("vs_control", "drop_vs_control", "vs_svdllm", "vs_dense")
+COMPARISONS = ("vs_control", "drop_vs_control", "vs_best_control", "vs_svdllm", "vs_dense")
 PARTS = ("", "_low", "_high", "_item_low", "_item_high", "_verdict", "_basis", "_seeds", "_per_seed")
 GATED = ("vs_control", "drop_vs_control")  # their `_verdict` passes the gate; `_interval_verdict` is the interval's
 CSV_COLUMNS = GROUP + ["label", "n", "seeds", "mean", "std", "val_mean", "steps", "model_params", "ref_mean", "rel_change_pct",
                        "pre_mean", "pre_std", "pre_n"] + [
     f"{c}{part}" for c in COMPARISONS for part in PARTS] + [
-    f"{c}_interval_verdict" for c in GATED] + ["tail_vs_control", "tail_vs_control_seeds", "before_vs_control"]
+    f"{c}_interval_verdict" for c in GATED] + ["tail_vs_control", "tail_vs_control_seeds", "before_vs_control",
+                                               "best_control"]
 SHORT = {"lam": "λ", "cal_samples": "cal n", "cal_source": "cal"}
 
 # The gate on a compressed Prehab-vs-control verdict (`gated_verdict`).
@@ -70,7 +71,10 @@ NOTE = ("Mean ± std over seeds (sample std, ddof=1; std shown only when n > 1).
         f"ratio of `mech_tail_abs_sum`, the `mechanism` table), it reads `{UNREACHED}`, and when it was more "
         f"than {HARM_POINTS:g} point below its control before compression (perplexity: ratio above "
         f"{HARM_RATIO:g}), `{HARMED}`, instead of no detectable difference; a better / worse verdict stays and "
-        f"names the gate in parentheses; `{UNMEASURED}`: the cut predates the readout. **vs SVD-LLM**: against "
+        f"names the gate in parentheses; `{UNMEASURED}`: the cut predates the readout. **vs best control** (shown "
+        "where it is not the row's own control): against the λ = 0 control of any space with the same steps whose "
+        "compressed models score best on validation where λ* is chosen (R = 0.6, no LoRA); the paper's claim needs Prehab to beat "
+        "the best fine-tuning of its budget. **vs SVD-LLM**: against "
         "SVD-LLM of the dense model at the same ratio, LoRA and calibration. **before compression**: the same "
         "model before SVD-LLM (the fine-tuned model for Prehab/control, the dense model otherwise).")
 
@@ -198,6 +202,18 @@ def _compare(r, other, name: str, runs_dir: str | None) -> paired.Paired | None:
     return result
 
 
+def _best_control(r, best: dict[tuple, tuple], controls: dict[tuple, Any]):
+    """The best control of a Prehab row's budget (choice.best_controls) in the row's cell (ratio,
+    LoRA), or None."""
+    from prehab.report.choice import BUDGET  # choice reads this module's helpers
+
+    chosen = best.get(_key(r, BUDGET))
+    if chosen is None:
+        return None
+    space, label = chosen
+    return controls.get(_key({**r.to_dict(), "space": space}, CONTROL_KEYS) + (label,))
+
+
 def gated_verdict(interval_verdict: str, tail_ratio: float, before: float, metric: str) -> str:
     """The verdict of a compressed Prehab-vs-control cell, gated by what the penalty did: Prehab
     that left more than TAIL_GATE of its control's summed whitened tail at k(R) (`tail_ratio`,
@@ -274,6 +290,9 @@ def study_table(df, study: str, arch_order: list[str] | None = None):
     unc_local = _index(s[~s["compressed"].astype(bool)], PRE_KEYS)
     unc_global = _index(whole[~whole["compressed"].astype(bool)], PRE_KEYS)
     controls = {control_key(c): c for _, c in whole[whole["method"] == "control"].iterrows()}
+    from prehab.report.choice import best_controls  # choice reads this module's helpers
+
+    best = best_controls(whole)
     dense = {r["arch"]: r for _, r in whole[whole["method"] == "dense"].iterrows()}
     tails = dict(zip(df["eval_dir"], df["mech_tail_abs_sum"])) if "mech_tail_abs_sum" in df else {}
     out = []
@@ -294,6 +313,9 @@ def study_table(df, study: str, arch_order: list[str] | None = None):
         _compare(r, ref, "vs_svdllm", runs_dir)
         control = controls.get(control_key(r)) if r["method"] == "prehab" else None
         _compare(r, control, "vs_control", runs_dir)
+        best_control = _best_control(r, best, controls) if r["method"] == "prehab" else None
+        _compare(r, best_control, "vs_best_control", runs_dir)
+        r["best_control"] = "" if best_control is None else f"{method_label(best_control)}, space {best_control['space']}"
         uncompressed_tuned = not r["compressed"] and r["method"] in ("prehab", "control")
         _compare(r, dense.get(r["arch"]) if uncompressed_tuned else None, "vs_dense", runs_dir)
         pre = _pre_twin(r, unc_local, unc_global)

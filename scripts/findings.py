@@ -71,7 +71,7 @@ def main_findings(table) -> list[str]:
              + ("drop vs control [95%] | " if drop else "") + "Prehab vs SVD-LLM [95%] |",
              "|---|---|---|---|---|---|---|" + ("---|" if drop else "")]
     for _, r in pre.sort_values(["arch", "ratio", "lora", "surrogate"]).iterrows():
-        which = r["surrogate"] if r["surrogate"] in RECIPES else f"λ{star}={fmt(r['lam'])}"
+        which = r["surrogate"] if r["surrogate"] in RECIPES else f"{r['surrogate']} λ{star}={fmt(r['lam'])}"
         lines.append(f"| {r['arch']} | {fmt(r['ratio'])} | {'no' if r['lora'] == NO_LORA else r['lora']} | {which} "
                      f"| {r['mean']:.4g} | {_cell(r, 'vs_control')} | " + (f"{_cell(r, 'drop_vs_control')} | " if drop else "")
                      + f"{_cell(r, 'vs_svdllm')} |")
@@ -83,7 +83,26 @@ def main_findings(table) -> list[str]:
                        (pre[is_recipe], "The authors' recipes (scaled) against their own control")):
         if not rows.empty:
             lines += _counted(rows, what)
+    lines += ["", "Did the penalty reach what truncation removes (the gate: the summed absolute whitened tail at "
+              f"k(R) cut by at least {100 * (1 - tables.TAIL_GATE):.0f}% against the control, `mechanism.md`)?", ""]
+    lines += [gate_line(arch, rows) for arch, rows in pre.groupby("arch", sort=True)]
     return lines
+
+
+def gate_line(arch: str, rows) -> str:
+    """One line per testbed: in how many of its Prehab and recipe cells the penalty cut the
+    summed tail at k(R) by the gate's amount, or that its tables predate the readout."""
+    measured = rows[rows["tail_vs_control"].notna()] if "tail_vs_control" in rows else rows.iloc[0:0]
+    if measured.empty:
+        return (f"- {arch}: not measured (its tables were made before the mechanism readout, with the item-level "
+                "verdicts of that time).")
+    parts = []
+    for label, part in measured.groupby(measured["surrogate"].map(lambda s: s if s in RECIPES else None).fillna(
+            measured["surrogate"] + " λ*"), sort=True):
+        met = int((part["tail_vs_control"] <= tables.TAIL_GATE).sum())
+        ratios = ", ".join(f"{v:.2f}" for v in sorted(set(part["tail_vs_control"].round(2))))
+        parts.append(f"{label}: met in {met} of {len(part)} cells (tail Prehab / control {ratios})")
+    return f"- {arch}: " + "; ".join(parts) + "."
 
 
 def _verdict_counts(pre, name: str) -> str:

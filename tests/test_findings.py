@@ -44,7 +44,9 @@ def test_the_findings_carry_the_drop_and_the_gate(tmp_path):
     block = _findings_module().findings([tmp_path / "tables"], None)
     assert "| Prehab − control [95%] | drop vs control [95%] | Prehab vs SVD-LLM [95%] |" in block
     # tiny-mlp at R = 0.6 without LoRA: +3.1 against the control, 3.6 points less lost to compression
-    assert "| tiny-mlp | 0.6 | no | λ=1 | 0.63 | +3.1 [+0.6, +5.6] better | +3.6 [+1.1, +6.1] better |" in block
+    assert "| tiny-mlp | 0.6 | no | nuclear λ=1 | 0.63 | +3.1 [+0.6, +5.6] better | +3.6 [+1.1, +6.1] better |" in block
+    # one line per testbed says whether the gate was met (the fixture's lambda 1 halves the tail)
+    assert "- tiny-mlp: nuclear λ*: met in 4 of 4 cells (tail Prehab / control 0.50)." in block
     assert ("better: 6, worse: 2, no detectable difference: 0 (the gate: penalty did not reach the truncation "
             "error: 0, penalty harmed the model: 0, mechanism not measured: 0)") in block
     assert "Their seed-level (t over seeds) 95% intervals" in block

@@ -45,3 +45,21 @@ def test_exact_by_default_and_within_a_tolerance_on_request(tmp_path):
     (other / "runs" / "arch~x" / "seed~0" / "dense" / "eval" / "metrics.json").write_text(json.dumps(
         {"metrics": {"accuracy": 0.8, "n": 1999}, "params": {"device": "cuda"}, "wall_time_s": 2.0}))
     assert _compare(a, other, "--rtol", "1e-3").returncode == 1  # integers stay exact
+
+
+def test_rows_moved_pairs_evaluations_by_folder():
+    import sys
+
+    import pandas as pd
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from rows_moved import moved
+
+    def table(values):
+        return pd.DataFrame([{"eval_dir": f"e{i}", "method": "svd-llm", "lora": "none", "metric": "accuracy", "value": v}
+                             for i, v in enumerate(values)])
+
+    lines = moved(table([0.5, 0.6, 0.7]), table([0.5, 0.6, 0.701]).iloc[:3], None)
+    assert lines[0] == "3 evaluations on both sides"
+    assert "2 of   3 equal, largest difference 0.10 points" in lines[1]
+    assert moved(table([0.5]), table([0.5, 0.6]), None)[-1] == "1 evaluations on one side only"

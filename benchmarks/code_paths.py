@@ -19,7 +19,7 @@ import argparse
 import json
 import statistics
 
-from probes import run_probe  # benchmarks/probes.py (scripts run from benchmarks/ as sys.path[0])
+from probes import TESTBED, run_probe  # benchmarks/probes.py (scripts run from benchmarks/ as sys.path[0])
 
 MODES = {
     "native": {},
@@ -36,23 +36,14 @@ if mode is None:
     import prehab.cli  # noqa: F401  the CLI's pins, applied as the CLI applies them (before torch)
 else:
     os.environ.update(mode)
-import time, torch
-from prehab.registry import get_arch
-from prehab.layers import find_targets, get_module
-from prehab.method.calibrate import second_moments, whitening_from_moments
+import time
+from prehab.layers import get_module
 from prehab.method.prehab import PrehabSettings, run_prehab
 from prehab.method.schedule import LambdaSchedule
 from prehab.method.surrogates import Surrogate
 from prehab.numerics import code_paths
 arch, steps = sys.argv[1], int(sys.argv[2])
-spec = get_arch(arch)
-options = spec.resolve_options({})
-torch.manual_seed(0)
-model, _ = spec.build_pretrained(options)
-batch = spec.defaults.get("batch_size", 32)
-train = spec.load_split(options, "train", 8 * batch, 0)
-targets = find_targets(model, spec.targets)
-whitening = whitening_from_moments(*second_moments(model, spec.task, train, targets, spec.defaults.get("eval_batch_size", 64)))
+""" + TESTBED + r"""
 settings = PrehabSettings(surrogate=Surrogate("nuclear_fro"), schedule=LambdaSchedule(0.0), space="weight", steps=steps,
                           lr=3e-5, batch_size=batch, seed=0, log_every=10**9)
 run_prehab(model, spec.task, train, whitening, targets, settings.__class__(**{**settings.__dict__, "steps": 1}))

@@ -24,28 +24,18 @@ import json
 import os
 from pathlib import Path
 
-from probes import run_probe  # benchmarks/probes.py (scripts run from benchmarks/ as sys.path[0])
+from probes import TESTBED, run_probe  # benchmarks/probes.py (scripts run from benchmarks/ as sys.path[0])
 from settings import arch_settings  # benchmarks/settings.py
 
 from prehab.method.names import DEFAULT_REFRESH
 
 PROBE = r"""
 import copy, dataclasses, json, sys, time, torch
-from prehab.registry import get_arch
-from prehab.layers import find_targets
-from prehab.method.calibrate import second_moments, whitening_from_moments
 from prehab.method.prehab import PrehabSettings, run_prehab
 from prehab.method.schedule import LambdaSchedule
 from prehab.method.surrogates import Surrogate
 arch, steps, lam, estimator, every, stagger, refresh, lr = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6] == "1", int(sys.argv[7]), float(sys.argv[8])
-spec = get_arch(arch)
-options = spec.resolve_options({})
-torch.manual_seed(0)
-model, _ = spec.build_pretrained(options)
-batch = spec.defaults.get("batch_size", 32)
-train = spec.load_split(options, "train", 8 * batch, 0)
-targets = find_targets(model, spec.targets)
-whitening = whitening_from_moments(*second_moments(model, spec.task, train, targets, spec.defaults.get("eval_batch_size", 64)))
+""" + TESTBED + r"""
 settings = PrehabSettings(surrogate=Surrogate("nuclear_fro"), schedule=LambdaSchedule(lam), space="weight", steps=1,
                           lr=lr, batch_size=batch, seed=0, log_every=10**9, penalty_every=every, stagger=stagger,
                           estimator=estimator, refresh_every=refresh)

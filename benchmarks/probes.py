@@ -17,3 +17,22 @@ def run_probe(code: str, *args) -> str:
         raise SystemExit(f"probe failed ({' '.join(map(str, args))}):\n{out.stderr[-3000:]}")
     lines = out.stdout.strip().splitlines()
     return lines[-1] if lines else ""
+
+
+# Probe code shared by the Prehab benchmarks: with `arch` set, builds the testbed's pretrained
+# model, a training split of 8 batches at its default batch size, its targets and a whitening
+# calibrated on that split (`spec`, `options`, `model`, `batch`, `train`, `targets`, `whitening`).
+TESTBED = r"""
+import torch
+from prehab.registry import get_arch
+from prehab.layers import find_targets
+from prehab.method.calibrate import second_moments, whitening_from_moments
+spec = get_arch(arch)
+options = spec.resolve_options({})
+torch.manual_seed(0)
+model, _ = spec.build_pretrained(options)
+batch = spec.defaults.get("batch_size", 32)
+train = spec.load_split(options, "train", 8 * batch, 0)
+targets = find_targets(model, spec.targets)
+whitening = whitening_from_moments(*second_moments(model, spec.task, train, targets, spec.defaults.get("eval_batch_size", 64)))
+"""

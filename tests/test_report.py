@@ -691,17 +691,23 @@ def test_lambda_star_falls_back_to_the_study_ratio_closest_to_0_6():
                                           ("b", "nuclear_fro", "weight", "train", 96): 1.0}
 
 
-def test_one_lambda_in_two_spaces_beside_a_recipe_reads_apart(tmp_path):
-    """config/damped.yaml's shape: lambda 10 in two spaces and a recipe (its own lambda 5). One
-    lambda is not a sweep (no lambda* and no choice text), and each control says its space."""
-    prehab = {"surrogate": ["nuclear"], "lam": [10.0], "space": ["weight", "whitened"], "recipes": ["authors-vit"]}
+def _two_spaces_report(tmp_path, recipes: list[str]):
+    """`prehab report` of config/damped.yaml's shape on tiny-mlp: lambda 10 in the weight and
+    whitened spaces (and `recipes`), R without LoRA; returns the tables folder."""
+    prehab = {"surrogate": ["nuclear"], "lam": [10.0], "space": ["weight", "whitened"], "recipes": recipes}
     cfg = {"archs": ["tiny-mlp"], "studies": {"main": {**_study(["dense", "svd-llm", "control", "prehab"],
                                                                   page="by_ratio", lora=["none"]), "prehab": prehab}}}
     root = tmp_path / "runs"
     make_tree(root, cfg)
     assert main(["report", "--runs", str(root), "--studies", json.dumps(cfg), "--tables", str(tmp_path / "tables"),
                  "--figures", str(tmp_path / "figures")]) == 0
-    page = (tmp_path / "tables" / "main.md").read_text()
+    return tmp_path / "tables"
+
+
+def test_one_lambda_in_two_spaces_beside_a_recipe_reads_apart(tmp_path):
+    """config/damped.yaml's shape: lambda 10 in two spaces and a recipe (its own lambda 5). One
+    lambda is not a sweep (no lambda* and no choice text), and each control says its space."""
+    page = (_two_spaces_report(tmp_path, ["authors-vit"]) / "main.md").read_text()
     assert "λ*" not in page and "among {" not in page
     for space in ("weight", "whitened"):
         assert f"| control (λ=0) space={space} |" in page and f"Prehab(nuclear) λ=10 space={space} |" in page
@@ -763,19 +769,13 @@ def test_prehab_is_compared_with_the_best_control_of_its_budget(tmp_path, monkey
     plain = accuracy
     monkeypatch.setitem(globals(), "accuracy", lambda run: plain(run) + (
         0.02 if run.method == "control" and run.compressed and run.space == "whitened" else 0.0))
-    prehab = {"surrogate": ["nuclear"], "lam": [10.0], "space": ["weight", "whitened"], "recipes": []}
-    cfg = {"archs": ["tiny-mlp"], "studies": {"main": {**_study(["dense", "svd-llm", "control", "prehab"],
-                                                                  page="by_ratio", lora=["none"]), "prehab": prehab}}}
-    root = tmp_path / "runs"
-    make_tree(root, cfg)
-    assert main(["report", "--runs", str(root), "--studies", json.dumps(cfg), "--tables", str(tmp_path / "tables"),
-                 "--figures", str(tmp_path / "figures")]) == 0
     import pandas as pd
 
-    table = pd.read_csv(tmp_path / "tables" / "main.csv")
+    folder = _two_spaces_report(tmp_path, [])
+    table = pd.read_csv(folder / "main.csv")
     cells = table[(table["method"] == "prehab") & table["compressed"]]
     assert set(cells["best_control"]) == {"control (λ=0), space whitened"}
     own, other = cells[cells["space"] == "whitened"], cells[cells["space"] == "weight"]
     assert (own["vs_best_control"] == own["vs_control"]).all()
     assert (other["vs_best_control"] - other["vs_control"]).round(6).eq(-2.0).all()  # 2 points more to beat
-    assert "vs best control [95%]" in (tmp_path / "tables" / "main.md").read_text()
+    assert "vs best control [95%]" in (folder / "main.md").read_text()

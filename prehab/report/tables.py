@@ -73,8 +73,8 @@ NOTE = ("Mean ± std over seeds (sample std, ddof=1; std shown only when n > 1).
         f"{HARM_RATIO:g}), `{HARMED}`, instead of no detectable difference; a better / worse verdict stays and "
         f"names the gate in parentheses; `{UNMEASURED}`: the cut predates the readout. **vs best control** (shown "
         "where it is not the row's own control): against the λ = 0 control of any space with the same steps whose "
-        "compressed models score best on validation where λ* is chosen (R = 0.6, no LoRA); the paper's claim needs Prehab to beat "
-        "the best fine-tuning of its budget. **vs SVD-LLM**: against "
+        "compressed models score best on validation at R = 0.6 without LoRA (where λ is chosen); the paper's claim "
+        "needs Prehab to beat the best fine-tuning of its budget. **vs SVD-LLM**: against "
         "SVD-LLM of the dense model at the same ratio, LoRA and calibration. **before compression**: the same "
         "model before SVD-LLM (the fine-tuned model for Prehab/control, the dense model otherwise).")
 

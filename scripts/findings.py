@@ -75,14 +75,15 @@ def main_findings(table) -> list[str]:
         lines.append(f"| {r['arch']} | {fmt(r['ratio'])} | {'no' if r['lora'] == NO_LORA else r['lora']} | {which} "
                      f"| {r['mean']:.4g} | {_cell(r, 'vs_control')} | " + (f"{_cell(r, 'drop_vs_control')} | " if drop else "")
                      + f"{_cell(r, 'vs_svdllm')} |")
-    is_recipe = pre["surrogate"].isin(list(RECIPES))
     lines.append("")
     if drop:
         lines += [DROP_MEANING, ""]
-    for rows, what in ((pre[~is_recipe], f"Prehab at λ{star} against its control"),
-                       (pre[is_recipe], "The authors' recipes (scaled) against their own control")):
-        if not rows.empty:
-            lines += _counted(rows, what)
+    for arch, by_arch in pre.groupby("arch", sort=True):  # tables of different dates: counted apart
+        recipe = by_arch["surrogate"].isin(list(RECIPES))
+        for rows, what in ((by_arch[~recipe], f"{arch}: Prehab at λ{star} against its control"),
+                           (by_arch[recipe], f"{arch}: the authors' recipe (scaled) against its own control")):
+            if not rows.empty:
+                lines += _counted(rows, what)
     lines += ["", "Did the penalty reach what truncation removes (the gate: the summed absolute whitened tail at "
               f"k(R) cut by at least {100 * (1 - tables.TAIL_GATE):.0f}% against the control, `mechanism.md`)?", ""]
     lines += [gate_line(arch, rows) for arch, rows in pre.groupby("arch", sort=True)]
@@ -108,7 +109,8 @@ def gate_line(arch: str, rows) -> str:
 def _verdict_counts(pre, name: str) -> str:
     """`better: n, worse: n, no detectable difference: n` of the interval's verdicts (before the
     gate), then how often the gate read the cells."""
-    column = f"{name}_interval_verdict" if f"{name}_interval_verdict" in pre else f"{name}_verdict"
+    gated = f"{name}_interval_verdict" in pre and pre[f"{name}_interval_verdict"].fillna("").astype(bool).any()
+    column = f"{name}_interval_verdict" if gated else f"{name}_verdict"  # tables made before the gate: theirs
     verdicts = pre[column].fillna("").value_counts()
     counted = ", ".join(f"{v}: {int(verdicts.get(v, 0))}" for v in (paired.BETTER, paired.WORSE, paired.UNDETECTED))
     if column == f"{name}_verdict":
@@ -125,11 +127,12 @@ def _counted(pre, what: str) -> list[str]:
     acc = pre[(pre["metric"] == "accuracy") & pre["vs_control_verdict"].fillna("").astype(bool)]
     widths = [_half_width(r, "vs_control") for _, r in acc.iterrows()]
     lines = [f"{what}, in the {n_paired} of these {len(pre)} cells that have one: {_verdict_counts(pre, 'vs_control')}."]
-    if _has_drop(pre):
+    if _has_drop(pre) and pre["drop_vs_control_verdict"].fillna("").astype(bool).any():
         n_drop = int(pre["drop_vs_control_verdict"].fillna("").astype(bool).sum())
         lines.append(f"The drop compression causes, Prehab's against its control's, in the {n_drop} cells that have "
                      f"it: {_verdict_counts(pre, 'drop_vs_control')}.")
-    kind = "seed-level (t over seeds) " if "vs_control_basis" in pre else "paired "
+    seed_level = "vs_control_basis" in pre and pre["vs_control_basis"].fillna("").astype(bool).any()
+    kind = "seed-level (t over seeds) " if seed_level else "item-level (test-set noise only, the tables' date) "
     if widths:
         lines.append(f"Their {kind}95% intervals have half-widths {min(widths):.1f} to {max(widths):.1f} points of "
                      f"accuracy (median {sorted(widths)[len(widths) // 2]:.1f}): a true effect of about that "
@@ -159,13 +162,14 @@ def sweep_findings(table) -> list[str]:
     compression, so the reader sees which way the penalty moves the model."""
     rows = table[(table["method"] == "prehab") & (table["lora"] == NO_LORA)]
     drop = _has_drop(table)
-    lines = ["| testbed | λ | before compression: Prehab − control [95%] | after SVD-LLM: R | Prehab − control [95%] |"
-             + (" drop vs control [95%] |" if drop else ""), "|---|---|---|---|---|" + ("---|" if drop else "")]
-    for (arch, lam), g in rows.groupby(["arch", "lam"], sort=True):
+    lines = ["| testbed | surrogate | λ | before compression: Prehab − control [95%] | after SVD-LLM: R | "
+             "Prehab − control [95%] |" + (" drop vs control [95%] |" if drop else ""),
+             "|---|---|---|---|---|---|" + ("---|" if drop else "")]
+    for (arch, surrogate, lam), g in rows.groupby(["arch", "surrogate", "lam"], sort=True):
         before = g[~g["compressed"].astype(bool)]
         for _, r in g[g["compressed"].astype(bool)].sort_values("ratio").iterrows():
             first = _cell(before.iloc[0], "vs_control") if not before.empty else "—"
-            lines.append(f"| {arch} | {fmt(lam)} | {first} | {fmt(r['ratio'])} | {_cell(r, 'vs_control')} |"
+            lines.append(f"| {arch} | {surrogate} | {fmt(lam)} | {first} | {fmt(r['ratio'])} | {_cell(r, 'vs_control')} |"
                          + (f" {_cell(r, 'drop_vs_control')} |" if drop else ""))
     return lines
 

@@ -3,7 +3,7 @@ table, one row per evaluated model), paired by evaluation folder.
 
     .venv/bin/python scripts/rows_moved.py BEFORE/runs.csv AFTER/runs.csv [--methods dense svd svd-llm]
 
-Prints, per method and LoRA setting, how many of the common rows are equal to every printed
+Prints, per method, Prehab space and LoRA setting, how many of the common rows are equal to every printed
 digit, and the largest |difference| of the metric (accuracy in points, perplexity relative),
 then the rows only one side has. Used to check a re-run on another CPU kind or code path
 against the committed tables (results/README.md says which rows are exact).
@@ -22,7 +22,8 @@ def moved(before: pd.DataFrame, after: pd.DataFrame, methods: list[str] | None) 
     if methods:
         both = both[both["method_before"].isin(methods)]
     lines = [f"{len(both)} evaluations on both sides" + (f" (methods {', '.join(methods)})" if methods else "")]
-    for (method, lora), part in both.groupby(["method_before", "lora_before"], sort=True):
+    both = both.assign(space=both["space_before"].fillna("—"))
+    for (method, space, lora), part in both.groupby(["method_before", "space", "lora_before"], sort=True):
         accuracy = part["metric_before"].iloc[0] != "perplexity"
         diff = (part["value_after"] - part["value_before"]).abs()
         if accuracy:
@@ -30,7 +31,8 @@ def moved(before: pd.DataFrame, after: pd.DataFrame, methods: list[str] | None) 
         else:
             largest = f"{100 * (diff / part['value_before'].abs()).max():.3g}%"
         equal = int((diff == 0).sum())
-        lines.append(f"  {method:<8} LoRA {lora:<10} {equal:>3} of {len(part):>3} equal, largest difference {largest}")
+        lines.append(f"  {method:<8} space {space:<8} LoRA {lora:<10} {equal:>3} of {len(part):>3} equal, "
+                     f"largest difference {largest}")
     only = set(before["eval_dir"]) ^ set(after["eval_dir"])
     lines.append(f"{len(only)} evaluations on one side only")
     return lines

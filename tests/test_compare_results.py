@@ -56,7 +56,8 @@ def test_rows_moved_pairs_evaluations_by_folder():
     from rows_moved import moved
 
     def table(values):
-        return pd.DataFrame([{"eval_dir": f"e{i}", "method": "svd-llm", "lora": "none", "metric": "accuracy", "value": v}
+        return pd.DataFrame([{"eval_dir": f"e{i}", "method": "svd-llm", "space": None, "lora": "none", "metric": "accuracy",
+                              "value": v}
                              for i, v in enumerate(values)])
 
     lines = moved(table([0.5, 0.6, 0.7]), table([0.5, 0.6, 0.701]).iloc[:3], None)

@@ -47,8 +47,9 @@ def test_the_findings_carry_the_drop_and_the_gate(tmp_path):
     assert "| tiny-mlp | 0.6 | no | nuclear λ=1 | 0.63 | +3.1 [+0.6, +5.6] better | +3.6 [+1.1, +6.1] better |" in block
     # one line per testbed says whether the gate was met (the fixture's lambda 1 halves the tail)
     assert "- tiny-mlp: nuclear λ*: met in 4 of 4 cells (tail Prehab / control 0.50)." in block
-    assert ("better: 6, worse: 2, no detectable difference: 0 (the gate: penalty did not reach the truncation "
-            "error: 0, penalty harmed the model: 0, mechanism not measured: 0)") in block
+    assert ("tiny-mlp: Prehab at λ against its control, in the 4 of these 4 cells that have one: better: 3, worse: 1, "
+            "no detectable difference: 0 (the gate: penalty did not reach the truncation error: 0, penalty harmed the "
+            "model: 0, mechanism not measured: 0)") in block  # counted per testbed
     assert "Their seed-level (t over seeds) 95% intervals" in block
-    sweep = [line for line in block.splitlines() if line.startswith("| tiny-mlp | 0.1 |")]
+    sweep = [line for line in block.splitlines() if line.startswith("| tiny-mlp | nuclear | 0.1 |")]
     assert sweep and sweep[0].endswith(" penalty did not reach the truncation error |")

@@ -34,6 +34,11 @@ GRAMS_FILE = "grams.pt"  # whitening index (calibrate): which factor file holds 
 FACTORS_FILE = "factors-{index:04d}.pt"  # whitening factors of one block, beside grams.pt
 SCORES_FILE = "scores.json"  # per-row test (and validation) scores of an evaluation, for paired statistics
 MECHANISM_FILE = "mechanism.json"  # per-layer mechanism readout of an SVD-LLM surgery (compress)
+# The readout's per-model summary, as the compress step writes it into metrics.json and the report
+# reads it (prehab/method/mechanism.py says what each holds).
+MECH_KEYS = tuple("mech_" + key for key in (
+    "tail_abs_sum", "tail_abs_median", "tail_rel_median", "tail_rel_total", "energy_sum", "energy_median",
+    "move_w_median", "move_wl_median", "n_matrices"))
 SPECTRA_FILE = "spectra.pt"  # whitened singular values before/after (prehab)
 EVAL_DIR = "eval"  # evaluation folder below a model
 RECAL_DIR = "recal"  # re-calibration below a Prehab/control model

@@ -24,10 +24,9 @@ import statistics
 
 import torch
 
+from prehab.layout import MECH_KEYS
 from prehab.method.calibrate import whiten_lower
 from prehab.method.ratio import rank_for_ratio
-
-SUMMARY_PREFIX = "mech_"  # the keys of a compress step's metrics.json that hold the readout
 
 
 def layer_readout(singular_values: torch.Tensor, shape: tuple[int, int], ratio: float) -> dict[str, float]:
@@ -82,7 +81,9 @@ def summarize(layers: dict[str, dict[str, float]]) -> dict[str, float]:
         "move_wl_median": median("move_wl"),
         "n_matrices": len(rows),
     }
-    return {SUMMARY_PREFIX + k: v for k, v in summary.items()}
+    out = {"mech_" + k: v for k, v in summary.items()}
+    assert tuple(out) == MECH_KEYS, f"the readout's keys {tuple(out)} are not layout.MECH_KEYS {MECH_KEYS}"
+    return out
 
 
 def readout(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from prehab.errors import UsageError
-from prehab.layout import (CONTROL_SURROGATE, EVAL_DIR, GRAMS_FILE, METRICS_FILE, NO_LORA, SPECTRA_FILE, Run,
+from prehab.layout import (CONTROL_SURROGATE, EVAL_DIR, GRAMS_FILE, MECH_KEYS, METRICS_FILE, NO_LORA, SPECTRA_FILE, Run,
                            parse_eval_dir)
 from prehab.report import paired
 from prehab.studies import BY_PRODUCTS, expand
@@ -27,14 +27,9 @@ log = logging.getLogger(__name__)
 
 AXES = ("arch", "seed", "method", "compressed", "ratio", "lora", "cal_source", "cal_samples",
         "surrogate", "lam", "space", "snapshot")
-# What the SVD-LLM compress step measures on the model it cuts, from that model's own re-calibration,
-# over its target matrices at the ratio's kept rank k (the cut's metrics.json; s_i: singular values
-# of W L): the summed tail sum_{i>k} s_i^2 (SVD-LLM's squared output error on the calibration data),
-# its median, the median and summed tail / energy, the energy ||W L||_F^2 summed and its median, the
-# median movement ||W - W_dense||_F / ||W_dense||_F and ||(W - W_dense) L||_F / ||W_dense L||_F (0 for
-# the dense model), and the number of matrices.
-MECH_KEYS = ("mech_tail_abs_sum", "mech_tail_abs_median", "mech_tail_rel_median", "mech_tail_rel_total",
-             "mech_energy_sum", "mech_energy_median", "mech_move_w_median", "mech_move_wl_median", "mech_n_matrices")
+# MECH_KEYS (prehab.layout): what the SVD-LLM compress step measures on the model it cuts, from that
+# model's own re-calibration, over its target matrices at the ratio's kept rank k (the cut's
+# metrics.json; prehab/method/mechanism.py says what each holds).
 COLUMNS = AXES + ("studies", "metric", "value", "val_value", "prehab_steps", "model_params", "checkpoint_bytes",
                   "nonfinite_rows", "eval_dir") + MECH_KEYS
 # --------------------------------------------------------------------------- studies config

@@ -315,7 +315,8 @@ def study_table(df, study: str, arch_order: list[str] | None = None):
         _compare(r, control, "vs_control", runs_dir)
         best_control = _best_control(r, best, controls) if r["method"] == "prehab" else None
         _compare(r, best_control, "vs_best_control", runs_dir)
-        r["best_control"] = "" if best_control is None else f"{method_label(best_control)}, space {best_control['space']}"
+        r["best_control"] = ("" if best_control is None
+                             else f"{method_label(best_control)}, space {best_control['space']}")
         uncompressed_tuned = not r["compressed"] and r["method"] in ("prehab", "control")
         _compare(r, dense.get(r["arch"]) if uncompressed_tuned else None, "vs_dense", runs_dir)
         pre = _pre_twin(r, unc_local, unc_global)

@@ -44,14 +44,20 @@ def layer_readout(singular_values: torch.Tensor, shape: tuple[int, int], ratio: 
 
 
 @torch.no_grad()
-def movement(weight: torch.Tensor, reference: torch.Tensor, factor: torch.Tensor) -> dict[str, float]:
-    """How far W moved from the reference W0: in the weights and in the calibration outputs (W L)."""
+def movement(weight: torch.Tensor, reference: torch.Tensor, factor: torch.Tensor,
+             whitened: torch.Tensor | None = None) -> dict[str, float]:
+    """How far W moved from the reference W0: in the weights and in the calibration outputs (W L).
+
+    `whitened`: W L in float64 if the caller has it (surgery does), so W0 L = W L - (W - W0) L
+    costs no product of its own."""
     assert weight.shape == reference.shape, f"weight {tuple(weight.shape)} vs reference {tuple(reference.shape)}"
     delta = weight.double() - reference.double()  # (out, in)
     moved = float(torch.linalg.matrix_norm(delta))
     base = float(torch.linalg.matrix_norm(reference.double()))
-    moved_out = float(torch.linalg.matrix_norm(whiten_lower(delta, factor)))
-    base_out = float(torch.linalg.matrix_norm(whiten_lower(reference, factor)))
+    delta_out = whiten_lower(delta, factor)  # (out, in)
+    reference_out = whiten_lower(reference, factor) if whitened is None else whitened - delta_out
+    moved_out = float(torch.linalg.matrix_norm(delta_out))
+    base_out = float(torch.linalg.matrix_norm(reference_out))
     return {"move_w": moved / base if base > 0 else math.nan,
             "move_wl": moved_out / base_out if base_out > 0 else math.nan}
 

@@ -114,12 +114,12 @@ class Readout:
         self.shapes = {n: tuple(w.shape) for n, w in weights.items()}
         self.moved = None
         if reference is not None:
-            dense = checkpoint.load(reference)
+            dense = checkpoint.load(reference, lazy=True)  # read only: memory-mapped, not a second model
             if dense.factorized or dense.spec.name != ckpt.spec.name:
                 raise UsageError(f"--reference {reference} is not a dense {ckpt.spec.name} model "
                                  f"(it is {'a compressed ' if dense.factorized else ''}{dense.spec.name})")
-            self.moved = {n: movement(weights[n], get_module(dense.model, n).weight.detach(), whitening.factor_of(n))
-                          for n in names}
+            self.moved = {n: movement(weights[n], get_module(dense.model, n).weight.detach(), whitening.factor_of(n),
+                                      svd_cache[n].A) for n in names}
 
     def at(self, ratio: float) -> tuple[dict, dict]:
         from prehab.method.mechanism import readout

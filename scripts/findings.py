@@ -98,8 +98,8 @@ def gate_line(arch: str, rows) -> str:
         return (f"- {arch}: not measured (its tables were made before the mechanism readout, with the item-level "
                 "verdicts of that time).")
     parts = []
-    for label, part in measured.groupby(measured["surrogate"].map(lambda s: s if s in RECIPES else None).fillna(
-            measured["surrogate"] + " λ*"), sort=True):
+    labels = measured["surrogate"].map(lambda s: s if s in RECIPES else f"{s} λ*")
+    for label, part in measured.groupby(labels, sort=True):
         met = int((part["tail_vs_control"] <= tables.TAIL_GATE).sum())
         ratios = ", ".join(f"{v:.2f}" for v in sorted(set(part["tail_vs_control"].round(2))))
         parts.append(f"{label}: met in {met} of {len(part)} cells (tail Prehab / control {ratios})")

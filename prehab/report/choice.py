@@ -27,7 +27,12 @@ def choice_ratio(table) -> float:
     """The ratio lambda* is chosen at: CHOICE_RATIO, else the table's Prehab ratio closest to it
     (the larger on a tie); per setting (so per architecture) when tables of several studies are
     merged."""
-    ratios = sorted(set(_candidates(table)["ratio"].dropna()), reverse=True)
+    return closest_ratio(_candidates(table)["ratio"])
+
+
+def closest_ratio(ratios) -> float:
+    """CHOICE_RATIO if among `ratios`, else the closest of them (the larger on a tie)."""
+    ratios = sorted(set(ratios.dropna()), reverse=True)
     return min(ratios, key=lambda r: round(abs(r - CHOICE_RATIO), 9)) if ratios else CHOICE_RATIO
 
 
@@ -58,7 +63,7 @@ def best_controls(summary) -> dict[tuple, tuple]:
                    & (summary["lora"] == NO_LORA) & summary["val_mean"].notna()]
     chosen: dict[tuple, tuple] = {}
     for key, part in rows.groupby(list(BUDGET), dropna=False, sort=False):
-        part = part[(part["ratio"] - choice_ratio(part.assign(method="prehab"))).abs() < 1e-9]
+        part = part[(part["ratio"] - closest_ratio(part["ratio"])).abs() < 1e-9]
         if part.empty:
             continue
         higher = HIGHER_IS_BETTER.get(part["metric"].iloc[0], True)

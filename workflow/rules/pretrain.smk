@@ -14,17 +14,12 @@ rule pretrain:
         out=lambda wildcards, output: os.path.dirname(output.model),
         steps=flag("--steps", "pretrain_steps"),
         lr=flag("--lr", "pretrain_lr"),
-        full=lambda wildcards: " ".join(
-            f(wildcards)
-            for f in (
-                flag("--full-steps", "pretrain_full_steps"),
-                flag("--full-lr", "pretrain_full_lr"),
-            )
-        ),
+        full_steps=flag("--full-steps", "pretrain_full_steps"),
+        full_lr=flag("--full-lr", "pretrain_full_lr"),
         batch_size=flag("--batch-size", "batch_size"),
         arch_opts=arch_opts,
         code=CODE,
     shell:
         "{params.prehab} pretrain --arch {wildcards.arch} --seed {wildcards.seed}"
-        " {params.steps} {params.lr} {params.full} {params.batch_size} {params.arch_opts}"
+        " {params.steps} {params.lr} {params.full_steps} {params.full_lr} {params.batch_size} {params.arch_opts}"
         " --out {params.out:q} > {log} 2>&1"

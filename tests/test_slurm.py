@@ -6,7 +6,7 @@ why, where the machine cannot run the daemons (not root, a package missing).
 tests/slurm/start_cluster.sh starts munged, slurmctld and slurmd without accounting (no
 slurmdbd), hence `--slurm-status-command squeue`; stop_cluster.sh stops what it started, by pid.
 Snakemake runs under `timeout -s INT`: without a working status command the plugin waits
-forever and only SIGINT stops it (/work/shared/SLURM.md).
+forever and only SIGINT stops it.
 
 What it checks: every job but the local rules went through sbatch, each of those job ids is
 known to the cluster as COMPLETED (squeue keeps finished jobs for MinJobAge = 1 h), and every

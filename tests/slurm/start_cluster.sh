@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A one-node SLURM cluster on localhost without accounting (munged, slurmctld, slurmd), for
-# tests/test_slurm.py. Facts and traps: /work/shared/SLURM.md. Needs root and Debian packages
+# tests/test_slurm.py (its docstring says why each piece is there). Needs root and Debian packages
 #   apt-get install --no-install-recommends munge slurm-client slurmctld slurmd
 # Usage: start_cluster.sh STATE_DIR [PARTITION]   (stop with stop_cluster.sh STATE_DIR)
 # Snakemake then needs --slurm-status-command squeue (no slurmdbd, so no sacct).

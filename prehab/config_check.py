@@ -117,6 +117,10 @@ def semantic_error(config: dict[str, Any], arch_names: list[str], arch_options: 
             if arch not in config["archs"]:
                 return (f"studies.{name}.archs: {arch!r} is not in the top-level archs "
                         f"({', '.join(config['archs'])}); add it there or remove it from the study")
+        both = sorted(set(study.get("confirm_seeds") or []) & set(study.get("seeds", [0])))
+        if both:
+            return (f"studies.{name}.confirm_seeds: {both} also in seeds; allowed: seeds that phase A "
+                    f"(seeds {study.get('seeds', [0])}) does not run")
     results = Path(config.get("results_dir", "results"))
     package = (REPO_ROOT / "prehab").resolve()
     target = (results if results.is_absolute() else Path.cwd() / results).resolve()

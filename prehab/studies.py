@@ -107,10 +107,58 @@ class StudyRuns:
             names.append(study)
 
 
+# One Prehab setting whose lambda a study chooses: (arch, surrogate, space, cal_source, cal_samples).
+Setting = tuple[str, str, str, str, int]
+
+
+def setting_key(arch: str, surrogate: str, space: str, cal_source: str, cal_samples: int | float) -> Setting:
+    """The key of a chosen lambda (the same for a Run's axes and a report table's row)."""
+    return (str(arch), str(surrogate), str(space), str(cal_source), int(cal_samples))
+
+
+def confirm_seeds(study: dict[str, Any]) -> list[int]:
+    """A study's phase-B seeds (`confirm_seeds`): they run Prehab at lambda* only, chosen on
+    `seeds` (phase A); empty for a study that reports every lambda at every seed."""
+    return [int(s) for s in study.get("confirm_seeds") or []]
+
+
+def choice_seeds_of(study: dict[str, Any]) -> list[int] | None:
+    """The seeds a study chooses lambda* on: phase A's (`seeds`) when it has confirm_seeds, else
+    None (every seed it ran)."""
+    return [int(s) for s in study["seeds"]] if confirm_seeds(study) else None
+
+
+def phase_a_settings(config: dict[str, Any], name: str) -> list[Setting]:
+    """The Prehab settings of study `name` whose lambda* phase A chooses (recipes included: a
+    recipe is a setting with one lambda)."""
+    return sorted({setting_key(r.arch, r.surrogate, r.space, r.cal_source, r.cal_samples)
+                   for r in study_runs(name, config["studies"][name], config["archs"], calib_samples_of(config),
+                                       recipes_of(config))
+                   if r.method == "prehab" and r.compressed and r.snapshot is None})
+
+
+CHOSEN_AXES = ("arch", "surrogate", "space", "cal_source", "cal_samples")
+
+
+def chosen_to_json(chosen: dict[Setting, float]) -> list[dict[str, Any]]:
+    """{setting: lambda*} as JSON rows (what `prehab choose-lambda` writes)."""
+    return [{**dict(zip(CHOSEN_AXES, key)), "lam": lam} for key, lam in sorted(chosen.items())]
+
+
+def chosen_from_json(rows: list[dict[str, Any]]) -> dict[Setting, float]:
+    """The inverse of chosen_to_json (the workflow reads the checkpoint's file with it)."""
+    return {setting_key(*(row[a] for a in CHOSEN_AXES)): float(row["lam"]) for row in rows}
+
+
 def study_runs(name: str, study: dict[str, Any], all_archs: Iterable[str],
-               per_arch: dict[str, int] | None = None, recipes: dict[str, str] | None = None) -> list[Run]:
+               per_arch: dict[str, int] | None = None, recipes: dict[str, str] | None = None,
+               chosen: dict[Setting, float] | None = None) -> list[Run]:
     """Expand one study's sub-grid (schema-validated dict) into its runs (`per_arch`, `recipes`:
-    what a `per_arch` calibration size or recipe stands for, calib_samples_of / recipes_of)."""
+    what a `per_arch` calibration size or recipe stands for, calib_samples_of / recipes_of).
+
+    At the study's `confirm_seeds` a Prehab setting runs only at its lambda in `chosen`
+    (prehab.report.choice.phase_a_choice of the `seeds`' runs); without `chosen` (phase A not
+    done yet) those seeds hold their dense, SVD-LLM, controls and recipes only."""
     archs = study.get("archs") or list(all_archs)
     methods = study["methods"]
     for key, allowed in (("methods", METHODS), ("figures", FIGURES)):
@@ -120,7 +168,8 @@ def study_runs(name: str, study: dict[str, Any], all_archs: Iterable[str],
     cal = study["calibration"]
     pre = study["prehab"]
     out: list[Run] = []
-    for arch, seed in itertools.product(archs, study["seeds"]):
+    phase_b = set(confirm_seeds(study))  # disjoint from seeds (config_check)
+    for arch, seed in itertools.product(archs, [*study["seeds"], *sorted(phase_b)]):
         if "dense" in methods:
             out.append(Run(arch, seed, "dense", compressed=False))
         for source, value in itertools.product(cal["source"], cal["samples"]):
@@ -133,6 +182,8 @@ def study_runs(name: str, study: dict[str, Any], all_archs: Iterable[str],
                 for sur, lam, space in itertools.product(pre["surrogate"], pre["lam"], pre["space"]):
                     if float(lam) == 0:
                         raise UsageError(f"study {name}: lambda 0 is the control; list method `control` instead")
+                    if seed in phase_b and (chosen or {}).get(setting_key(arch, sur, space, source, n)) != float(lam):
+                        continue
                     uncompressed.append(dict(surrogate=sur, lam=float(lam), space=space, method="prehab"))
             for value in pre.get("recipes", []):  # the authors' recipes, each with its own control
                 recipe = (recipes or {}).get(arch) if value == PER_ARCH else value
@@ -167,13 +218,19 @@ def snapshot_fractions(config: dict[str, Any]) -> list[float]:
                    for f in study.get("snapshots", [])})
 
 
-def expand(config: dict[str, Any]) -> StudyRuns:
-    """All enabled studies of a workflow config, deduplicated by folder."""
+def confirming(config: dict[str, Any]) -> list[str]:
+    """The enabled studies with `confirm_seeds` (their phase B waits for lambda*)."""
+    return [name for name, study in config["studies"].items() if study.get("enabled", True) and confirm_seeds(study)]
+
+
+def expand(config: dict[str, Any], chosen: dict[str, dict[Setting, float]] | None = None) -> StudyRuns:
+    """All enabled studies of a workflow config, deduplicated by folder (`chosen`: {study:
+    {setting: lambda*}} of the studies with confirm_seeds whose phase A is done)."""
     union = StudyRuns()
     per_arch, recipes = calib_samples_of(config), recipes_of(config)
     for name, study in config["studies"].items():
         if not study.get("enabled", True):
             continue
-        for run in study_runs(name, study, config["archs"], per_arch, recipes):
+        for run in study_runs(name, study, config["archs"], per_arch, recipes, (chosen or {}).get(name)):
             union.add(name, run)
     return union

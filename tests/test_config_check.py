@@ -79,6 +79,8 @@ CASES = [
     ("empty results_dir", "results_dir", "", ["results_dir", "non-empty"]),
     ("negative LoRA rank", "lora.rank", -8, ["lora.rank", "-8"]),
     ("penalty every 0", "prehab.penalty_every", 0, ["prehab.penalty_every", "0", ">= 1"]),
+    ("a phase-B seed phase A runs too", "studies.main.confirm_seeds", [0, 3],
+     ["studies.main.confirm_seeds", "[0] also in seeds", "does not run"]),
     # sizes against what the data holds (ArchSpec.split_rows; vit-tiny: 512 training rows, 128 of them validation)
     ("more calibration samples than the source holds", "studies.main.calibration.samples", [1000],
      ["studies.main.calibration.samples = 1000", "vit-tiny", "'train' holds 384 rows", "at most 384"]),

@@ -162,10 +162,11 @@ def write_mechanism(root, run) -> None:
         "metrics": {"ratio_nominal": run.ratio, "rank_min": 4, "rank_max": 8, **mechanism_of(cut)}})
 
 
-def make_tree(root, cfg=CFG, mechanism: bool = True) -> dict:
+def make_tree(root, cfg=CFG, mechanism: bool = True, chosen: dict | None = None) -> dict:
     """Write metrics.json and scores.json for every evaluated model, plus the prehab step's curve
-    and spectra, and (`mechanism`) the compress step's readout of every SVD-LLM cut."""
-    union = expand(cfg)
+    and spectra, and (`mechanism`) the compress step's readout of every SVD-LLM cut (`chosen`:
+    the lambda* of studies with confirm_seeds, whose phase B is then written too)."""
+    union = expand(cfg, chosen)
     for eval_dir, run in union.runs.items():
         if mechanism and run.compressed and run.method != "svd":
             write_mechanism(root, run)
@@ -636,6 +637,47 @@ def test_lambda_star_is_chosen_on_validation_and_never_reads_test_metrics(tmp_pa
             write_json(root / eval_dir / "scores.json", {"test": scores_of("accuracy", 0.01)})
     after = lambda_star_rows()
     assert after and all("λ*=0.1 " in line for line in after) and after != rows  # numbers moved, choice did not
+
+
+def test_confirm_seeds_run_lambda_star_only_chosen_on_phase_a_seeds(tmp_path, capsys):
+    """A study with confirm_seeds: phase A (seed 0) runs every lambda, `choose-lambda` picks 0.1 on
+    its validation, phase B (seed 1) runs Prehab at 0.1 only; the page keeps 0.1 as lambda* even
+    when seed 1's validation at 0.1 is terrible (averaged over both seeds it would lose), so the
+    page and the jobs never disagree. Before phase A is evaluated the command names what is missing."""
+    from prehab.studies import chosen_from_json
+
+    study = _study(["dense", "svd-llm", "control", "prehab"], page="by_ratio", lam=[0.1, 1.0, 10.0], lora=["none"],
+                   seeds=[0], confirm_seeds=[1])
+    cfg = {"archs": ["tiny-mlp"], "studies": {"main": study}}
+    phase_a = expand(cfg).runs.values()
+    assert {r.method for r in phase_a if r.seed == 1} == {"dense", "svd-llm", "control"}
+    assert {r.lam for r in phase_a if r.seed == 0 and r.method == "prehab"} == {0.1, 1.0, 10.0}
+    root, choice = tmp_path / "runs", tmp_path / "choice.json"
+    args = ["choose-lambda", "--runs", str(root), "--studies", json.dumps(cfg), "--study", "main", "--out", str(choice)]
+    root.mkdir()
+    assert main(args) == 2 and not choice.exists()
+    assert "no validation metric after SVD-LLM for 1 phase-A setting(s)" in capsys.readouterr().err
+    make_tree(root, cfg)
+    assert main(args) == 0
+    chosen = chosen_from_json(json.loads(choice.read_text())["lambda_star"])
+    assert chosen == {("tiny-mlp", "nuclear", "whitened", "train", 64): 0.1}
+    runs = make_tree(root, cfg, chosen={"main": chosen})
+    phase_b = [r for r in runs.values() if r.seed == 1 and r.method == "prehab"]
+    assert phase_b and {r.lam for r in phase_b} == {0.1}
+    for eval_dir, run in runs.items():  # seed 1 at lambda 0.1: the worst on validation
+        if run in phase_b:
+            path = root / eval_dir / "metrics.json"
+            data = json.loads(path.read_text())
+            data["metrics"]["val_accuracy"] = 0.0
+            path.write_text(json.dumps(data))
+    out = tmp_path / "tables"
+    assert main(["report", "--runs", str(root), "--studies", json.dumps(cfg), "--tables", str(out),
+                 "--figures", str(tmp_path / "figures")]) == 0
+    rows = [line for line in (out / "main.md").read_text().splitlines() if "Prehab(nuclear) λ*=" in line]
+    assert rows and all("λ*=0.1 " in line for line in rows)
+    table = pd.read_csv(out / "main.csv")
+    star = table[(table["method"] == "prehab") & (table["lam"] == 0.1) & table["ratio"].notna()]
+    assert list(star["seeds"]) == ["0 1", "0 1"] and (star["val_choice"] > star["val_mean"]).all()
 
 
 def test_an_extra_test_set_is_a_block_of_its_own_with_its_own_paired_rows(tmp_path):

@@ -358,6 +358,42 @@ def test_one_more_lambda_reruns_only_its_jobs(tiny_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_confirm_seeds_run_phase_b_at_the_lambda_phase_a_chose(tiny_run, tmp_path):
+    """lambda_sweep with one more lambda and confirm_seeds [1] (on a copy of the tiny run): the
+    choose_lambda checkpoint picks lambda* from seed 0's runs, then Snakemake plans seed 1's
+    Prehab at that lambda only (the other lambda never runs there) beside seed 1's control, and
+    the study's table holds lambda* with both seeds."""
+    import json
+    import shutil
+
+    from prehab.layout import fmt
+
+    results = tmp_path / "results"
+    shutil.copytree(tiny_run[0], results)
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    sweep = config["studies"]["lambda_sweep"]
+    sweep["prehab"]["lam"].append(0.1)
+    sweep["confirm_seeds"] = [1]
+    more = tmp_path / "confirm.yaml"
+    more.write_text(yaml.safe_dump(config))
+    proc = readme_snakemake(results, "--configfile", str(more), timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
+    chosen = json.loads((results / "choice" / "lambda_sweep.json").read_text())["lambda_star"]
+    assert [(c["arch"], c["surrogate"], c["space"]) for c in chosen] == [("vit-tiny", "nuclear_fro", "whitened")]
+    lam = chosen[0]["lam"]
+    assert lam in (1.0, 0.1)
+    seed1 = results / "runs" / "arch~vit-tiny" / "seed~1" / "cal~train" / "ncal~32"
+    tuned = sorted(p.relative_to(seed1).as_posix() for p in seed1.glob("prehab~*/lam~*"))
+    assert tuned == sorted(["prehab~none/lam~0", f"prehab~nuclear_fro/lam~{fmt(lam)}"])
+    rows = [r for r in read_csv(results / "tables" / "lambda_sweep.csv")
+            if r["method"] == "prehab" and r["ratio"] and float(r["lam"]) == lam]
+    assert [r["seeds"] for r in rows] == ["0 1"]
+    others = [r for r in read_csv(results / "tables" / "lambda_sweep.csv")
+              if r["method"] == "prehab" and r["ratio"] and float(r["lam"]) != lam]
+    assert [r["seeds"] for r in others] == ["0"] and others[0]["val_choice"] == others[0]["val_mean"]
+
+
+@pytest.mark.slow
 def test_html_report_of_the_tiny_run(tiny_run):
     results, _, _ = tiny_run
     proc = readme_snakemake(results, "--report", str(results / "report.html"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 from prehab.layout import NO_LORA
 from prehab.method.recipes import RECIPES
 from prehab.report.tables import _none
+from prehab.studies import Setting, choice_seeds_of, confirming, setting_key
 from prehab.tasks import HIGHER_IS_BETTER
 
 CHOICE_RATIO = 0.6
@@ -38,14 +39,17 @@ def closest_ratio(ratios) -> float:
 
 def lambda_star(table) -> dict[tuple, float]:
     """{(arch, surrogate, space, cal_source, cal_samples): lambda*} from a study table's Prehab
-    rows at `choice_ratio` without LoRA; settings with no validation metric there are left out."""
+    rows at `choice_ratio` without LoRA, by `val_choice` (tables.summarise: the validation mean
+    over the seeds lambda is chosen on; `val_mean` in a table without it); settings with no
+    validation metric there are left out."""
+    column = "val_choice" if "val_choice" in table else "val_mean"
     chosen: dict[tuple, float] = {}
     for key, part in _candidates(table).groupby(list(SETTING), dropna=False, sort=False):
-        part = part[((part["ratio"] - choice_ratio(part)).abs() < 1e-9) & part["val_mean"].notna()]
+        part = part[((part["ratio"] - choice_ratio(part)).abs() < 1e-9) & part[column].notna()]
         if part.empty:
             continue
         higher = HIGHER_IS_BETTER.get(part["metric"].iloc[0], True)
-        best = part["val_mean"].idxmax() if higher else part["val_mean"].idxmin()
+        best = part[column].idxmax() if higher else part[column].idxmin()
         chosen[tuple(_none(v) for v in key)] = float(part.loc[best, "lam"])
     return chosen
 
@@ -70,6 +74,22 @@ def best_controls(summary) -> dict[tuple, tuple]:
         best = part.loc[part["val_mean"].idxmax() if higher else part["val_mean"].idxmin()]
         chosen[tuple(_none(v) for v in key)] = (_none(best["space"]), best["surrogate"])
     return chosen
+
+
+def phase_a_choice(df, cfg: dict) -> dict[str, dict[Setting, float]]:
+    """{study: {setting: lambda*}} for each enabled study with confirm_seeds, chosen on its
+    phase-A seeds' runs in the long table `df` (collect.to_frame) exactly as its page chooses
+    (lambda_star of summarise over those seeds): what the workflow's `choose_lambda` checkpoint
+    writes and the report re-derives, so phase B and the page never disagree."""
+    from prehab.report.collect import in_study
+    from prehab.report.tables import summarise
+
+    out = {}
+    for name in confirming(cfg):
+        rows = in_study(df, name)
+        rows = rows[rows["seed"].isin(choice_seeds_of(cfg["studies"][name]))]
+        out[name] = {setting_key(*key): lam for key, lam in lambda_star(summarise(rows)).items()}
+    return out
 
 
 def is_chosen(row, chosen: dict[tuple, float]) -> bool:

@@ -21,7 +21,7 @@ from prehab.errors import UsageError
 from prehab.layout import (CONTROL_SURROGATE, EVAL_DIR, GRAMS_FILE, MECH_KEYS, METRICS_FILE, NO_LORA, SPECTRA_FILE, Run,
                            parse_eval_dir)
 from prehab.report import paired
-from prehab.studies import BY_PRODUCTS, expand
+from prehab.studies import BY_PRODUCTS, confirming, expand
 
 log = logging.getLogger(__name__)
 
@@ -159,13 +159,12 @@ def read_records(runs_dir: str | Path, cfg: dict[str, Any], allow_missing: bool 
     folders, unless `allow_missing`."""
     runs_dir = Path(runs_dir)
     union = expand(cfg)
-    records, missing = [], []
-    for eval_dir, run in union.runs.items():
-        path = runs_dir / eval_dir / METRICS_FILE
-        if not path.is_file():
-            missing.append(eval_dir)
-            continue
-        records.append(Record(run, list(union.studies[eval_dir]), _read_evaluation(path)))
+    records, missing = _read_union(runs_dir, union)
+    if confirming(cfg):  # phase B's Prehab runs are those at the lambda* phase A's runs choose
+        from prehab.report.choice import phase_a_choice
+
+        union = expand(cfg, phase_a_choice(to_frame(records), cfg))
+        records, missing = _read_union(runs_dir, union)
     records.extend(_by_products(runs_dir, set(union.runs)))
     if missing:
         listed = "\n  ".join(str(runs_dir / m / METRICS_FILE) for m in missing[:10])
@@ -174,6 +173,18 @@ def read_records(runs_dir: str | Path, cfg: dict[str, Any], allow_missing: bool 
         if not allow_missing:
             raise UsageError(message + "\n(run them first, or pass --allow-missing to report without them)")
         log.warning("%s\n(--allow-missing: reported without them)", message)
+    return records, missing
+
+
+def _read_union(runs_dir: Path, union) -> tuple[list[Record], list[str]]:
+    """(records of the union's runs that have a metrics.json, eval_dirs of those without)."""
+    records, missing = [], []
+    for eval_dir, run in union.runs.items():
+        path = runs_dir / eval_dir / METRICS_FILE
+        if not path.is_file():
+            missing.append(eval_dir)
+            continue
+        records.append(Record(run, list(union.studies[eval_dir]), _read_evaluation(path)))
     return records, missing
 
 

@@ -41,6 +41,16 @@ def register(subparsers) -> None:
     m.add_argument("--artifacts", required=True, type=Path, help="artifact root folder (file:// location)")
     m.set_defaults(func=run_mlflow_log)
 
+    c = subparsers.add_parser(
+        "choose-lambda", formatter_class=fmt, parents=[common],
+        help="lambda* of a study with confirm_seeds, from its phase-A runs (the workflow's checkpoint)",
+        description="Choose each Prehab setting's lambda* of STUDY on its phase-A seeds (validation after "
+                    "SVD-LLM at R 0.6 without LoRA, as the study's page chooses) and write it as JSON: the "
+                    "lambdas its confirm_seeds run. Every phase-A setting must have its runs evaluated.")
+    c.add_argument("--study", required=True, help="a study of --studies with confirm_seeds")
+    c.add_argument("--out", required=True, type=Path, help="JSON file (written whole)")
+    c.set_defaults(func=run_choose_lambda)
+
 
 def _check_runs(path: Path) -> None:
     from prehab.errors import UsageError
@@ -71,5 +81,28 @@ def run_mlflow_log(args: argparse.Namespace) -> dict:
     cfg = parse_studies(args.studies)
     _check_runs(args.runs)
     summary = {"command": "mlflow-log", **log_runs(args.runs, cfg, args.db, args.artifacts, args.allow_missing)}
+    print(json.dumps(summary))
+    return summary
+
+
+def run_choose_lambda(args: argparse.Namespace) -> dict:
+    from prehab.errors import UsageError
+    from prehab.outputs import write_json
+    from prehab.report.choice import phase_a_choice
+    from prehab.report.collect import collect, parse_studies
+    from prehab.studies import chosen_to_json, confirming, phase_a_settings
+
+    cfg = parse_studies(args.studies)
+    if args.study not in confirming(cfg):
+        raise UsageError(f"--study {args.study}: not an enabled study with confirm_seeds; allowed: "
+                         f"{', '.join(confirming(cfg)) or 'none in --studies'}")
+    _check_runs(args.runs)
+    chosen = phase_a_choice(collect(args.runs, cfg, allow_missing=True), cfg)[args.study]
+    unchosen = sorted(set(phase_a_settings(cfg, args.study)) - set(chosen))
+    if unchosen:
+        raise UsageError(f"study {args.study}: no validation metric after SVD-LLM for {len(unchosen)} phase-A "
+                         f"setting(s), e.g. {unchosen[0]} (arch, surrogate, space, calibration); run them first")
+    summary = {"command": "choose-lambda", "study": args.study, "lambda_star": chosen_to_json(chosen)}
+    write_json(args.out, summary)
     print(json.dumps(summary))
     return summary

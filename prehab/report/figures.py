@@ -14,7 +14,7 @@ from typing import Any
 from prehab.layout import CONTROL_SURROGATE, NO_LORA, fmt
 from prehab.report import paired, plotting, prehab_figures, tables
 from prehab.report.collect import declared, no_study_text
-from prehab.studies import FIGURES
+from prehab.studies import FIGURES, choice_seeds_of
 from prehab.tasks import HIGHER_IS_BETTER
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,8 @@ def _study_of(cfg: dict[str, Any], figure: str) -> tuple[str | None, str]:
 def _declared_table(df, cfg, figure: str, title: str, path: Path):
     """(study, its table) for `figure`; None, after writing a note saying why, when there is none."""
     study, why = _study_of(cfg, figure)
-    table = tables.study_table(df, study, cfg.get("archs")) if study else None
+    table = (tables.study_table(df, study, cfg.get("archs"), choice_seeds_of(cfg["studies"][study]))
+             if study else None)
     if table is None or table.empty:
         plotting.note(path, title, why or f"no evaluated models in study `{study}`")
         return None

@@ -26,6 +26,7 @@ from prehab.method.recipes import RECIPES
 from prehab.report import paired
 from prehab.report.collect import AXES, in_study, is_enabled, study_names
 from prehab.report.paired import BETTER, UNDETECTED, WORSE
+from prehab.studies import choice_seeds_of
 from prehab.tasks import HIGHER_IS_BETTER
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ CONTROL_KEYS = ("arch", "compressed", "ratio", "lora", "cal_source", "cal_sample
 COMPARISONS = ("vs_control", "drop_vs_control", "vs_best_control", "vs_svdllm", "vs_dense")
 PARTS = ("", "_low", "_high", "_item_low", "_item_high", "_verdict", "_basis", "_seeds", "_per_seed")
 GATED = ("vs_control", "drop_vs_control")  # their `_verdict` passes the gate; `_interval_verdict` is the interval's
-CSV_COLUMNS = GROUP + ["label", "n", "seeds", "mean", "std", "val_mean", "steps", "model_params", "ref_mean", "rel_change_pct",
+CSV_COLUMNS = GROUP + ["label", "n", "seeds", "mean", "std", "val_mean", "val_choice", "steps", "model_params", "ref_mean", "rel_change_pct",
                        "pre_mean", "pre_std", "pre_n"] + [
     f"{c}{part}" for c in COMPARISONS for part in PARTS] + [
     f"{c}_interval_verdict" for c in GATED] + ["tail_vs_control", "tail_vs_control_seeds", "before_vs_control",
@@ -156,16 +157,22 @@ def direction(metric: str) -> str:
 
 # --------------------------------------------------------------------------- summaries
 
-def summarise(df):
+def summarise(df, choice_seeds: list[int] | None = None):
     """Mean/std/n over seeds per configuration (all axes but the seed); `dirs` maps each seed to
-    its evaluation folder (what the paired statistics read)."""
+    its evaluation folder (what the paired statistics read). `val_choice`, what lambda* is chosen
+    by, is the validation mean over `choice_seeds` (a study's phase A; None: every seed, =
+    val_mean): a lambda* re-run at more seeds is then judged on the seeds the others had."""
     import pandas as pd
 
     if df.empty:
-        return pd.DataFrame(columns=GROUP + ["n", "seeds", "mean", "std", "val_mean", "steps", "model_params", "dirs"])
+        return pd.DataFrame(columns=GROUP + ["n", "seeds", "mean", "std", "val_mean", "val_choice", "steps",
+                                             "model_params", "dirs"])
+    chooses = df["seed"].isin(choice_seeds) if choice_seeds is not None else df["seed"].notna()
+    df = df.assign(choice_value=df["val_value"].where(chooses))
     g = df.groupby(GROUP, dropna=False, sort=False)
     out = g.agg(n=("value", "size"), mean=("value", "mean"), std=("value", "std"), val_mean=("val_value", "mean"),
-                steps=("prehab_steps", "max"), model_params=("model_params", "mean")).reset_index()
+                val_choice=("choice_value", "mean"), steps=("prehab_steps", "max"),
+                model_params=("model_params", "mean")).reset_index()
     seeds = g["seed"].apply(lambda s: " ".join(str(int(x)) for x in sorted(s))).reset_index(drop=True)
     out.insert(len(GROUP) + 1, "seeds", seeds.values)
     out["dirs"] = [dict(zip(part["seed"].astype(int), part["eval_dir"])) for _, part in g]
@@ -273,13 +280,14 @@ def _pre_twin(r, unc_local: dict, unc_global: dict):
     return unc_local.get(pkey, unc_global.get(pkey))
 
 
-def study_table(df, study: str, arch_order: list[str] | None = None):
+def study_table(df, study: str, arch_order: list[str] | None = None, choice_seeds: list[int] | None = None):
     """The summary table of one study: each configuration with its paired comparisons against
-    SVD-LLM, its control and the dense model, and its metric before compression."""
+    SVD-LLM, its control and the dense model, and its metric before compression (`choice_seeds`:
+    see summarise)."""
     import pandas as pd
 
     rows = in_study(df, study)
-    s = summarise(rows)
+    s = summarise(rows, choice_seeds)
     if s.empty:
         return pd.DataFrame(columns=CSV_COLUMNS)
     runs_dir = df.attrs.get("runs_dir")
@@ -370,11 +378,14 @@ def write_tables(df, cfg: dict[str, Any], out_dir: str | Path) -> list[Path]:
             pd.DataFrame(columns=CSV_COLUMNS).to_csv(csv, index=False)
             md.write_text(f"# Study `{study}`\n\nStudy disabled (`enabled: false` in the config): no runs.\n")
         else:
-            table = study_table(df, study, cfg.get("archs"))
+            table = study_table(df, study, cfg.get("archs"), choice_seeds_of(cfg["studies"][study]))
             table.drop(columns=["dirs"], errors="ignore").to_csv(csv, index=False)
             from prehab.studies import calib_samples_of, recipes_of, study_runs
 
-            runs = study_runs(study, cfg["studies"][study], cfg["archs"], calib_samples_of(cfg), recipes_of(cfg))
+            from prehab.report.choice import phase_a_choice
+
+            runs = study_runs(study, cfg["studies"][study], cfg["archs"], calib_samples_of(cfg), recipes_of(cfg),
+                              phase_a_choice(df, cfg).get(study))
             dirs = {r.eval_dir for r in runs}
             missing = [m for m in missing_all if m in dirs]
             from prehab.report import pages

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from prehab.errors import UsageError
 from prehab.steps.options import COUNT, NON_NEGATIVE, POSITIVE, StepOptions, option, step_default
 
 HELP = "build the dense model (random init or pretrained weights) and train it on the task"
@@ -20,6 +21,9 @@ class Options(StepOptions):
                                     "EVERY parameter this many more steps: a converged dense model, as Prehab "
                                     "assumes (0: none)", None, type=int, check=NON_NEGATIVE)
     full_lr: float | None = option("Adam learning rate of the --full-steps", None, type=float, check=POSITIVE)
+    val_every: int = option("during the --full-steps, score the validation split every this many steps and "
+                            "record it in the curve (`val_<metric>`): where a full fine-tune plateaus (0: never)",
+                            0, type=int, check=NON_NEGATIVE)
     seed: int = option("seed of data order, sampling and init", 0, type=int)
     out: Path = option("output folder (written atomically: all or nothing)", type=Path)
 
@@ -43,6 +47,9 @@ def run(opts: Options) -> dict:
     full_lr = step_default(opts.full_lr, spec, "pretrain_full_lr")
     params = {"arch": spec.name, "arch_options": options, "steps": steps, "lr": lr, "batch_size": batch_size,
               "seed": opts.seed}
+    if opts.val_every and not (full_steps and options.get("n_val")):
+        raise UsageError(f"--val-every {opts.val_every} needs --full-steps > 0 (got {full_steps}) and a validation "
+                         f"split (n_val of {spec.name}: {options.get('n_val')}; set it with --arch-opt n_val=N)")
     if full_steps:  # recorded only when used, so the records of probe-only models stay as they were
         params.update(full_steps=full_steps, full_lr=full_lr)
     record = StepRecord("pretrain", params)
@@ -54,8 +61,11 @@ def run(opts: Options) -> dict:
                         steps=steps, lr=lr, batch_size=batch_size, seed=opts.seed, desc="pretrain") if steps else []
     if full_steps:  # 2) every parameter, from where 1) left it; its own optimiser, the same data order
         model.requires_grad_(True)
+        watch = validation_watch(model, spec, options, opts.val_every, full_steps)
         full = train_steps(model, spec.task, train, list(model.parameters()), steps=full_steps, lr=full_lr,
-                           batch_size=batch_size, seed=opts.seed, desc="pretrain, all parameters")
+                           batch_size=batch_size, seed=opts.seed, desc="pretrain, all parameters",
+                           log_extra=watch, log_at=frozenset(range(opts.val_every, full_steps, opts.val_every or 1))
+                           if watch else frozenset())
         curve += [{**row, "step": row["step"] + steps, "phase": "full"} for row in full]
     record.metrics["final_task_loss"] = curve[-1]["task_loss"] if curve else None
     record.extra["curve"] = curve
@@ -63,3 +73,25 @@ def run(opts: Options) -> dict:
         history = [{"step": "pretrain", **record.params}]
         checkpoint.save(Checkpoint(model, spec.name, options, arch_config, {}, history), out)
         return record.write(out)
+
+
+def validation_watch(model, spec, options: dict, every: int, steps: int):
+    """log_extra for train_steps: the validation metric at every `every`-th step and the last
+    (None when `every` is 0). Scoring switches the model to eval mode; it is switched back, so
+    the steps after it train as before."""
+    if not every:
+        return None
+    from prehab.data.holdout import VAL_SPLIT
+    from prehab.method.evaluate import task_metrics
+
+    val = spec.load(options, VAL_SPLIT, None, 0)
+    metric = spec.metric_of(options)
+    batch_size = step_default(None, spec, "eval_batch_size")
+
+    def scores(step: int) -> dict[str, float]:
+        if step % every and step != steps:
+            return {}
+        value = task_metrics(model, spec.task, val, batch_size, metric)[metric]
+        model.train()
+        return {f"val_{metric}": value}
+    return scores

@@ -17,7 +17,13 @@ from prehab.provenance import source_hash, step_source_hash
 from prehab.studies import FIGURES as FIGURE_NAMES
 from prehab.method.names import NEEDS_RATIO
 from prehab.method.recipes import RECIPES
-from prehab.studies import cli_penalty, report_studies, snapshot_fractions
+from prehab.studies import (
+    chosen_from_json,
+    cli_penalty,
+    confirming,
+    report_studies,
+    snapshot_fractions,
+)
 from prehab.studies import expand as expand_studies
 
 # In every rule's params, so a code change reruns the jobs it can affect; a step's metrics.json
@@ -93,6 +99,9 @@ GRID = expand_studies(config)
 STUDIES = [
     name for name, study in config["studies"].items() if study.get("enabled", True)
 ]
+CONFIRMING = confirming(
+    config
+)  # studies whose phase B waits for the choose_lambda checkpoint
 # What `prehab report` / `prehab mlflow-log` need to rebuild the grid (defaults filled in).
 STUDIES_JSON = json.dumps(report_studies(config))
 
@@ -140,9 +149,24 @@ def out_dirs(wildcards, output):
     return " ".join(shlex.quote(os.path.dirname(path)) for path in output.models)
 
 
-def eval_metrics():
-    """metrics.json of every evaluated model of the enabled studies."""
-    return [run_file(folder, METRICS_FILE) for folder in GRID.runs]
+def chosen_lambdas():
+    """{study: {setting: lambda*}} of the studies with confirm_seeds, read from their
+    `choose_lambda` checkpoint outputs (Snakemake re-plans once they exist)."""
+    chosen = {}
+    for study in CONFIRMING:
+        with open(checkpoints.choose_lambda.get(study=study).output[0]) as f:
+            chosen[study] = chosen_from_json(json.load(f)["lambda_star"])
+    return chosen
+
+
+def full_grid():
+    """The grid with every study's phase B (GRID itself when no study has confirm_seeds)."""
+    return expand_studies(config, chosen_lambdas()) if CONFIRMING else GRID
+
+
+def eval_metrics(wildcards=None):
+    """Input function: metrics.json of every evaluated model of the enabled studies."""
+    return [run_file(folder, METRICS_FILE) for folder in full_grid().runs]
 
 
 def prehab_runs():
@@ -150,24 +174,49 @@ def prehab_runs():
     return sorted(
         {
             run.model_dir
-            for run in GRID.runs.values()
+            for run in full_grid().runs.values()
             if run.method in ("control", "prehab") and not run.compressed
         }
     )
 
 
+def prehab_files(name):
+    """Input function: file `name` of every Prehab and control model of the grid."""
+    return lambda wildcards: [run_file(folder, name) for folder in prehab_runs()]
+
+
+def phase_a_metrics(wildcards):
+    """Input function of choose_lambda: metrics.json of the study's phase-A Prehab cuts without
+    LoRA (GRID holds no phase-B Prehab run), what lambda* is chosen from."""
+    return [
+        run_file(folder, METRICS_FILE)
+        for folder, run in GRID.runs.items()
+        if wildcards.study in GRID.studies[folder]
+        and run.method == "prehab"
+        and run.compressed
+        and run.lora == NO_LORA
+        and run.snapshot is None
+    ]
+
+
 def runs_root(wildcards, input):
     """Params function: the runs root as seen by the job (inferred from its first input, so
-    it also holds with a storage prefix)."""
-    tail = os.path.join(next(iter(GRID.runs)), METRICS_FILE)
+    it also holds with a storage prefix). Before a choose_lambda checkpoint has run, Snakemake
+    plans the job with the checkpoint's file as its input: RUNS until it re-plans."""
     first = input.evals[0]
-    assert first.endswith(os.sep + tail), (first, tail)
-    return first[: -len(tail) - 1]
+    tails = [os.path.join(folder, METRICS_FILE) for folder in GRID.runs]
+    tail = next((t for t in tails if first.endswith(os.sep + t)), None)
+    return RUNS if tail is None else first[: -len(tail) - 1]
 
 
 def final_output():
-    # every figure is written, drawn or as a note saying why it is empty
+    # every figure is written, drawn or as a note saying why it is empty; with a study's phase B
+    # pending, every run known before lambda* too, so they run beside phase A, not after it
+    known = (
+        [run_file(folder, METRICS_FILE) for folder in GRID.runs] if CONFIRMING else []
+    )
     return [
+        *known,
         *expand(f"{TABLES}/{{study}}.{{ext}}", study=STUDIES, ext=["csv", "md"]),
         f"{TABLES}/runs.csv",
         *expand(f"{FIGURES}/{{name}}.png", name=FIGURE_NAMES),

@@ -1,13 +1,34 @@
 localrules:
+    choose_lambda,
     mlflow,
     report,
+
+
+checkpoint choose_lambda:
+    """lambda* of a study with confirm_seeds, from its phase-A runs: its phase B's Prehab jobs."""
+    input:
+        evals=phase_a_metrics,
+    output:
+        f"{RESULTS}/choice/{{study}}.json",
+    log:
+        f"{LOGS}/choose_lambda/{{study}}.log",
+    conda:
+        "../../envs/prehab.yaml"
+    params:
+        prehab=PREHAB,
+        runs=runs_root,
+        studies=STUDIES_JSON,
+        code=CODE_REPORT,
+    shell:
+        "{params.prehab} choose-lambda --runs {params.runs:q} --studies {params.studies:q}"
+        " --study {wildcards.study:q} --out {output:q} > {log} 2>&1"
 
 
 rule mlflow:
     """One writer rebuilds the MLflow SQLite db from the runs' metrics.json (WORKFLOW.md)."""
     input:
-        evals=eval_metrics(),
-        prehab=[run_file(folder, METRICS_FILE) for folder in prehab_runs()],
+        evals=eval_metrics,
+        prehab=prehab_files(METRICS_FILE),
     output:
         db=MLFLOW_DB,
     log:
@@ -28,9 +49,9 @@ rule mlflow:
 rule report:
     """The long results table, one table per enabled study and the fixed figures."""
     input:
-        evals=eval_metrics(),
-        prehab=[run_file(folder, METRICS_FILE) for folder in prehab_runs()],
-        spectra=[run_file(folder, layout.SPECTRA_FILE) for folder in prehab_runs()],
+        evals=eval_metrics,
+        prehab=prehab_files(METRICS_FILE),
+        spectra=prehab_files(layout.SPECTRA_FILE),
     output:
         runs=report(
             f"{TABLES}/runs.csv",

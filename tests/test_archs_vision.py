@@ -364,9 +364,9 @@ def test_pretrain_full_steps_train_every_parameter_after_the_first_phase(tmp_pat
 
 
 def test_pretrain_val_every_records_the_plateau_and_trains_the_same(tmp_path):
-    """`--val-every 2` during 5 full steps: the curve holds the validation accuracy at full steps
-    2, 4 and 5 (the last), and the model is the one trained without it (scoring in eval mode
-    switches back); without --full-steps the flag is refused before anything trains."""
+    """`--val-every 2` over 3 probe and 5 full steps: the curve holds the validation accuracy at
+    steps 2, 3 (each phase's end), 5, 7 and 8, and the model is the one trained without it;
+    without a validation split the flag is refused before anything trains."""
     import json
 
     import torch
@@ -374,15 +374,14 @@ def test_pretrain_val_every_records_the_plateau_and_trains_the_same(tmp_path):
     from prehab import checkpoint
     from prehab.cli import main
 
-    common = ["pretrain", "--arch", "vit-tiny", "--steps", "2", "--batch-size", "8", "--arch-opt", "n_train=256",
-              "--arch-opt", "n_test=16", "--arch-opt", "n_val=32", "--full-steps", "5", "--full-lr", "1e-3"]
-    assert main(common + ["--out", str(tmp_path / "plain")]) == 0
-    assert main(common + ["--val-every", "2", "--out", str(tmp_path / "watched")]) == 0
+    common = ["pretrain", "--arch", "vit-tiny", "--steps", "3", "--batch-size", "8", "--arch-opt", "n_train=256",
+              "--arch-opt", "n_test=16", "--full-steps", "5", "--full-lr", "1e-3"]
+    assert main(common + ["--arch-opt", "n_val=32", "--out", str(tmp_path / "plain")]) == 0
+    assert main(common + ["--arch-opt", "n_val=32", "--val-every", "2", "--out", str(tmp_path / "watched")]) == 0
     plain, watched = (checkpoint.load(tmp_path / n).model.state_dict() for n in ("plain", "watched"))
     assert all(torch.equal(plain[k], watched[k]) for k in plain)
     curve = json.loads((tmp_path / "watched" / "metrics.json").read_text())["curve"]
     scored = [(row["step"], row["val_accuracy"]) for row in curve if "val_accuracy" in row]
-    assert [step for step, _ in scored] == [4, 6, 7] and all(0 <= acc <= 1 for _, acc in scored)
-    assert main(["pretrain", "--arch", "vit-tiny", "--steps", "2", "--val-every", "2",
-                 "--out", str(tmp_path / "refused")]) == 2
+    assert [step for step, _ in scored] == [2, 3, 5, 7, 8] and all(0 <= acc <= 1 for _, acc in scored)
+    assert main(common + ["--arch-opt", "n_val=0", "--val-every", "2", "--out", str(tmp_path / "refused")]) == 2
     assert not (tmp_path / "refused").exists()

@@ -21,8 +21,8 @@ class Options(StepOptions):
                                     "EVERY parameter this many more steps: a converged dense model, as Prehab "
                                     "assumes (0: none)", None, type=int, check=NON_NEGATIVE)
     full_lr: float | None = option("Adam learning rate of the --full-steps", None, type=float, check=POSITIVE)
-    val_every: int = option("during the --full-steps, score the validation split every this many steps and "
-                            "record it in the curve (`val_<metric>`): where a full fine-tune plateaus (0: never)",
+    val_every: int = option("score the validation split every this many steps of each phase (and at its end) "
+                            "and record it in the curve (`val_<metric>`): where training plateaus (0: never)",
                             0, type=int, check=NON_NEGATIVE)
     seed: int = option("seed of data order, sampling and init", 0, type=int)
     out: Path = option("output folder (written atomically: all or nothing)", type=Path)
@@ -47,9 +47,10 @@ def run(opts: Options) -> dict:
     full_lr = step_default(opts.full_lr, spec, "pretrain_full_lr")
     params = {"arch": spec.name, "arch_options": options, "steps": steps, "lr": lr, "batch_size": batch_size,
               "seed": opts.seed}
-    if opts.val_every and not (full_steps and options.get("n_val")):
-        raise UsageError(f"--val-every {opts.val_every} needs --full-steps > 0 (got {full_steps}) and a validation "
-                         f"split (n_val of {spec.name}: {options.get('n_val')}; set it with --arch-opt n_val=N)")
+    if opts.val_every and not ((steps or full_steps) and options.get("n_val")):
+        raise UsageError(f"--val-every {opts.val_every} needs training steps (got --steps {steps}, --full-steps "
+                         f"{full_steps}) and a validation split (n_val of {spec.name}: {options.get('n_val')}; "
+                         "set it with --arch-opt n_val=N)")
     if full_steps:  # recorded only when used, so the records of probe-only models stay as they were
         params.update(full_steps=full_steps, full_lr=full_lr)
     record = StepRecord("pretrain", params)
@@ -57,16 +58,19 @@ def run(opts: Options) -> dict:
     model, arch_config = spec.build_pretrained(options)
     model.to(resolve_device(opts.device))
     train = spec.load(options, "train", None, opts.seed) if steps or full_steps else None
-    curve = train_steps(model, spec.task, train, [p for p in model.parameters() if p.requires_grad],
-                        steps=steps, lr=lr, batch_size=batch_size, seed=opts.seed, desc="pretrain") if steps else []
-    if full_steps:  # 2) every parameter, from where 1) left it; its own optimiser, the same data order
+
+    def phase(n: int, lr: float, desc: str) -> list[dict]:
+        """n Adam steps of the parameters that train now (its own optimiser, the same data order)."""
+        watch = validation_watch(model, spec, options, opts.val_every, n)
+        return train_steps(model, spec.task, train, [p for p in model.parameters() if p.requires_grad], steps=n,
+                           lr=lr, batch_size=batch_size, seed=opts.seed, desc=desc, log_extra=watch,
+                           log_at=frozenset(range(opts.val_every, n, opts.val_every)) if watch else frozenset())
+
+    curve = phase(steps, lr, "pretrain") if steps else []
+    if full_steps:  # 2) every parameter, from where 1) left it
         model.requires_grad_(True)
-        watch = validation_watch(model, spec, options, opts.val_every, full_steps)
-        full = train_steps(model, spec.task, train, list(model.parameters()), steps=full_steps, lr=full_lr,
-                           batch_size=batch_size, seed=opts.seed, desc="pretrain, all parameters",
-                           log_extra=watch, log_at=frozenset(range(opts.val_every, full_steps, opts.val_every or 1))
-                           if watch else frozenset())
-        curve += [{**row, "step": row["step"] + steps, "phase": "full"} for row in full]
+        curve += [{**row, "step": row["step"] + steps, "phase": "full"}
+                  for row in phase(full_steps, full_lr, "pretrain, all parameters")]
     record.metrics["final_task_loss"] = curve[-1]["task_loss"] if curve else None
     record.extra["curve"] = curve
     with atomic_dir(opts.out) as out:

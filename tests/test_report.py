@@ -346,6 +346,11 @@ def test_the_gate_reads_the_mechanism_and_the_model_before_compression(tree):
     assert lm["before_vs_control"] == pytest.approx(1.1) and lm["vs_control_verdict"] == "better (penalty harmed the model)"
     assert _row(t, "tiny-lm", "prehab", 0.6, lam=1.0)["vs_control_verdict"] == "better"  # x1.01: not harmed
     assert "| penalty did not reach the truncation error |" in (tree["tables"] / "lambda_sweep.md").read_text()
+    main_page = (tree["tables"] / "main.md").read_text()  # by_ratio: the ratio the gate read, in a column of its own
+    header = next(line for line in main_page.splitlines() if line.startswith("| ratio |")).split(" | ")
+    rows = [line.split(" | ") for line in main_page.splitlines() if "Prehab(nuclear) λ=1 " in line]
+    column = header.index("tail vs control")
+    assert rows and all(row[column] == "0.50" for row in rows if row[2] == "no")
 
 
 def test_gated_verdict_is_one_rule():

@@ -153,15 +153,17 @@ def main_markdown(table, study: str, missing: list[str], deficient: dict[str, li
     if swept:
         lams = ", ".join(fmt(v) for v in choice.swept_lambdas(table))
         parts += [f"**Prehab (λ\\*)**: per architecture, the λ among {{{lams}}} whose compressed models score best "
-                  f"on the validation split at R = {fmt(choice.choice_ratio(table))} without LoRA (mean over seeds; the "
-                  "test split is never read for the choice); the other λ are in the `lambda_sweep` page.", ""]
+                  f"on the validation split at R = {fmt(choice.choice_ratio(table))} without LoRA (mean over the seeds "
+                  "the study chooses on: all of them, or phase A's `seeds` in a study with `confirm_seeds`, whose "
+                  "other seeds run λ* only; the test split is never read for the choice); the other λ are in the "
+                  "study's CSV.", ""]
     for arch, t in table.groupby("arch", sort=False):
         metric = t["metric"].iloc[0]
         extra = [c for c in ("space", "cal_source", "cal_samples")  # what varies on this architecture
                  if t.loc[t["method"] == "prehab", c].map(_none).nunique(dropna=False) > 1]
         drops, bests = drop_headers(t), best_headers(t)
         headers = ["ratio", "method", "LoRA", metric, "n", *comparison_headers("vs control"), *drops, *bests,
-                   *comparison_headers("vs SVD-LLM"),
+                   *comparison_headers("vs SVD-LLM"), "tail vs control",
                    "before compression", "params (M)"]
         blank = [""] * (len(headers) - 6)  # the comparisons and "before compression" of a row without them
         body = []
@@ -177,7 +179,8 @@ def main_markdown(table, study: str, missing: list[str], deficient: dict[str, li
                 body.append([fmt(ratio), label, fmt_axis("lora", r["lora"]),
                              fmt_mean_std(r["mean"], r["std"], int(r["n"]), metric), str(int(r["n"])),
                              *fmt_comparison(r, "vs_control"), *drop_cells(r, drops), *best_cells(r, bests),
-                             *fmt_comparison(r, "vs_svdllm"), fmt_mean_std(r["pre_mean"], r["pre_std"], pre_n, metric),
+                             *fmt_comparison(r, "vs_svdllm"), _ratio_cell(r["tail_vs_control"]),
+                             fmt_mean_std(r["pre_mean"], r["pre_std"], pre_n, metric),
                              _mparams(r["model_params"])])
         if comp.empty:  # e.g. a study of uncompressed models only
             for _, r in t.iterrows():
@@ -240,6 +243,11 @@ def steps_markdown(table, study: str, missing: list[str], deficient: dict[str, l
                          *drop_cells(r, drops)])
         parts += [_arch_heading(arch, metric), "", md_table(headers, body), ""]
     return "\n".join(parts)
+
+
+def _ratio_cell(x: float) -> str:
+    """Prehab's summed whitened tail at k(R) over its control's (what the gate reads)."""
+    return "" if x is None or math.isnan(x) else f"{x:.2f}"
 
 
 def _mparams(x: float) -> str:

@@ -69,7 +69,7 @@ NOTE = ("Mean ± std over seeds (sample std, ddof=1; std shown only when n > 1).
         "Prehab loses less; perplexity: ratio of (after / before) of Prehab over the control's, below 1 = "
         "Prehab loses less. **Gate** on a compressed Prehab-vs-control verdict: when Prehab left more than "
         f"{TAIL_GATE:g} of its control's summed absolute whitened tail at k(R) (mean over seeds of the per-seed "
-        f"ratio of `mech_tail_abs_sum`, the `mechanism` table), it reads `{UNREACHED}`, and when it was more "
+        f"ratio of `mech_tail_abs_sum`, the `mechanism` table; column **tail vs control**), it reads `{UNREACHED}`, and when it was more "
         f"than {HARM_POINTS:g} point below its control before compression (perplexity: ratio above "
         f"{HARM_RATIO:g}), `{HARMED}`, instead of no detectable difference; a better / worse verdict stays and "
         f"names the gate in parentheses; `{UNMEASURED}`: the cut predates the readout. **vs best control** (shown "

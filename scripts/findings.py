@@ -1,6 +1,7 @@
 """Write the README's findings from the committed tables (results/tables), never by hand.
 
-Reads the `main.csv` of each tables folder (the default's, then the other testbeds' configs';
+Reads the decisive study's `decisive.csv` (config/decisive-*.yaml's tables, first when present),
+the `main.csv` of each tables folder (the default's, then the other testbeds' configs';
 a later folder adds only testbeds no earlier one has; absent folders are skipped), their
 `lambda_sweep.csv`, and config/budget.yaml's `budget.csv`, and replaces the block between the
 README's `<!-- findings:start -->` and `<!-- findings:end -->` markers with: per testbed and
@@ -13,7 +14,7 @@ intervals, the drop and the gate existed (no `vs_control_basis` / `drop_vs_contr
 give the block they gave then.
 
     .venv/bin/python scripts/findings.py [--tables results/tables results/bert/tables ...]
-        [--budget results/budget] [--readme README.md] [--check]
+        [--decisive results/decisive-vit/tables ...] [--budget results/budget] [--readme README.md] [--check]
 
 `--check` exits 1 when the README's block differs from what the tables give (a test runs it).
 """
@@ -29,11 +30,13 @@ import pandas as pd
 
 from prehab.layout import NO_LORA, fmt
 from prehab.method.recipes import RECIPES
-from prehab.report import choice, paired, tables
+from prehab.report import choice, pages, paired, tables
 
 START, END = "<!-- findings:start -->", "<!-- findings:end -->"
 # The default's tables (vit-small), then config/bert.yaml's (bert-small), config/llama.yaml's.
 TABLES = [Path("results/tables"), Path("results/bert/tables"), Path("results/llama/tables")]
+# The decisive study's tables, one config per testbed (config/decisive-*.yaml).
+DECISIVE = [Path("results/decisive-vit/tables"), Path("results/decisive-bert/tables")]
 
 
 def _cell(r, name: str) -> str:
@@ -61,27 +64,49 @@ def _half_width(r, name: str) -> float:
     return (r[f"{name}_high"] - r[f"{name}_low"]) / 2
 
 
+def _has_best(table) -> bool:
+    """Whether some Prehab row's best control of its budget is another run than its own control
+    (then the findings show Prehab against it too; the pages' rule)."""
+    return bool(pages.best_headers(table))
+
+
+def _which(r, star: str, spaces: bool) -> str:
+    """A Prehab row's name in the findings: the recipe, or the surrogate at its lambda (and its
+    space where the testbed's Prehab rows differ in it)."""
+    if r["surrogate"] in RECIPES:
+        return r["surrogate"]
+    return f"{r['surrogate']} λ{star}={fmt(r['lam'])}" + (f", {r['space']}" if spaces else "")
+
+
 def main_findings(table) -> list[str]:
-    """Markdown lines: Prehab at lambda* and each recipe against its control and SVD-LLM, and
-    the verdicts counted for each kind."""
+    """Markdown lines: Prehab at lambda* and each recipe against its control (and the best
+    control of its budget where that is another run) and SVD-LLM, and the verdicts counted for
+    each kind."""
     pre = choice.reported(table[(table["method"] == "prehab") & table["compressed"].astype(bool)], table)
     star = "*" if choice.sweeps(table) else ""
-    drop = _has_drop(table)
+    drop, best = _has_drop(table), _has_best(pre)
+    plain = pre[~pre["surrogate"].isin(list(RECIPES))]
+    spaces = bool((plain.groupby("arch")["space"].nunique() > 1).any()) if not plain.empty else False
     # First whether the penalty did what it is for, then what it achieved after compression.
     lines = ["Did the penalty reach what truncation removes (the gate: the summed absolute whitened tail at "
              f"k(R) cut by at least {100 * (1 - tables.TAIL_GATE):.0f}% against the control, `mechanism.md`)?", ""]
     lines += [gate_line(arch, rows) for arch, rows in pre.groupby("arch", sort=True)] + [""]
     lines += ["| testbed | R | LoRA | Prehab | metric | Prehab − control [95%] | "
-             + ("drop vs control [95%] | " if drop else "") + "Prehab vs SVD-LLM [95%] |",
-             "|---|---|---|---|---|---|---|" + ("---|" if drop else "")]
-    for _, r in pre.sort_values(["arch", "ratio", "lora", "surrogate"]).iterrows():
-        which = r["surrogate"] if r["surrogate"] in RECIPES else f"{r['surrogate']} λ{star}={fmt(r['lam'])}"
-        lines.append(f"| {r['arch']} | {fmt(r['ratio'])} | {'no' if r['lora'] == NO_LORA else r['lora']} | {which} "
-                     f"| {r['mean']:.4g} | {_cell(r, 'vs_control')} | " + (f"{_cell(r, 'drop_vs_control')} | " if drop else "")
-                     + f"{_cell(r, 'vs_svdllm')} |")
+             + ("drop vs control [95%] | " if drop else "") + ("Prehab − best control [95%] | " if best else "")
+             + "Prehab vs SVD-LLM [95%] |",
+             "|---|---|---|---|---|---|---|" + ("---|" if drop else "") + ("---|" if best else "")]
+    for _, r in pre.sort_values(["arch", "ratio", "lora", "surrogate", "space"]).iterrows():
+        lines.append(f"| {r['arch']} | {fmt(r['ratio'])} | {'no' if r['lora'] == NO_LORA else r['lora']} "
+                     f"| {_which(r, star, spaces)} | {r['mean']:.4g} | {_cell(r, 'vs_control')} | "
+                     + (f"{_cell(r, 'drop_vs_control')} | " if drop else "")
+                     + (f"{_cell(r, 'vs_best_control')} | " if best else "") + f"{_cell(r, 'vs_svdllm')} |")
     lines.append("")
     if drop:
         lines += [DROP_MEANING, ""]
+    if best:
+        named = sorted(set(pre.loc[pre["best_control"].fillna("").astype(bool), "best_control"]))
+        lines += ["Best control: the λ = 0 control of any space with the same steps that scores best on validation "
+                  f"where λ is chosen ({'; '.join(named)}); Prehab must beat the best fine-tuning of its budget.", ""]
     for arch, by_arch in pre.groupby("arch", sort=True):  # tables of different dates: counted apart
         recipe = by_arch["surrogate"].isin(list(RECIPES))
         for rows, what in ((by_arch[~recipe], f"{arch}: Prehab at λ{star} against its control"),
@@ -209,15 +234,23 @@ def merged(folders: list[Path], name: str) -> tuple[pd.DataFrame | None, list[Pa
     return (pd.concat(parts, ignore_index=True) if parts else None), used
 
 
-def findings(tables: list[Path], budget: Path | None) -> str:
+def findings(tables: list[Path], budget: Path | None, decisive: list[Path] = ()) -> str:
     main, used = merged(tables, "main.csv")
     if main is None:
         raise SystemExit(f"no main.csv in {', '.join(map(str, tables))}")
     sweep, sweep_used = merged(tables, "lambda_sweep.csv")
+    chosen, chosen_used = merged(list(decisive), "decisive.csv")
     if budget is not None and not (budget / "budget.csv").is_file():
         budget = None
-    sources = [f"`{p}`" for p in used + sweep_used] + ([f"`{budget}/budget.csv`"] if budget else [])
+    sources = ([f"`{p}`" for p in chosen_used + used + sweep_used]
+               + ([f"`{budget}/budget.csv`"] if budget else []))
     parts = [START, "", f"Written by `scripts/findings.py` from {', '.join(sources)}; do not edit by hand.", ""]
+    if chosen is not None:
+        parts += ["### The decisive study (`decisive`: the authors' budget, a converged dense model, λ* of each "
+                  "space and surrogate on 3 seeds)", ""]
+        parts += main_findings(chosen) + ["", "Each λ = 0 control before compression, against the dense model "
+                                          "(paired):", ""]
+        parts += control_findings(chosen) + ["", "### The default run and the other testbeds (`main`)", ""]
     parts += main_findings(main) + ["", "Each λ = 0 control before compression, against the dense model (paired):", ""]
     parts += control_findings(main)
     if sweep is not None:
@@ -241,13 +274,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tables", type=Path, nargs="+", default=TABLES,
                         help="tables folders, the default's first (absent ones skipped; a later one adds only "
                              "testbeds no earlier one has)")
+    parser.add_argument("--decisive", type=Path, nargs="*", default=DECISIVE,
+                        help="tables folders of the decisive configs (absent ones skipped)")
     parser.add_argument("--budget", type=Path, default=Path("results/budget"),
                         help="folder holding budget.csv (config/budget.yaml's tables; skipped when absent)")
     parser.add_argument("--readme", type=Path, default=Path("README.md"))
     parser.add_argument("--check", action="store_true", help="exit 1 if the README's block is stale")
     args = parser.parse_args(argv)
     text = args.readme.read_text()
-    new = replace_block(text, findings(args.tables, args.budget))
+    new = replace_block(text, findings(args.tables, args.budget, args.decisive))
     if args.check:
         if new != text:
             print(f"{args.readme}: the findings block differs from the tables; run scripts/findings.py",

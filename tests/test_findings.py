@@ -53,3 +53,44 @@ def test_the_findings_carry_the_drop_and_the_gate(tmp_path):
     assert "Their seed-level (t over seeds) 95% intervals" in block
     sweep = [line for line in block.splitlines() if line.startswith("| tiny-mlp | nuclear | 0.1 |")]
     assert sweep and sweep[0].endswith(" penalty did not reach the truncation error |")
+
+
+def test_the_decisive_study_leads_the_findings_with_each_space_and_the_best_control(tmp_path, monkeypatch):
+    """A `decisive` table (phase A on seed 0 over two lambdas and two spaces, phase B on seed 1 at
+    lambda*) comes first: its Prehab rows name their space, and Prehab against the best control
+    of its budget gets a column where that is another run than its own control (the whitened
+    control scores 2 points more, so it is the weight-space Prehab's best control)."""
+    import json
+
+    import pytest
+
+    pytest.importorskip("torch")
+    import test_report
+    from test_report import CFG, _study, make_tree
+
+    plain = test_report.accuracy
+    monkeypatch.setattr(test_report, "accuracy", lambda run: plain(run) + (
+        0.02 if run.method == "control" and run.compressed and run.space == "whitened" else 0.0))
+
+    from prehab.cli import main
+    from prehab.studies import chosen_from_json
+
+    decisive = _study(["dense", "svd-llm", "control", "prehab"], page="by_ratio", lora=["none"], seeds=[0],
+                      confirm_seeds=[1], lam=[0.1, 1.0])
+    decisive["prehab"]["space"] = ["weight", "whitened"]
+    cfg = {"archs": ["tiny-mlp"], "studies": {"main": CFG["studies"]["main"], "decisive": decisive}}
+    runs, out = tmp_path / "runs", tmp_path / "tables"
+    make_tree(runs, cfg)
+    assert main(["choose-lambda", "--runs", str(runs), "--studies", json.dumps(cfg), "--study", "decisive",
+                 "--out", str(tmp_path / "choice.json")]) == 0
+    chosen = chosen_from_json(json.loads((tmp_path / "choice.json").read_text())["lambda_star"])
+    make_tree(runs, cfg, chosen={"decisive": chosen})
+    assert main(["report", "--runs", str(runs), "--studies", json.dumps(cfg), "--tables", str(out),
+                 "--figures", str(tmp_path / "figures")]) == 0
+    block = _findings_module().findings([out], None, [out])
+    lines = block.splitlines()
+    first = lines.index(next(line for line in lines if line.startswith("### The decisive study")))
+    assert first < lines.index("### The default run and the other testbeds (`main`)")
+    assert "| Prehab − best control [95%] |" in next(line for line in lines[first:] if line.startswith("| testbed |"))
+    rows = [line for line in lines if line.startswith("| tiny-mlp | 0.6 | no | nuclear λ*=0.1, ")]
+    assert {row.split(" | ")[3] for row in rows} == {"nuclear λ*=0.1, weight", "nuclear λ*=0.1, whitened"}

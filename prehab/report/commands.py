@@ -1,4 +1,5 @@
-"""`prehab report` and `prehab mlflow-log`: the reporting subcommands (wired by prehab/cli.py).
+"""`prehab report`, `prehab mlflow-log` and `prehab choose-lambda`: the reporting subcommands
+(wired by prehab/cli.py).
 
 Only argparse here at import time: pandas, matplotlib and mlflow load inside the commands."""
 
@@ -13,11 +14,12 @@ STUDIES_HELP = ('the studies config as a JSON string {"archs": [...], "studies":
 
 
 def register(subparsers) -> None:
-    """Add `report` and `mlflow-log` to the CLI's subparsers."""
+    """Add `report`, `mlflow-log` and `choose-lambda` to the CLI's subparsers."""
     fmt = argparse.HelpFormatter
-    common = argparse.ArgumentParser(add_help=False)  # the grid both commands read
-    common.add_argument("--runs", required=True, type=Path, help="root of the run folders (arch~A/seed~S/...)")
-    common.add_argument("--studies", required=True, help=STUDIES_HELP)
+    grid = argparse.ArgumentParser(add_help=False)  # the grid every command reads
+    grid.add_argument("--runs", required=True, type=Path, help="root of the run folders (arch~A/seed~S/...)")
+    grid.add_argument("--studies", required=True, help=STUDIES_HELP)
+    common = argparse.ArgumentParser(add_help=False, parents=[grid])  # report and mlflow-log: the whole grid
     common.add_argument("--allow-missing", action="store_true",
                         help="go on without models whose metrics.json is missing (default: error naming them)")
     p = subparsers.add_parser(
@@ -42,7 +44,7 @@ def register(subparsers) -> None:
     m.set_defaults(func=run_mlflow_log)
 
     c = subparsers.add_parser(
-        "choose-lambda", formatter_class=fmt, parents=[common],
+        "choose-lambda", formatter_class=fmt, parents=[grid],
         help="lambda* of a study with confirm_seeds, from its phase-A runs (the workflow's checkpoint)",
         description="Choose each Prehab setting's lambda* of STUDY on its phase-A seeds (validation after "
                     "SVD-LLM at R 0.6 without LoRA, as the study's page chooses) and write it as JSON: the "

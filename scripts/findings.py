@@ -8,7 +8,7 @@ README's `<!-- findings:start -->` and `<!-- findings:end -->` markers with: per
 ratio, Prehab at lambda* (chosen on validation) and the authors' recipe against its lambda = 0
 control and against SVD-LLM, paired, and the drop compression causes, Prehab's against its
 control's, with the verdicts counted (those of the interval, and how often the gate of
-prehab.report.tables.gated_verdict read the cell); what the intervals could have detected;
+prehab.report.gate.gated_verdict read the cell); what the intervals could have detected;
 whether the control harmed the model before compression. Tables made before the seed-level
 intervals, the drop and the gate existed (no `vs_control_basis` / `drop_vs_control` columns)
 give the block they gave then.
@@ -30,7 +30,7 @@ import pandas as pd
 
 from prehab.layout import NO_LORA, fmt
 from prehab.method.recipes import RECIPES
-from prehab.report import choice, pages, paired, tables
+from prehab.report import choice, gate, pages, paired
 
 START, END = "<!-- findings:start -->", "<!-- findings:end -->"
 # The default's tables (vit-small), then config/bert.yaml's (bert-small), config/llama.yaml's.
@@ -89,7 +89,7 @@ def main_findings(table) -> list[str]:
     spaces = bool((plain.groupby("arch")["space"].nunique() > 1).any()) if not plain.empty else False
     # First whether the penalty did what it is for, then what it achieved after compression.
     lines = ["Did the penalty reach what truncation removes (the gate: the summed absolute whitened tail at "
-             f"k(R) cut by at least {100 * (1 - tables.TAIL_GATE):.0f}% against the control, `mechanism.md`)?", ""]
+             f"k(R) cut by at least {100 * (1 - gate.TAIL_GATE):.0f}% against the control, `mechanism.md`)?", ""]
     lines += [gate_line(arch, rows) for arch, rows in pre.groupby("arch", sort=True)] + [""]
     lines += ["| testbed | R | LoRA | Prehab | metric | Prehab − control [95%] | "
              + ("drop vs control [95%] | " if drop else "") + ("Prehab − best control [95%] | " if best else "")
@@ -126,7 +126,7 @@ def gate_line(arch: str, rows) -> str:
     parts = []
     labels = measured["surrogate"].map(lambda s: s if s in RECIPES else f"{s} λ*")
     for label, part in measured.groupby(labels, sort=True):
-        met = int((part["tail_vs_control"] <= tables.TAIL_GATE).sum())
+        met = int((part["tail_vs_control"] <= gate.TAIL_GATE).sum())
         ratios = ", ".join(f"{v:.2f}" for v in sorted(set(part["tail_vs_control"].round(2))))
         parts.append(f"{label}: met in {met} of {len(part)} cells (tail Prehab / control {ratios})")
     return f"- {arch}: " + "; ".join(parts) + "."
@@ -143,7 +143,7 @@ def _verdict_counts(pre, name: str) -> str:
         return counted
     readings = pre[f"{name}_verdict"].fillna("")
     gates = ", ".join(f"{gate}: {int(readings.str.contains(gate, regex=False).sum())}"
-                      for gate in (tables.UNREACHED, tables.HARMED, tables.UNMEASURED))
+                      for gate in (gate.UNREACHED, gate.HARMED, gate.UNMEASURED))
     return f"{counted} (the gate: {gates})"
 
 

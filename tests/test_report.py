@@ -355,7 +355,7 @@ def test_the_gate_reads_the_mechanism_and_the_model_before_compression(tree):
 
 def test_gated_verdict_is_one_rule():
     from prehab.report.paired import BETTER, UNDETECTED, WORSE, seed_ratio
-    from prehab.report.tables import HARMED, UNMEASURED, UNREACHED, gated_verdict
+    from prehab.report.gate import HARMED, UNMEASURED, UNREACHED, gated_verdict
 
     equal_tails = seed_ratio({0: 5.0, 1: 7.0, 2: 6.0}, {0: 5.0, 1: 7.0, 2: 6.0}).mean  # Prehab did not move the tail
     assert gated_verdict(UNDETECTED, equal_tails, 0.0, "accuracy") == UNREACHED

@@ -10,10 +10,10 @@ from collections import Counter
 from prehab.layout import fmt
 from prehab.method.recipes import RECIPES
 from prehab.report import choice, paired
+from prehab.report.gate import TAIL_GATE
 from prehab.report.tables import (
     NOTE,
     SHORT,
-    TAIL_GATE,
     _none,
     control_key,
     direction,

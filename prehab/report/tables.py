@@ -24,8 +24,8 @@ from typing import Any
 from prehab.layout import CONTROL_SURROGATE, METHODS, NO_LORA, fmt
 from prehab.method.recipes import RECIPES
 from prehab.report import paired
+from prehab.report.gate import HARM_POINTS, HARM_RATIO, HARMED, TAIL_GATE, UNMEASURED, UNREACHED, gated_verdict
 from prehab.report.collect import AXES, in_study, is_enabled, study_names
-from prehab.report.paired import BETTER, UNDETECTED, WORSE
 from prehab.studies import choice_seeds_of
 from prehab.tasks import HIGHER_IS_BETTER
 
@@ -45,13 +45,6 @@ CSV_COLUMNS = GROUP + ["label", "n", "seeds", "mean", "std", "val_mean", "val_ch
                                                "best_control"]
 SHORT = {"lam": "λ", "cal_samples": "cal n", "cal_source": "cal"}
 
-# The gate on a compressed Prehab-vs-control verdict (`gated_verdict`).
-TAIL_GATE = 0.75  # Prehab must leave at most 75% of its control's summed whitened tail at k(R) (cut it by 25%)
-HARM_POINTS = 1.0  # a Prehab more than 1 point below its control before compression was harmed (points)
-HARM_RATIO = 1.02  # ... or with a perplexity more than 2% above its control's (ratio)
-UNREACHED = "penalty did not reach the truncation error"
-HARMED = "penalty harmed the model"
-UNMEASURED = "mechanism not measured"
 
 NOTE = ("Mean ± std over seeds (sample std, ddof=1; std shown only when n > 1). Comparisons are **paired**: "
         "the same seeds and the same test items. Accuracy: difference in **points**, positive = better. "
@@ -219,26 +212,6 @@ def _best_control(r, best: dict[tuple, tuple], controls: dict[tuple, Any]):
         return None
     space, label = chosen
     return controls.get(_key({**r.to_dict(), "space": space}, CONTROL_KEYS) + (label,))
-
-
-def gated_verdict(interval_verdict: str, tail_ratio: float, before: float, metric: str) -> str:
-    """The verdict of a compressed Prehab-vs-control cell, gated by what the penalty did: Prehab
-    that left more than TAIL_GATE of its control's summed whitened tail at k(R) (`tail_ratio`,
-    NaN: not measured) did not reach the truncation error SVD-LLM pays, and one that lost more
-    than HARM_POINTS (perplexity: a ratio above HARM_RATIO) before compression against its
-    control (`before`, NaN: unknown) harmed the model. Either reads instead of no detectable
-    difference; a better / worse verdict stays, with the gate in parentheses, because the paired
-    interval decides and the gate only says why."""
-    if interval_verdict not in (BETTER, WORSE, UNDETECTED):
-        return interval_verdict
-    unmeasured = math.isnan(tail_ratio)
-    gates = [UNREACHED] if not unmeasured and tail_ratio > TAIL_GATE else []
-    if (before < -HARM_POINTS) if paired.in_points(metric) else (before > HARM_RATIO):
-        gates.append(HARMED)
-    if interval_verdict == UNDETECTED and gates:
-        return "; ".join(gates) + (f" ({UNMEASURED})" if unmeasured else "")
-    notes = gates + ([UNMEASURED] if unmeasured else [])
-    return interval_verdict + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _seed_values(row, values: dict[str, float]) -> dict[int, float]:

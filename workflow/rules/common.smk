@@ -227,12 +227,16 @@ def final_output():
 # ---- parameters -----------------------------------------------------------------------------
 
 
-def flag(option, key):
-    """Params function: `OPTION VALUE` from arch_settings.<arch>.<key>, or "" when absent/null
-    (the CLI then uses its per-architecture default)."""
+def flag(option, key, fallback=None):
+    """Params function: `OPTION VALUE` from arch_settings.<arch>.<key> (null: from `fallback`,
+    another key, when given), or "" when absent/null (the CLI then uses its per-architecture
+    default)."""
 
     def get(wildcards):
-        value = (config["arch_settings"].get(wildcards.arch) or {}).get(key)
+        settings = config["arch_settings"].get(wildcards.arch) or {}
+        value = settings.get(key)
+        if value is None and fallback:
+            value = settings.get(fallback)
         return "" if value is None else f"{option} {shlex.quote(str(value))}"
 
     return get

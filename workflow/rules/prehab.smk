@@ -44,7 +44,7 @@ rule prehab:
         ),
         steps=prehab_steps_flag,
         lr=unless_recipe(flag("--lr", "prehab_lr")),
-        batch_size=unless_recipe(flag("--batch-size", "batch_size")),
+        batch_size=unless_recipe(flag("--batch-size", "prehab_batch_size", fallback="batch_size")),
         snapshots=f"--snapshots {' '.join(SNAPSHOTS)}" if SNAPSHOTS else "",
         arch_opts=arch_opts,
         code=CODE,

@@ -197,14 +197,15 @@ def test_dry_run_budget_config_plans_the_snapshots(tmp_path):
 
 
 @pytest.mark.parametrize("name,prehab_jobs,rehab_jobs", [("ablations", 14, 0), ("llama", 15, 21), ("damped", 18, 0),
-                                                        ("decisive-vit", 18, 21), ("decisive-bert", 18, 21)])
+                                                        ("decisive-vit", 10, 13), ("decisive-vit-tail", 10, 13),
+                                                        ("decisive-bert", 18, 21)])
 def test_dry_run_other_configs_plan(tmp_path, name, prehab_jobs, rehab_jobs):
     # ablations: vit-small seed 0, 14 Prehab/control runs (README "Configs"); llama: 3 seeds x
     # (control + 2 lambdas + the recipe and its control), LoRA on each of those and on SVD and
     # SVD-LLM; damped: 3 seeds x (lambda 10 and its control in two spaces, the recipe and its
-    # control); decisive-*: phase A before its checkpoint, seed 0's 2 surrogates x 3 lambdas x 2
-    # spaces and 2 controls, seeds 1 and 2's controls (their Prehab waits for lambda*), LoRA on
-    # each of those and on the 3 SVD-LLM models
+    # control); decisive-*: phase A before its checkpoint, seed 0's surrogates x lambdas x 2 spaces
+    # (vit: 1 x 2 per config, bert: 2 x 3) and 2 controls, seeds 1 and 2's controls (their Prehab
+    # waits for lambda*), LoRA on each of those and on the 3 SVD-LLM models
     counts = dry_run(tmp_path, REPO / "config" / f"{name}.yaml")
     assert counts["prehab"] == prehab_jobs and counts.get("rehab", 0) == rehab_jobs and counts["all"] == 1
     assert counts.get("choose_lambda", 0) == (1 if name.startswith("decisive") else 0)

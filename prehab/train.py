@@ -10,14 +10,17 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from prehab import tasks
+from prehab.compute import Compute
 from prehab.errors import NumericalError
 
 # penalty(step) -> (term added to the loss, numbers to log at this step)
 Penalty = Callable[[int], tuple[torch.Tensor | None, dict[str, float]]]
 Logger = Callable[[int], dict[str, float]]
 # inspect(step, task loss): sees the step's differentiable task loss before the penalty is asked
-# (Prehab measures the gradient-norm ratio of step 1 there); it must leave the graph usable.
-Inspect = Callable[[int, torch.Tensor], None]
+# (Prehab measures the gradient-norm ratio of step 1 there); it must leave the graph usable. With
+# micro-batches the task loss is already back-propagated: it gets None, and the task's gradient is
+# in the parameters' .grad.
+Inspect = Callable[[int, torch.Tensor | None], None]
 
 
 def diverged(step: int, task_loss: torch.Tensor, term: torch.Tensor | None) -> None:
@@ -49,6 +52,7 @@ def train_steps(
     on_step: Callable[[int, list], None] | None = None,
     log_at: frozenset[int] = frozenset(),
     inspect: Inspect | None = None,
+    compute: Compute = Compute(),
 ) -> list[dict[str, float]]:
     """Run `steps` Adam steps on `params` only; return the curve logged every `log_every` steps.
 
@@ -56,6 +60,7 @@ def train_steps(
     last step is always logged so a curve ends where training ended. `on_step(step, curve)` runs
     after each step's update (the caller may copy the model there); steps in `log_at` are logged too.
     `inspect(step, task_loss)` runs between the task loss and the penalty of every step.
+    `compute`: bf16 autocast, micro-batches (prehab/compute.py); the default is the plain step.
     """
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(params, lr=lr)
@@ -65,14 +70,18 @@ def train_steps(
     model.train()
     bar = tqdm(tasks.shuffled_batches(data, batch_size, steps, generator), total=steps, desc=desc, mininterval=5)
     for step, batch in enumerate(bar, start=1):
-        task_loss = tasks.loss(model, task, batch)
-        if inspect is not None:
-            inspect(step, task_loss)
-        term, logged = penalty(step) if penalty is not None else (None, {})
-        diverged(step, task_loss, term)
-        total = task_loss if term is None else task_loss + term
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        if compute.micro_batches > 1:
+            task_loss, term, logged = _accumulated_step(model, task, batch, optimizer, step, penalty, inspect, compute)
+        else:
+            with compute.autocast(model):
+                task_loss = tasks.loss(model, task, batch)
+            if inspect is not None:
+                inspect(step, task_loss)
+            term, logged = penalty(step) if penalty is not None else (None, {})
+            diverged(step, task_loss, term)
+            total = task_loss if term is None else task_loss + term
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
         optimizer.step()
         if step % log_every == 0 or step == steps or step == 1 or step in log_at:
             row = {"step": step, "task_loss": float(task_loss.detach()), **logged}
@@ -84,3 +93,25 @@ def train_steps(
             on_step(step, curve)
     model.eval()
     return curve
+
+
+def _accumulated_step(model, task, batch, optimizer, step, penalty, inspect, compute):
+    """One step's gradients from `compute.micro_batches` slices of the batch, each slice's loss
+    back-propagated at its share of the rows, then the penalty's once; returns (the batch's task
+    loss, detached; the penalty term; what the penalty logs)."""
+    optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    for part, share in compute.slices(batch):
+        with compute.autocast(model):
+            loss = tasks.loss(model, task, part)
+        diverged(step, loss, None)
+        (loss * share).backward()
+        total += float(loss.detach()) * share
+    task_loss = torch.tensor(total)
+    if inspect is not None:
+        inspect(step, None)
+    term, logged = penalty(step) if penalty is not None else (None, {})
+    diverged(step, task_loss, term)
+    if term is not None:
+        term.backward()
+    return task_loss, term, logged

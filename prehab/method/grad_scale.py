@@ -47,6 +47,12 @@ def grad_norm(value: Tensor, params: list[Tensor], keep_graph: bool = False) -> 
     return math.sqrt(sum(float(g.double().square().sum()) for g in grads if g is not None))
 
 
-def measure(task_loss: Tensor, penalty: Tensor, params: list[Tensor]) -> GradScale:
-    """rho's two norms: the task loss's graph is kept (the step's backward still needs it)."""
-    return GradScale(grad_norm(task_loss, params, keep_graph=True), grad_norm(penalty, params))
+def measure(task_loss: Tensor | None, penalty: Tensor, params: list[Tensor]) -> GradScale:
+    """rho's two norms: the task loss's graph is kept (the step's backward still needs it). A
+    task loss of None: the step accumulated it over micro-batches, and its gradient is the
+    parameters' .grad (nothing else has been back-propagated yet in that step)."""
+    if task_loss is None:
+        task = math.sqrt(sum(float(p.grad.double().square().sum()) for p in params if p.grad is not None))
+    else:
+        task = grad_norm(task_loss, params, keep_graph=True)
+    return GradScale(task, grad_norm(penalty, params))

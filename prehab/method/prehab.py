@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from prehab.compute import Compute
 from prehab.errors import NumericalError, UsageError
 from prehab.layers import get_module, replace_modules
 from prehab.method import grad_scale, names
@@ -151,6 +152,8 @@ class PrehabSettings:
             step 1 (grad_scale.py).
         measure_scale: measure rho at step 1 (recorded with either lam_scale). False only to
             check that measuring changes nothing; `grad` needs it.
+        compute: bf16 autocast and micro-batches of each step (prehab/compute.py; the default is
+            the plain float32 whole-batch step).
     """
 
     surrogate: Surrogate
@@ -167,6 +170,7 @@ class PrehabSettings:
     refresh_every: int = names.DEFAULT_REFRESH
     lam_scale: str = "none"
     measure_scale: bool = True
+    compute: Compute = Compute()
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("space", self.space, SPACES), ("estimator", self.estimator, names.ESTIMATORS),
@@ -259,7 +263,7 @@ def run_prehab(
         """The matrices penalised at this step."""
         return [] if settings.schedule(step) == 0 else frequency.chosen(step, n)
 
-    def inspect(step: int, task_loss: torch.Tensor) -> None:
+    def inspect(step: int, task_loss: torch.Tensor | None) -> None:
         if step == 1 and settings.measure_scale:
             result.scale = grad_scale.measure(task_loss, estimate.exact(), mats.params)
             tqdm.write(f"prehab: step 1 gradient norms: task {result.scale.task_norm:.4g}, penalty "
@@ -313,7 +317,7 @@ def run_prehab(
         model, task, data, mats.params, steps=settings.steps, lr=settings.lr, batch_size=settings.batch_size,
         seed=settings.seed, penalty=penalty, log_every=settings.log_every, log_extra=log_extra,
         desc=f"prehab {settings.surrogate.name} lam={settings.schedule.lam:g}", on_step=on_step,
-        log_at=frozenset(snapshots[0]) if snapshots else frozenset(), inspect=inspect,
+        log_at=frozenset(snapshots[0]) if snapshots else frozenset(), inspect=inspect, compute=settings.compute,
     )
     finished(model)
     return result

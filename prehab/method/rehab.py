@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+
+from prehab.compute import Compute, enable_recompute
 from prehab.errors import UsageError
 from prehab.method import names
 from prehab.registry import Registry
@@ -39,13 +41,18 @@ def lora_rehab(
     lr: float,
     batch_size: int,
     seed: int,
+    compute: Compute = Compute(),
 ) -> tuple[nn.Module, list[dict[str, float]]]:
-    """Train and merge LoRA adapters phase by phase; return (merged model, curve with `phase`)."""
+    """Train and merge LoRA adapters phase by phase; return (merged model, curve with `phase`).
+    `compute`: how each step computes (prehab/compute.py); with `recompute` the blocks of `model`
+    recompute their activations (set before peft wraps it, so the adapters inside are too)."""
     from peft import LoraConfig, get_peft_model  # slow import (~5 s): only the step that needs it pays
 
     phases = SCHEDULES.get(schedule)
     if not factorized:
         raise UsageError("rehab needs a compressed model (no factorised layers found); run `prehab compress` first")
+    if compute.recompute:
+        enable_recompute(model, factorized)
     curve: list[dict[str, float]] = []
     for phase, suffixes in enumerate(phases, start=1):
         torch.manual_seed(seed + phase)  # LoRA init and dropout masks
@@ -55,7 +62,7 @@ def lora_rehab(
         trainable = [p for p in peft_model.parameters() if p.requires_grad]
         rows = train_steps(
             peft_model, task, data, trainable, steps=steps, lr=lr, batch_size=batch_size,
-            seed=seed + phase, desc=f"rehab {'+'.join(suffixes)}",
+            seed=seed + phase, desc=f"rehab {'+'.join(suffixes)}", compute=compute,
         )
         curve += [{**row, "phase": phase} for row in rows]
         model = peft_model.merge_and_unload()

@@ -100,6 +100,26 @@ class StepOptions:
         return out
 
 
+@dataclasses.dataclass(kw_only=True)
+class TrainingOptions(StepOptions):
+    """What the training steps (pretrain, prehab, rehab) share: how each step computes
+    (prehab/compute.py). The defaults are the plain float32 whole-batch step."""
+
+    precision: str = option("float32, or bf16: the forward pass under autocast in bfloat16, float32 weights, "
+                            "gradients and Adam state, the rank penalty outside it", "float32",
+                            choices=("float32", "bf16"))
+    micro_batches: int = option("cut each batch into this many slices and accumulate their gradients (the same "
+                                "step up to rounding, about 1/N of the activation memory)", 1, type=int, check=COUNT)
+    recompute: bool = option("recompute each transformer block's activations in the backward pass (the same "
+                             "gradients, about one block's activation memory, one more forward pass per step)",
+                             False, action="store_true")
+
+    def compute(self):
+        from prehab.compute import Compute
+
+        return Compute(precision=self.precision, micro_batches=self.micro_batches, recompute=self.recompute)
+
+
 def _help(f: dataclasses.Field) -> str:
     text = f.metadata["help"]
     if f.metadata["action"]:
@@ -113,8 +133,12 @@ def _help(f: dataclasses.Field) -> str:
 
 def add_options(parser: argparse.ArgumentParser, cls: type[StepOptions]) -> None:
     """One flag per field of `cls`, in field order (the step's own options first)."""
-    own = [f for f in dataclasses.fields(cls) if f.name not in {g.name for g in dataclasses.fields(StepOptions)}]
-    for f in own + list(dataclasses.fields(StepOptions)):
+    shared = [base for base in (TrainingOptions, StepOptions) if issubclass(cls, base)]  # most specific first
+    names = {f.name for base in shared for f in dataclasses.fields(base)}
+    own = [f for f in dataclasses.fields(cls) if f.name not in names]
+    tiers = [[f for f in dataclasses.fields(base) if f.name not in {g.name for g in dataclasses.fields(StepOptions)}]
+             for base in shared if base is not StepOptions]
+    for f in own + [f for tier in tiers for f in tier] + list(dataclasses.fields(StepOptions)):
         meta = f.metadata
         kwargs: dict[str, Any] = {"help": _help(f), "dest": f.name}
         if meta["action"] == "store_true":

@@ -16,7 +16,7 @@ from prehab.method.names import (
 from prehab.method.ratio import RATIO_RULE, valid_ratio
 from prehab.method.recipes import RECIPES, Recipe
 from prehab.method.schedule import LambdaSchedule
-from prehab.steps.options import COUNT, NON_NEGATIVE, POSITIVE, StepOptions, option, step_default
+from prehab.steps.options import COUNT, NON_NEGATIVE, POSITIVE, TrainingOptions, option, step_default
 
 if TYPE_CHECKING:
     import torch
@@ -25,7 +25,7 @@ HELP = "fine-tune with task loss + lambda * rank surrogate of the whitened weigh
 
 
 @dataclass(kw_only=True)
-class Options(StepOptions):
+class Options(TrainingOptions):
     model: Path = option("input model: a step's output folder or its model.pt", type=Path)
     grams: Path = option("`prehab calibrate` output (folder or grams.pt): the whitening factors L", type=Path)
     recipe: str | None = option("the authors' recipe (surrogate, lambda schedule, space, lr, batch size and steps "
@@ -136,6 +136,7 @@ def run(opts: Options) -> dict:
     import torch
 
     from prehab import checkpoint
+    from prehab.compute import enable_recompute
     from prehab.device import resolve_device
     from prehab.layers import find_targets, get_module
     from prehab.method.calibrate import load_whitening
@@ -162,10 +163,12 @@ def run(opts: Options) -> dict:
               **({"recipe": opts.recipe, "recipe_steps": RECIPES[opts.recipe].steps} if opts.recipe else {}),
               "lam": opts.lam, "lam_start": opts.lam_start, "lam_warmup_steps": opts.lam_warmup_steps,
               "space": opts.space, "penalty_every": opts.penalty_every, "steps": steps, "lr": lr,
-              "batch_size": batch_size, "seed": opts.seed}
+              "batch_size": batch_size, "seed": opts.seed, **opts.compute().params()}
     ckpt.model.to(resolve_device(opts.device))
     seed_everything(opts.seed)
     targets = find_targets(ckpt.model, spec.targets)
+    if opts.recompute:
+        enable_recompute(ckpt.model, targets)
     whitening.check_fits(ckpt.model, targets, opts.grams)
     started = time.perf_counter()
     data = spec.load(options, "train", None, opts.seed)
@@ -214,7 +217,7 @@ def run(opts: Options) -> dict:
             surrogate=penalty, schedule=opts.schedule, space=opts.space, steps=steps, lr=lr, batch_size=batch_size,
             seed=opts.seed, log_every=opts.log_every, penalty_every=opts.penalty_every,
             stagger=opts.penalty_stagger, estimator=opts.estimator,
-            refresh_every=opts.refresh_every or DEFAULT_REFRESH, lam_scale=opts.lam_scale)
+            refresh_every=opts.refresh_every or DEFAULT_REFRESH, lam_scale=opts.lam_scale, compute=opts.compute())
         result = run_prehab(ckpt.model, spec.task, data, whitening, targets, settings,
                             snapshots=(set(at), on_snapshot))
         return save(ckpt.model, out, result, params)

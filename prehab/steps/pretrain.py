@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prehab.errors import UsageError
-from prehab.steps.options import COUNT, NON_NEGATIVE, POSITIVE, StepOptions, option, step_default
+from prehab.steps.options import COUNT, NON_NEGATIVE, POSITIVE, TrainingOptions, option, step_default
 
 HELP = "build the dense model (random init or pretrained weights) and train it on the task"
 
 
 @dataclass(kw_only=True)
-class Options(StepOptions):
+class Options(TrainingOptions):
     arch: str = option("architecture name (`prehab archs` lists them)")
     steps: int | None = option("training steps; 0 keeps the loaded weights", None, type=int, check=NON_NEGATIVE)
     lr: float | None = option("Adam learning rate", None, type=float, check=POSITIVE)
@@ -32,7 +32,9 @@ def run(opts: Options) -> dict:
     # imported here: `prehab --help` and `prehab STEP --help` must not load torch
     from prehab import checkpoint
     from prehab.checkpoint import Checkpoint
+    from prehab.compute import enable_recompute
     from prehab.device import resolve_device
+    from prehab.layers import find_targets
     from prehab.outputs import StepRecord, atomic_dir
     from prehab.registry import get_arch
     from prehab.steps.common import seed_everything
@@ -53,17 +55,21 @@ def run(opts: Options) -> dict:
                          "set it with --arch-opt n_val=N)")
     if full_steps:  # recorded only when used, so the records of probe-only models stay as they were
         params.update(full_steps=full_steps, full_lr=full_lr)
+    compute = opts.compute()
+    params.update(compute.params())
     record = StepRecord("pretrain", params)
     seed_everything(opts.seed)
     model, arch_config = spec.build_pretrained(options)
     model.to(resolve_device(opts.device))
     train = spec.load(options, "train", None, opts.seed) if steps or full_steps else None
+    if compute.recompute:
+        enable_recompute(model, find_targets(model, spec.targets))
 
     def phase(n: int, lr: float, desc: str) -> list[dict]:
         """n Adam steps of the parameters that train now (its own optimiser, the same data order)."""
         watch = validation_watch(model, spec, options, opts.val_every, n)
         return train_steps(model, spec.task, train, [p for p in model.parameters() if p.requires_grad], steps=n,
-                           lr=lr, batch_size=batch_size, seed=opts.seed, desc=desc, log_extra=watch,
+                           lr=lr, batch_size=batch_size, seed=opts.seed, desc=desc, log_extra=watch, compute=compute,
                            log_at=frozenset(range(opts.val_every, n, opts.val_every)) if watch else frozenset())
 
     curve = phase(steps, lr, "pretrain") if steps else []

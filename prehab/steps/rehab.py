@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prehab.method.names import LORA_SCHEDULES
-from prehab.steps.options import COUNT, NON_NEGATIVE, POSITIVE, StepOptions, distinct_outputs, option, step_default
+from prehab.steps.options import COUNT, NON_NEGATIVE, POSITIVE, TrainingOptions, distinct_outputs, option, step_default
 
 HELP = "recover a compressed model with LoRA on its factors (joint, or sequential U then V as SVD-LLM)"
 
 
 @dataclass(kw_only=True)
-class Options(StepOptions):
+class Options(TrainingOptions):
     model: list[Path] = option("compressed model(s): a step's output folder or its model.pt; one --out each",
                                type=Path, many=True)
     schedule: str = option("joint: u and v together; sequential: u, merge, then v", "sequential",
@@ -60,14 +60,14 @@ def rehab_one(opts: Options, model_path: Path, out_dir: Path) -> dict:
     batch_size = step_default(opts.batch_size, spec, "batch_size")
     params = {"model": str(model_path), "arch": spec.name, "schedule": opts.schedule, "rank": opts.rank,
               "alpha": opts.alpha, "dropout": opts.dropout, "steps": steps, "lr": lr, "batch_size": batch_size,
-              "seed": opts.seed}
+              "seed": opts.seed, **opts.compute().params()}
     record = StepRecord("rehab", params)
     ckpt.model.to(resolve_device(opts.device))
     seed_everything(opts.seed)
     data = spec.load(options, "train", None, opts.seed)
     model, curve = lora_rehab(ckpt.model, list(ckpt.factorized), spec.task, data, schedule=opts.schedule,
                               rank=opts.rank, alpha=opts.alpha, dropout=opts.dropout, steps=steps, lr=lr,
-                              batch_size=batch_size, seed=opts.seed)
+                              batch_size=batch_size, seed=opts.seed, compute=opts.compute())
     record.metrics["final_task_loss"] = curve[-1]["task_loss"] if curve else None
     record.extra["curve"] = curve
     history = ckpt.history + [{"step": "rehab", **params}]

@@ -46,7 +46,9 @@ def model_path(path: str | Path) -> Path:
     return path
 
 
-def save(ckpt: Checkpoint, folder: Path) -> Path:
+def save(ckpt: Checkpoint, folder: Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write `folder`/model.pt; `state_dict`: the weights to store instead of the model's own (the
+    full state gathered from a sharded model, prehab/distributed.py)."""
     path = Path(folder) / MODEL_FILE
     payload = {
         "format": FORMAT,
@@ -55,7 +57,7 @@ def save(ckpt: Checkpoint, folder: Path) -> Path:
         "arch_config": ckpt.arch_config,
         "factorized": ckpt.factorized,
         "history": ckpt.history,
-        "state_dict": {k: v.detach().cpu().contiguous() for k, v in ckpt.model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in (state_dict or ckpt.model.state_dict()).items()},
     }
     torch.save(payload, path)
     return path

@@ -23,6 +23,9 @@ from prehab.errors import NumericalError, UsageError  # noqa: E402
 from prehab.steps import STEPS  # noqa: E402
 from prehab.steps.options import add_options, from_args  # noqa: E402
 
+# The steps that train across processes started by torchrun (prehab/distributed.py).
+ACROSS_PROCESSES = ("pretrain",)
+
 DESCRIPTION = """Low-Rank Prehab: prepare a network for SVD-LLM compression.
 
 Pipeline: pretrain -> calibrate -> prehab -> compress -> rehab -> evaluate.
@@ -92,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("PREHAB_LOGLEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     try:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.command not in ACROSS_PROCESSES:
+            raise UsageError(f"runs in one process; under torchrun (WORLD_SIZE {os.environ['WORLD_SIZE']}) only "
+                             f"{', '.join(ACROSS_PROCESSES)} run{'s' if len(ACROSS_PROCESSES) == 1 else ''}")
         record = args.func(args)
     except UsageError as err:
         print(f"prehab {args.command}: error: {err}", file=sys.stderr)
@@ -99,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     except NumericalError as err:  # nothing was written: outputs are staged until the end
         print(f"prehab {args.command}: diverged: {err}", file=sys.stderr)
         return 3
-    if args.command in STEPS:  # one line per output folder
+    if args.command in STEPS and record is not None:  # one line per output folder (None: not rank 0)
         records = record if isinstance(record, list) else [record]
         outs = args.out if isinstance(args.out, list) else [args.out]
         for out, one in zip(outs, records):

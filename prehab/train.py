@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from prehab import tasks
 from prehab.compute import Compute
+from prehab.distributed import World
 from prehab.errors import NumericalError
 
 # penalty(step) -> (term added to the loss, numbers to log at this step)
@@ -53,6 +54,7 @@ def train_steps(
     log_at: frozenset[int] = frozenset(),
     inspect: Inspect | None = None,
     compute: Compute = Compute(),
+    world: World = World(),
 ) -> list[dict[str, float]]:
     """Run `steps` Adam steps on `params` only; return the curve logged every `log_every` steps.
 
@@ -61,6 +63,7 @@ def train_steps(
     after each step's update (the caller may copy the model there); steps in `log_at` are logged too.
     `inspect(step, task_loss)` runs between the task loss and the penalty of every step.
     `compute`: bf16 autocast, micro-batches (prehab/compute.py); the default is the plain step.
+    `world`: the processes sharing each batch (prehab/distributed.py); the default is this one.
     """
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(params, lr=lr)
@@ -68,10 +71,12 @@ def train_steps(
     if steps == 0:
         return curve
     model.train()
-    bar = tqdm(tasks.shuffled_batches(data, batch_size, steps, generator), total=steps, desc=desc, mininterval=5)
+    bar = tqdm(tasks.shuffled_batches(data, batch_size, steps, generator), total=steps, desc=desc, mininterval=5,
+               disable=not world.main)
     for step, batch in enumerate(bar, start=1):
-        if compute.micro_batches > 1:
-            task_loss, term, logged = _accumulated_step(model, task, batch, optimizer, step, penalty, inspect, compute)
+        if compute.micro_batches > 1 or world.sharded:
+            task_loss, term, logged = _accumulated_step(model, task, batch, optimizer, step, penalty, inspect, compute,
+                                                        world)
         else:
             with compute.autocast(model):
                 task_loss = tasks.loss(model, task, batch)
@@ -95,19 +100,21 @@ def train_steps(
     return curve
 
 
-def _accumulated_step(model, task, batch, optimizer, step, penalty, inspect, compute):
-    """One step's gradients from `compute.micro_batches` slices of the batch, each slice's loss
-    back-propagated at its share of the rows, then the penalty's once; returns (the batch's task
-    loss, detached; the penalty term; what the penalty logs)."""
+def _accumulated_step(model, task, batch, optimizer, step, penalty, inspect, compute, world):
+    """One step's gradients from this rank's rows of the batch (all of it in one process), cut
+    into `compute.micro_batches` slices, each slice's loss back-propagated at its share of the
+    rows times the rank's weight (World.rows), then the penalty's once; returns (the batch's task
+    loss over all ranks, detached; the penalty term; what the penalty logs)."""
+    rows, weight = world.rows(batch)
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
-    for part, share in compute.slices(batch):
+    for part, share in compute.slices(rows):
         with compute.autocast(model):
             loss = tasks.loss(model, task, part)
         diverged(step, loss, None)
-        (loss * share).backward()
+        (loss * (share * weight)).backward()
         total += float(loss.detach()) * share
-    task_loss = torch.tensor(total)
+    task_loss = torch.tensor(world.mean_over_ranks(total * weight))
     if inspect is not None:
         inspect(step, None)
     term, logged = penalty(step) if penalty is not None else (None, {})

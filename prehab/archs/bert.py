@@ -94,7 +94,9 @@ def load_rotten_tomatoes(options: dict[str, Any], split: str, n: int | None = No
 
 # ----------------------------------------------------------------------------- bert-tiny
 def build_bert_tiny(options: dict[str, Any]) -> tuple[BertForSequenceClassification, dict]:
-    """A random 2-layer BERT over the MiniLM vocabulary: a fast fixture for the whole pipeline."""
+    """A random 2-layer BERT over the MiniLM vocabulary: a fast fixture for the whole pipeline.
+    Option `dropout` (BERT's 0.1): 0 makes a training step independent of how its batch is split
+    (over micro-batches or processes, which draw other dropout masks)."""
     from transformers import BertConfig, BertForSequenceClassification
     config = BertConfig(
         vocab_size=len(minilm.load_tokenizer()),
@@ -104,6 +106,8 @@ def build_bert_tiny(options: dict[str, Any]) -> tuple[BertForSequenceClassificat
         intermediate_size=64,
         max_position_embeddings=max(512, options["seq_len"]),
         num_labels=NUM_LABELS,
+        hidden_dropout_prob=float(options["dropout"]),
+        attention_probs_dropout_prob=float(options["dropout"]),
     )
     model = BertForSequenceClassification(config)
     return model, arch_config_of(model)
@@ -118,7 +122,7 @@ register_arch(
         from_config=bert_from_config,
         load_split=load_rotten_tomatoes,
         targets=BERT_TARGETS,
-        options={"seq_len": 32, "n_test": 512, "n_val": 128},
+        options={"seq_len": 32, "n_test": 512, "n_val": 128, "dropout": 0.1},
         defaults={
             "pretrain_steps": 30,
             "pretrain_lr": 1e-3,

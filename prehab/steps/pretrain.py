@@ -34,6 +34,7 @@ def run(opts: Options) -> dict:
     from prehab.checkpoint import Checkpoint
     from prehab.compute import enable_recompute
     from prehab.device import resolve_device
+    from prehab.distributed import World
     from prehab.layers import find_targets
     from prehab.outputs import StepRecord, atomic_dir
     from prehab.registry import get_arch
@@ -62,14 +63,16 @@ def run(opts: Options) -> dict:
     model, arch_config = spec.build_pretrained(options)
     model.to(resolve_device(opts.device))
     train = spec.load(options, "train", None, opts.seed) if steps or full_steps else None
+    world = World.from_env()
     if compute.recompute:
         enable_recompute(model, find_targets(model, spec.targets))
+    world.shard(model, find_targets(model, spec.targets))
 
     def phase(n: int, lr: float, desc: str) -> list[dict]:
         """n Adam steps of the parameters that train now (its own optimiser, the same data order)."""
         watch = validation_watch(model, spec, options, opts.val_every, n)
         return train_steps(model, spec.task, train, [p for p in model.parameters() if p.requires_grad], steps=n,
-                           lr=lr, batch_size=batch_size, seed=opts.seed, desc=desc, log_extra=watch, compute=compute,
+                           lr=lr, batch_size=batch_size, seed=opts.seed, desc=desc, log_extra=watch, compute=compute, world=world,
                            log_at=frozenset(range(opts.val_every, n, opts.val_every)) if watch else frozenset())
 
     curve = phase(steps, lr, "pretrain") if steps else []
@@ -79,10 +82,15 @@ def run(opts: Options) -> dict:
                   for row in phase(full_steps, full_lr, "pretrain, all parameters")]
     record.metrics["final_task_loss"] = curve[-1]["task_loss"] if curve else None
     record.extra["curve"] = curve
-    with atomic_dir(opts.out) as out:
-        history = [{"step": "pretrain", **record.params}]
-        checkpoint.save(Checkpoint(model, spec.name, options, arch_config, {}, history), out)
-        return record.write(out)
+    state = world.full_state_dict(model)
+    written = None
+    if world.main:
+        with atomic_dir(opts.out) as out:
+            history = [{"step": "pretrain", **record.params}]
+            checkpoint.save(Checkpoint(model, spec.name, options, arch_config, {}, history), out, state)
+            written = record.write(out)
+    world.close()
+    return written
 
 
 def validation_watch(model, spec, options: dict, every: int, steps: int):

@@ -24,7 +24,7 @@ from prehab.steps import STEPS  # noqa: E402
 from prehab.steps.options import add_options, from_args  # noqa: E402
 
 # The steps that train across processes started by torchrun (prehab/distributed.py).
-ACROSS_PROCESSES = ("pretrain",)
+ACROSS_PROCESSES = ("pretrain", "prehab")
 
 DESCRIPTION = """Low-Rank Prehab: prepare a network for SVD-LLM compression.
 
@@ -105,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     except NumericalError as err:  # nothing was written: outputs are staged until the end
         print(f"prehab {args.command}: diverged: {err}", file=sys.stderr)
         return 3
+    finally:
+        if "torch.distributed" in sys.modules:  # only a step that trained across processes joined a group
+            from prehab.distributed import leave
+
+            leave()
     if args.command in STEPS and record is not None:  # one line per output folder (None: not rank 0)
         records = record if isinstance(record, list) else [record]
         outs = args.out if isinstance(args.out, list) else [args.out]

@@ -109,10 +109,10 @@ class World:
 
             dist.barrier()
 
-    def close(self) -> None:
-        """Leave the process group (torchrun's processes exit cleanly)."""
-        if self.sharded:
-            import torch.distributed as dist
 
-            if dist.is_initialized():
-                dist.destroy_process_group()
+def leave() -> None:
+    """Leave the process group if this process joined one (torchrun's processes exit cleanly)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from prehab.compute import Compute
+from prehab.distributed import World
 from prehab.errors import NumericalError, UsageError
 from prehab.layers import get_module, replace_modules
-from prehab.method import grad_scale, names
+from prehab.method import grad_scale, names, sharded
 from prehab.method.calibrate import Whitening, whiten
 from prehab.method.estimators import MeanPenalty, Penalty, Targets
 from prehab.method.grad_scale import GradScale
@@ -76,9 +77,26 @@ class WhitenedDelta(nn.Module):
 
     @torch.no_grad()
     def fold(self) -> nn.Linear:
-        step = torch.linalg.solve_triangular(self.L64, self.delta.double(), upper=False, left=False)
-        self.linear.weight.copy_((self.linear.weight.double() + step).to(self.linear.weight.dtype))
+        self.linear.weight.copy_(folded_weight(self.linear.weight, self.delta, self.L64))
         return self.linear
+
+
+def folded_weight(W0: torch.Tensor, delta: torch.Tensor, L64: torch.Tensor) -> torch.Tensor:
+    """W0 + D L^{-1} in float64, in W0's dtype: the weight a whitened-delta target ends with."""
+    step = torch.linalg.solve_triangular(L64, delta.double(), upper=False, left=False)
+    return (W0.double() + step).to(W0.dtype)
+
+
+def fold_state(state: dict[str, torch.Tensor], targets: list[str], whitening: Whitening) -> dict[str, torch.Tensor]:
+    """A whitened-delta model's state dict (gathered from its shards) as the plain model's: each
+    target's `linear.weight` and `delta` folded into `weight`, `linear.bias` back to `bias`."""
+    state = dict(state)
+    for name in targets:
+        W0, delta = state.pop(f"{name}.linear.weight"), state.pop(f"{name}.delta")
+        state[f"{name}.weight"] = folded_weight(W0, delta, whitening.factor_of(name).to(W0.device).double())
+        if f"{name}.linear.bias" in state:
+            state[f"{name}.bias"] = state.pop(f"{name}.linear.bias")
+    return state
 
 
 class _Targets:
@@ -90,22 +108,29 @@ class _Targets:
         self.space, self.names, self.whitening = space, names, whitening
         if space == "whitened":
             replace_modules(model, names, lambda name, old: WhitenedDelta(old, whitening.factor_of(name)))
-            self.modules = [get_module(model, n) for n in names]
-            self.params = [m.delta for m in self.modules]
-        else:
-            self.modules = [get_module(model, n) for n in names]
-            self.params = [m.weight for m in self.modules]
+        self.modules = [get_module(model, n) for n in names]
+        if space != "whitened":
             self.factors = [whitening.factor_of(n).to(m.weight.device, m.weight.dtype) for m, n in zip(self.modules, names)]
+        self.collect()
         for p in self.params:
             p.requires_grad_(True)
 
+    def collect(self) -> None:
+        """The trainable tensors, read again from the modules (sharding replaces them)."""
+        self.params = [m.delta if self.space == "whitened" else m.weight for m in self.modules]
+
     def penalised(self, chosen: list[int]) -> list[torch.Tensor]:
         """The matrices R reads, of the targets numbered `chosen`."""
+        return [self.matrix_of(i, self.params[i]) for i in chosen]
+
+    def matrix_of(self, i: int, param: torch.Tensor) -> torch.Tensor:
+        """The matrix R reads of target i, given its trainable tensor (the parameter itself, or
+        its full copy gathered from a sharded model: prehab/method/sharded.py)."""
         if self.space == "whitened":
-            return [self.modules[i].whitened() for i in chosen]
+            return self.modules[i].A0 + param
         if self.space == "weight":
-            return [whiten(self.modules[i].weight, self.factors[i], self.modules[i].weight.dtype) for i in chosen]
-        return [self.modules[i].weight for i in chosen]
+            return whiten(param, self.factors[i], param.dtype)
+        return param
 
     @torch.no_grad()
     def whitened(self) -> list[torch.Tensor]:
@@ -233,6 +258,7 @@ def run_prehab(
     targets: list[str],
     settings: PrehabSettings,
     snapshots: tuple[set[int], Callable[[int, nn.Module, PrehabResult], None]] | None = None,
+    world: World = World(),
 ) -> PrehabResult:
     """Regularised fine-tuning in place; returns the curve (task loss, surrogate, lambda, entropy
     rank) and step 1's gradient-norm ratio.
@@ -248,12 +274,25 @@ def run_prehab(
     callback gets (step, a copy of the model as a k-step run would return it, the result so
     far). Nothing here depends on the total step count (constant lr, schedules in absolute
     steps, data order drawn as it goes), so that copy equals a separate run of that many steps.
+
+    `world`: across processes (prehab/distributed.py) the model is sharded per block here, after
+    the targets are set up, each target priced on one rank (sharded.py); the trained model
+    stays sharded and unfolded (the caller gathers and folds it: `fold_state`), and snapshots
+    are not taken.
     """
     for p in model.parameters():
         p.requires_grad_(False)
     mats = _Targets(model, targets, whitening, settings.space)
     n = len(targets)
-    estimate = PENALTIES.get(settings.estimator)(settings.surrogate, mats, settings.refresh_every)
+    shards = None
+    if world.sharded:
+        if snapshots is not None and snapshots[0]:
+            raise UsageError("snapshots are not taken across processes; run Prehab in one process for them")
+        world.shard(model, targets)
+        mats.collect()
+        shards = sharded.ShardedTargets(mats, world)
+        shards.gather(range(n), everywhere=True)  # an anchored surrogate fixes its constants on every target
+    estimate = PENALTIES.get(settings.estimator)(settings.surrogate, shards or mats, settings.refresh_every)
     result = PrehabResult(lam_scale=settings.lam_scale, lam=settings.schedule.lam,
                           anchors={name: estimate.anchors.values[i] for i, name in enumerate(targets)
                                    if i in estimate.anchors.values})
@@ -265,7 +304,8 @@ def run_prehab(
 
     def inspect(step: int, task_loss: torch.Tensor | None) -> None:
         if step == 1 and settings.measure_scale:
-            result.scale = grad_scale.measure(task_loss, estimate.exact(), mats.params)
+            result.scale = (sharded.grad_scale(estimate, shards) if shards else
+                            grad_scale.measure(task_loss, estimate.exact(), mats.params))
             tqdm.write(f"prehab: step 1 gradient norms: task {result.scale.task_norm:.4g}, penalty "
                        f"{result.scale.penalty_norm:.4g} ({settings.surrogate.name}, unweighted), ratio "
                        f"{result.scale.ratio:.4g}", file=sys.stderr)
@@ -280,12 +320,15 @@ def run_prehab(
             lam = lam * result.factor
         if not chosen:
             return None, {"lambda": lam}
-        value = estimate(step, chosen)  # sum over `chosen` / n
+        value = sharded.penalty_term(estimate, shards, step, chosen) if shards else estimate(step, chosen)  # sum / n
         name = "surrogate" if estimate.is_exact else "surrogate_estimate"  # else log_extra's is exact
         logged = {name: float(value.detach())} if len(chosen) == n else {}
         return (settings.penalty_every * lam * value).to(torch.float32), {"lambda": lam, **logged}
 
     def log_extra(step: int) -> dict[str, float]:
+        if shards:  # the same numbers over every rank, each target's on its owner
+            return sharded.log_row(estimate, shards, settings.surrogate, settings.space,
+                                   surrogate_too=len(chosen_at(step)) < n or not estimate.is_exact)
         with torch.no_grad():  # one eigen-decomposition per matrix serves both numbers
             whitened = mats.whitened()
             eigenvalues = [gram_eigenvalues(A) for A in whitened]
@@ -313,13 +356,17 @@ def run_prehab(
             p.requires_grad_(True)
         return m.eval()
 
+    if shards:
+        shards.release()
     result.curve = train_steps(
         model, task, data, mats.params, steps=settings.steps, lr=settings.lr, batch_size=settings.batch_size,
         seed=settings.seed, penalty=penalty, log_every=settings.log_every, log_extra=log_extra,
         desc=f"prehab {settings.surrogate.name} lam={settings.schedule.lam:g}", on_step=on_step,
         log_at=frozenset(snapshots[0]) if snapshots else frozenset(), inspect=inspect, compute=settings.compute,
+        world=world,
     )
-    finished(model)
+    if not world.sharded:
+        finished(model)
     return result
 
 

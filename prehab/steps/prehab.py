@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -138,9 +139,10 @@ def run(opts: Options) -> dict:
     from prehab import checkpoint
     from prehab.compute import enable_recompute
     from prehab.device import resolve_device
+    from prehab.distributed import World
     from prehab.layers import find_targets, get_module
     from prehab.method.calibrate import load_whitening
-    from prehab.method.prehab import PrehabSettings, run_prehab, whitened_spectra
+    from prehab.method.prehab import PrehabSettings, fold_state, run_prehab, whitened_spectra
     from prehab.method.surrogates import Surrogate, entropy_rank_of
     from prehab.outputs import StepRecord, atomic_dir
     from prehab.steps.common import checkpoint_options, seed_everything
@@ -205,7 +207,9 @@ def run(opts: Options) -> dict:
         torch.save({"before": before, "after": after}, folder / SPECTRA_FILE)
         return record.write(folder)
 
-    with atomic_dir(opts.out) as out:
+    world = World.from_env()
+    written = contextlib.nullcontext() if not world.main else atomic_dir(opts.out)  # rank 0 alone writes
+    with written as out:
         def on_snapshot(step: int, model, result) -> None:
             fraction = at[step]
             folder = out / SNAPSHOT_PART.format(snap=fmt(fraction))
@@ -218,9 +222,17 @@ def run(opts: Options) -> dict:
             seed=opts.seed, log_every=opts.log_every, penalty_every=opts.penalty_every,
             stagger=opts.penalty_stagger, estimator=opts.estimator,
             refresh_every=opts.refresh_every or DEFAULT_REFRESH, lam_scale=opts.lam_scale, compute=opts.compute())
-        result = run_prehab(ckpt.model, spec.task, data, whitening, targets, settings,
-                            snapshots=(set(at), on_snapshot))
-        return save(ckpt.model, out, result, params)
+        if not world.sharded:
+            result = run_prehab(ckpt.model, spec.task, data, whitening, targets, settings,
+                                snapshots=(set(at), on_snapshot))
+            return save(ckpt.model, out, result, params)
+        result = run_prehab(ckpt.model, spec.task, data, whitening, targets, settings, world=world)
+        state = world.full_state_dict(ckpt.model)
+        if world.main:  # the plain model, its targets folded, is what the other steps read
+            model = checkpoint.load(opts.model).model
+            model.load_state_dict(fold_state(state, targets, whitening) if opts.space == "whitened" else state)
+            return save(model, out, result, params)
+        return None
 
 
 def _mean_over(fn, spectra: dict[str, torch.Tensor]) -> float:

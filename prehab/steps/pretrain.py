@@ -89,7 +89,6 @@ def run(opts: Options) -> dict:
             history = [{"step": "pretrain", **record.params}]
             checkpoint.save(Checkpoint(model, spec.name, options, arch_config, {}, history), out, state)
             written = record.write(out)
-    world.close()
     return written
 
 

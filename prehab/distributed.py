@@ -79,19 +79,22 @@ class World:
         dist.all_reduce(total)
         return float(total) / self.size
 
-    def shard(self, model: nn.Module, targets: list[str]) -> None:
+    def shard(self, model: nn.Module, targets: list[str], precision: str = "float32") -> None:
         """FSDP2 over each transformer block (streaming.find_blocks), then the rest of the model;
-        a no-op in one process."""
+        a no-op in one process. `precision` bf16: the gathered weights and the forward pass in
+        bfloat16, the shards (master weights), their gradients' reduction and Adam in float32."""
         if not self.sharded:
             return
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         from prehab.method.streaming import find_blocks
 
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
+            if precision == "bf16" else MixedPrecisionPolicy()
         for name, block in find_blocks(model, targets):
             if name:
-                fully_shard(block)
-        fully_shard(model)
+                fully_shard(block, mp_policy=policy)
+        fully_shard(model, mp_policy=policy)
 
     def full_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor] | None:
         """The model's full state dict on rank 0 (None elsewhere), gathered from the shards; the

@@ -14,6 +14,7 @@ the model sharded per block by torch's FSDP2.
   agree to 1e-7 (the logged entropy rank); step 1's gradient-norm ratio agrees to 1e-8; the
   lagged estimator's refreshes summed over both ranks equal one process's (each matrix priced
   once, not once per rank).
+- bf16 on 2 processes (FSDP's mixed-precision policy) tracks one float32 process's loss within 5%.
 - Only rank 0 writes: one output folder, one JSON line. A step that does not train across
   processes yet refuses torchrun (one line, nothing written).
 """
@@ -117,3 +118,17 @@ def test_prehab_on_two_processes_matches_one(llama, tmp_path, space, estimator, 
     if estimator == "lagged":
         assert last_two["penalty_refreshes"] == last_one["penalty_refreshes"] > 0
     assert one.get("surrogate_anchors") == two.get("surrogate_anchors")
+
+
+def test_bf16_on_two_processes_tracks_float32(tmp_path):
+    """FSDP's bf16 policy (bf16 gathers and forward, float32 shards and reduction): the task loss
+    of 6 steps within 5% of one float32 process's at every logged step, float32 weights saved."""
+    common = ["pretrain", "--arch", "llama-tiny", "--steps", 6, "--batch-size", 4]
+    _run(*common, "--out", tmp_path / "f32")
+    done = _torchrun(*common, "--precision", "bf16", "--out", tmp_path / "bf16")
+    assert done.returncode == 0, done.stderr[-2000:]
+    f32, bf16 = (_record(tmp_path / n)["curve"] for n in ("f32", "bf16"))
+    assert [r["step"] for r in f32] == [r["step"] for r in bf16]
+    for a, b in zip(f32, bf16):
+        assert abs(b["task_loss"] - a["task_loss"]) <= 0.05 * a["task_loss"], (a, b)
+    assert all(w.dtype == torch.float32 for w in _weights(tmp_path / "bf16").values() if w.is_floating_point())

@@ -288,7 +288,7 @@ def run_prehab(
     if world.sharded:
         if snapshots is not None and snapshots[0]:
             raise UsageError("snapshots are not taken across processes; run Prehab in one process for them")
-        world.shard(model, targets)
+        world.shard(model, targets, settings.compute.precision)
         mats.collect()
         shards = sharded.ShardedTargets(mats, world)
         shards.gather(range(n), everywhere=True)  # an anchored surrogate fixes its constants on every target

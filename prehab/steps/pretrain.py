@@ -66,7 +66,7 @@ def run(opts: Options) -> dict:
     world = World.from_env()
     if compute.recompute:
         enable_recompute(model, find_targets(model, spec.targets))
-    world.shard(model, find_targets(model, spec.targets))
+    world.shard(model, find_targets(model, spec.targets), compute.precision)
 
     def phase(n: int, lr: float, desc: str) -> list[dict]:
         """n Adam steps of the parameters that train now (its own optimiser, the same data order)."""

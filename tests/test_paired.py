@@ -180,3 +180,22 @@ def test_verdict_reads_the_interval():
     assert verdict(-0.1, 2.0, True) == UNDETECTED
     assert verdict(0.9, 0.99, False) == BETTER
     assert verdict(0.99, 1.01, False) == UNDETECTED
+
+
+def test_seeds_for_half_width_is_the_fewest_that_reach_it():
+    from prehab.report.paired import seeds_for_half_width
+
+    # sd 1 point: 6 seeds give 2.571 / sqrt(6) = 1.05, 7 seeds 2.447 / sqrt(7) = 0.925
+    assert seeds_for_half_width(1.0, 1.0) == 7
+    for sd in (0.3, 2.0, 5.0):
+        n = seeds_for_half_width(sd, 1.0)
+        half = lambda k: t_interval([sd * v for v in _unit_spread(k)])  # noqa: E731
+        assert half(n)[2] - half(n)[0] <= 1.0 + 1e-9 < half(n - 1)[2] - half(n - 1)[0] or n == 2
+    assert seeds_for_half_width(math.inf, 1.0) is None and seeds_for_half_width(100.0, 1.0, most=10) is None
+
+
+def _unit_spread(k: int) -> list[float]:
+    """k values with mean 0 and sample standard deviation exactly 1."""
+    x = np.arange(k, dtype=np.float64)
+    x = x - x.mean()
+    return list(x / x.std(ddof=1))

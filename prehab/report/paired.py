@@ -106,6 +106,20 @@ def t_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, fl
     return mean, mean - half, mean + half
 
 
+def seeds_for_half_width(sd: float, target: float, level: float = LEVEL, most: int = 1000) -> int | None:
+    """The fewest seeds whose t-interval (`t_interval`) of a mean has a half-width of at most
+    `target` when the per-seed differences spread with standard deviation `sd`; None when even
+    `most` seeds would not (or sd is not finite)."""
+    from scipy.stats import t as student_t
+
+    if not math.isfinite(sd):
+        return None
+    for n in range(MIN_SEEDS_FOR_T, most + 1):
+        if student_t.ppf(0.5 + level / 2, df=n - 1) * sd / math.sqrt(n) <= target:
+            return n
+    return None
+
+
 def _item_arrays(scores: dict, metric: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Per-row values and, alongside, what must be equal on every side for the rows to pair:
     accuracy (correct, None); F1 / MCC (predictions, labels); perplexity (NLL, tokens)."""

@@ -17,6 +17,7 @@ import argparse  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 
 from prehab.errors import NumericalError, UsageError  # noqa: E402
@@ -25,6 +26,7 @@ from prehab.steps.options import add_options, from_args  # noqa: E402
 
 # The steps that train across processes started by torchrun (prehab/distributed.py).
 ACROSS_PROCESSES = ("pretrain", "prehab")
+LOST_RANK = 75  # exit status of a rank that stopped because another one went (prehab/launch.py reads it)
 
 DESCRIPTION = """Low-Rank Prehab: prepare a network for SVD-LLM compression.
 
@@ -90,14 +92,27 @@ def _list_archs(args: argparse.Namespace) -> dict:
     return table
 
 
+def _lost_a_rank(err: RuntimeError) -> bool:
+    """A collective that failed because another process of a multi-process run went away."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    import torch.distributed as dist
+
+    return isinstance(err, dist.DistError) or "closed by peer" in str(err) or "Connection reset" in str(err)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("PREHAB_LOGLEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     try:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.command not in ACROSS_PROCESSES:
-            raise UsageError(f"runs in one process; under torchrun (WORLD_SIZE {os.environ['WORLD_SIZE']}) only "
-                             f"{', '.join(ACROSS_PROCESSES)} run{'s' if len(ACROSS_PROCESSES) == 1 else ''}")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            if args.command not in ACROSS_PROCESSES:
+                raise UsageError(f"runs in one process; under torchrun (WORLD_SIZE {os.environ['WORLD_SIZE']}) only "
+                                 f"{', '.join(ACROSS_PROCESSES)} run{'s' if len(ACROSS_PROCESSES) == 1 else ''}")
+            # the launcher stops the other ranks with SIGTERM when one fails: exit through the
+            # staging folder's cleanup instead of dying where we stand
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
         record = args.func(args)
     except UsageError as err:
         print(f"prehab {args.command}: error: {err}", file=sys.stderr)
@@ -105,7 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     except NumericalError as err:  # nothing was written: outputs are staged until the end
         print(f"prehab {args.command}: diverged: {err}", file=sys.stderr)
         return 3
+    except RuntimeError as err:
+        if not _lost_a_rank(err):
+            raise
+        print(f"prehab {args.command}: rank {os.environ.get('RANK')}: another rank stopped, so this one did "
+              f"({str(err).splitlines()[0][:200]})", file=sys.stderr)
+        return LOST_RANK
     finally:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # done: a late SIGTERM may end the process as usual
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if "torch.distributed" in sys.modules:  # only a step that trained across processes joined a group
             from prehab.distributed import leave
 

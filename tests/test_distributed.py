@@ -15,6 +15,7 @@ the model sharded per block by torch's FSDP2.
   lagged estimator's refreshes summed over both ranks equal one process's (each matrix priced
   once, not once per rank).
 - bf16 on 2 processes (FSDP's mixed-precision policy) tracks one float32 process's loss within 5%.
+- A rank killed mid-training: the launcher (prehab.launch) fails in one line, nothing written.
 - Only rank 0 writes: one output folder, one JSON line. A step that does not train across
   processes yet refuses torchrun (one line, nothing written).
 """
@@ -132,3 +133,48 @@ def test_bf16_on_two_processes_tracks_float32(tmp_path):
     for a, b in zip(f32, bf16):
         assert abs(b["task_loss"] - a["task_loss"]) <= 0.05 * a["task_loss"], (a, b)
     assert all(w.dtype == torch.float32 for w in _weights(tmp_path / "bf16").values() if w.is_floating_point())
+
+
+def _rank_pid(marker: str, rank: int) -> int | None:
+    """The pid of the process whose command line holds `marker` and whose RANK is `rank`."""
+    from pathlib import Path
+
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker in cmdline and f"RANK={rank}".encode() in environ:
+            return int(proc.name)
+    return None
+
+
+def test_a_killed_rank_fails_the_job_in_one_line_and_writes_nothing(tmp_path):
+    """prehab.launch (what the workflow starts for a multi-process job): rank 1 killed mid-training
+    stops rank 0, the launcher says so in one line, exits 1, and no output folder (nor a staging
+    one) is left."""
+    import signal
+    import time
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "prehab.launch", "--processes", "2", "pretrain", "--arch", "llama-tiny",
+           "--steps", "100000", "--batch-size", "4", "--out", str(out)]
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline, pid = time.time() + 300, None
+    while time.time() < deadline and pid is None:
+        time.sleep(0.5)
+        pid = _rank_pid(str(out), 1)
+    assert pid is not None, "rank 1 not found"
+    time.sleep(20)  # loading, joining the group, training
+    os.kill(pid, signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("prehab pretrain: rank 1 of 2 killed by SIGKILL (rank 0: ") and last.endswith(
+        "); the other ranks were stopped and nothing was written"), stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-3000:]  # rank 0 says in one line why it stopped
+    assert list(tmp_path.iterdir()) == []

@@ -227,6 +227,42 @@ def test_dry_run_paper_config_counts_every_rule(tmp_path):
     assert counts == expected
 
 
+def _planned_jobs(output: str) -> list[dict[str, str]]:
+    """Each job of a `--dry-run --printshellcmds` output: its rule, wildcards, resources, shell."""
+    jobs = []
+    for block in re.split(r"\n(?=\S*rule \w+:)", output):
+        rule = re.match(r"\S*rule (\w+):", block)
+        if not rule:
+            continue
+        fields = dict(re.findall(r"^\s+(wildcards|resources): (.*)$", block, flags=re.M))
+        shell = re.search(r"^Shell command: (.*)$", block, flags=re.M)
+        jobs.append({"rule": rule[1], **fields, "shell": shell[1] if shell else ""})
+    return jobs
+
+
+def test_paper_config_jobs_ask_for_their_gpus_and_processes(tmp_path):
+    """config/paper.yaml's training jobs carry arch_settings.<arch>.resources: LLaMA-7B's Prehab
+    asks for 8 GPUs and starts 8 processes with torchrun, in bf16 with recomputation and 8
+    micro-batches; every other training job of the paper-scale architectures 1 GPU and 1
+    process; the embedded default asks for no GPU and starts no torchrun."""
+    configs = ("--configfile", str(DEFAULT_CONFIG), str(REPO / "config" / "paper.yaml"))
+    proc = snakemake(tmp_path, *configs, "--dry-run", "--printshellcmds")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    training = [j for j in _planned_jobs(proc.stdout) if j["rule"] in ("pretrain", "prehab", "rehab")]
+    llama_prehab = [j for j in training if j["rule"] == "prehab" and "arch=llama-7b" in j["wildcards"]]
+    assert len(llama_prehab) == 18
+    for job in llama_prehab:
+        assert "gpu=8" in job["resources"] and "tasks=8" in job["resources"], job
+        assert "-m prehab.launch --processes 8 prehab" in job["shell"], job
+        assert "--precision bf16 --micro-batches 8 --recompute" in job["shell"], job
+    others = [j for j in training if j not in llama_prehab and "arch=llama-7b" not in j["wildcards"]]
+    assert others and all("gpu=1," in j["resources"] and "prehab.launch" not in j["shell"] for j in others)
+    proc = snakemake(tmp_path, "--configfile", str(DEFAULT_CONFIG), "--dry-run", "--printshellcmds", "--forceall")
+    default = [j for j in _planned_jobs(proc.stdout) if j["rule"] in ("pretrain", "prehab", "rehab")]
+    assert default and all("gpu=0," in j["resources"] and "prehab.launch" not in j["shell"] and
+                           "--precision" not in j["shell"] for j in default)
+
+
 def test_dry_run_single_gpu_config_counts_every_rule(tmp_path):
     # config/single-gpu.yaml over the default: 3 testbeds x 3 seeds; main's fine-tuned models are
     # the control, Prehab at 3 lambdas, the recipe and its control (6), each also at 3 snapshots;
@@ -339,6 +375,29 @@ def test_tiny_config_end_to_end(tiny_run):
 
 
 @pytest.mark.slow
+def test_a_two_process_prehab_job_runs_torchrun_and_matches_one_process(tiny_run, tmp_path):
+    """arch_settings.vit-tiny.resources.prehab.processes 2: the rule starts the step with torchrun
+    (2 CPU processes, FSDP) and the weight-space control it makes equals the one-process run's to
+    1e-5 of each tensor's norm (tests/test_slurm.py runs the same job through sbatch)."""
+    import torch
+
+    results, _, _ = tiny_run
+    local = next(results.glob("runs/arch~vit-tiny/seed~0/**/prehab~none/lam~0/space~weight/model.pt"))
+    overlay = tmp_path / "two-processes.yaml"
+    overlay.write_text(yaml.safe_dump({"arch_settings": {"vit-tiny": {"resources": {"prehab": {"processes": 2}}}}}))
+    out_dir = tmp_path / "results"
+    target = out_dir / local.relative_to(results)
+    proc = snakemake(tmp_path, "--configfile", str(DEFAULT_CONFIG), str(TEST_CONFIG), str(overlay),
+                     "--config", f"results_dir={out_dir}", "--cores", "2", "--printshellcmds", str(target))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "-m prehab.launch --processes 2 prehab" in proc.stdout + proc.stderr
+    a, b = (torch.load(p, weights_only=True)["state_dict"] for p in (local, target))
+    assert a.keys() == b.keys()
+    for key in a:
+        if a[key].is_floating_point():
+            assert float((a[key] - b[key]).norm()) <= 1e-5 * (float(a[key].norm()) or 1.0), key
+
+
 def test_second_invocation_has_nothing_to_do(tiny_run):
     results, _, _ = tiny_run
     proc = readme_snakemake(results)

@@ -242,6 +242,50 @@ def flag(option, key, fallback=None):
     return get
 
 
+def compute_flags(wildcards):
+    """Params function: a training step's --precision, --micro-batches and --recompute from
+    arch_settings.<arch> (absent or null: the plain float32 whole-batch step)."""
+    settings = config["arch_settings"].get(wildcards.arch) or {}
+    flags = []
+    if settings.get("precision"):
+        flags.append(f"--precision {settings['precision']}")
+    if settings.get("micro_batches"):
+        flags.append(f"--micro-batches {settings['micro_batches']}")
+    if settings.get("recompute"):
+        flags.append("--recompute")
+    return " ".join(flags)
+
+
+# A training job's resources when arch_settings.<arch>.resources.<rule> leaves one out.
+TRAINING_RESOURCES = {"gpus": 0, "processes": 1, "runtime": 60, "mem_mb": 8000}
+
+
+def training_resource(rule, key):
+    """Resources function: arch_settings.<arch>.resources.<rule>.<key>, else TRAINING_RESOURCES."""
+
+    def get(wildcards):
+        settings = config["arch_settings"].get(wildcards.arch) or {}
+        return ((settings.get("resources") or {}).get(rule) or {}).get(key, TRAINING_RESOURCES[key])
+
+    return get
+
+
+def launcher(rule):
+    """Params function: how a training rule starts the CLI: `PREHAB`, or with more than one
+    process (arch_settings.<arch>.resources.<rule>.processes) torch's launcher on this node, one
+    process per GPU, a failed rank reported in one line (prehab/launch.py, prehab/distributed.py)."""
+    processes = training_resource(rule, "processes")
+
+    def get(wildcards):
+        n = processes(wildcards)
+        if n <= 1:
+            return PREHAB
+        python = "python" if PREHAB == "prehab" else shlex.quote(sys.executable)
+        return f"{python} -m prehab.launch --processes {n}"
+
+    return get
+
+
 def section_flags(section, keys):
     """Params value: `--key-with-dashes VALUE` for each of `keys` set in config[section] (a key
     left out is not passed: the step's Options hold the one default)."""

@@ -22,8 +22,16 @@ rule prehab:
         benchmark_file(PREHABBED, "prehab")
     conda:
         "../../envs/prehab.yaml"
+    threads: training_resource("prehab", "processes")
+    resources:
+        runtime=training_resource("prehab", "runtime"),
+        mem_mb=training_resource("prehab", "mem_mb"),
+        gpu=training_resource("prehab", "gpus"),
+        tasks=training_resource("prehab", "processes"),
+        tasks_per_gpu=0,  # the executor plugin would otherwise ask for --ntasks-per-gpu=tasks
     params:
-        prehab=PREHAB,
+        prehab=launcher("prehab"),
+        compute=compute_flags,
         out=lambda wildcards, output: os.path.dirname(output.model),
         penalty=penalty_flags,
         schedule=section_flags(
@@ -53,7 +61,7 @@ rule prehab:
         " {params.penalty} --space {wildcards.space}"
         " {params.schedule} {params.lam_scale} {params.snapshots}"
         " --seed {wildcards.seed}"
-        " {params.steps} {params.lr} {params.batch_size} {params.arch_opts}"
+        " {params.steps} {params.lr} {params.batch_size} {params.compute} {params.arch_opts}"
         " --out {params.out:q} > {log} 2>&1"
 
 

@@ -9,8 +9,16 @@ rule pretrain:
         benchmark_file(DENSE, "pretrain")
     conda:
         "../../envs/prehab.yaml"
+    threads: training_resource("pretrain", "processes")
+    resources:
+        runtime=training_resource("pretrain", "runtime"),
+        mem_mb=training_resource("pretrain", "mem_mb"),
+        gpu=training_resource("pretrain", "gpus"),
+        tasks=training_resource("pretrain", "processes"),
+        tasks_per_gpu=0,  # the executor plugin would otherwise ask for --ntasks-per-gpu=tasks
     params:
-        prehab=PREHAB,
+        prehab=launcher("pretrain"),
+        compute=compute_flags,
         out=lambda wildcards, output: os.path.dirname(output.model),
         steps=flag("--steps", "pretrain_steps"),
         lr=flag("--lr", "pretrain_lr"),
@@ -21,5 +29,6 @@ rule pretrain:
         code=CODE,
     shell:
         "{params.prehab} pretrain --arch {wildcards.arch} --seed {wildcards.seed}"
-        " {params.steps} {params.lr} {params.full_steps} {params.full_lr} {params.batch_size} {params.arch_opts}"
+        " {params.steps} {params.lr} {params.full_steps} {params.full_lr} {params.batch_size} {params.compute}"
+        " {params.arch_opts}"
         " --out {params.out:q} > {log} 2>&1"

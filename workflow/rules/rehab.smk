@@ -14,8 +14,15 @@ rule rehab:
     priority: 1  # run as soon as its models exist: they are temp() and big (llama-small)
     conda:
         "../../envs/prehab.yaml"
+    resources:
+        runtime=training_resource("rehab", "runtime"),
+        mem_mb=training_resource("rehab", "mem_mb"),
+        gpu=training_resource("rehab", "gpus"),
+        tasks=training_resource("rehab", "processes"),
+        tasks_per_gpu=0,  # the executor plugin would otherwise ask for --ntasks-per-gpu=tasks
     params:
         prehab=PREHAB,
+        compute=compute_flags,
         outs=out_dirs,
         lora=section_flags("lora", ["rank", "alpha", "dropout"]),
         steps=flag("--steps", "rehab_steps"),
@@ -27,5 +34,5 @@ rule rehab:
     shell:
         "{params.prehab} rehab --model {input.models:q} --schedule {wildcards.lora}"
         " {params.lora}"
-        " --seed {wildcards.seed} {params.steps} {params.lr} {params.batch_size}"
+        " --seed {wildcards.seed} {params.steps} {params.lr} {params.batch_size} {params.compute}"
         " --evaluate {params.eval_batch_size} {params.arch_opts} --out {params.outs} > {log} 2>&1"

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from prehab import tasks
+from prehab.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class World:
             return batch, 1.0
         n = tasks.num_rows(batch)
         if n < self.size:
-            raise ValueError(f"a batch of {n} rows cannot be split over {self.size} processes; "
+            raise UsageError(f"a batch of {n} rows cannot be split over {self.size} processes; "
                              f"use a batch size of at least {self.size}")
         bounds = torch.linspace(0, n, self.size + 1).round().long().tolist()
         lo, hi = bounds[self.rank], bounds[self.rank + 1]
@@ -105,12 +106,6 @@ class World:
 
         state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         return state if self.main else None
-
-    def barrier(self) -> None:
-        if self.sharded:
-            import torch.distributed as dist
-
-            dist.barrier()
 
 
 def leave() -> None:

@@ -265,15 +265,18 @@ def training_resource(rule, key):
 
     def get(wildcards):
         settings = config["arch_settings"].get(wildcards.arch) or {}
-        return ((settings.get("resources") or {}).get(rule) or {}).get(key, TRAINING_RESOURCES[key])
+        return ((settings.get("resources") or {}).get(rule) or {}).get(
+            key, TRAINING_RESOURCES[key]
+        )
 
     return get
 
 
 def launcher(rule):
-    """Params function: how a training rule starts the CLI: `PREHAB`, or with more than one
+    """Params function, the command a training job calls the CLI with: `PREHAB`, or with more than one
     process (arch_settings.<arch>.resources.<rule>.processes) torch's launcher on this node, one
-    process per GPU, a failed rank reported in one line (prehab/launch.py, prehab/distributed.py)."""
+    process per GPU, a failed rank reported in one line (prehab/launch.py, prehab/distributed.py).
+    """
     processes = training_resource(rule, "processes")
 
     def get(wildcards):

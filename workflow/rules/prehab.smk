@@ -22,7 +22,6 @@ rule prehab:
         benchmark_file(PREHABBED, "prehab")
     conda:
         "../../envs/prehab.yaml"
-    threads: training_resource("prehab", "processes")
     resources:
         runtime=training_resource("prehab", "runtime"),
         mem_mb=training_resource("prehab", "mem_mb"),
@@ -52,7 +51,9 @@ rule prehab:
         ),
         steps=prehab_steps_flag,
         lr=unless_recipe(flag("--lr", "prehab_lr")),
-        batch_size=unless_recipe(flag("--batch-size", "prehab_batch_size", fallback="batch_size")),
+        batch_size=unless_recipe(
+            flag("--batch-size", "prehab_batch_size", fallback="batch_size")
+        ),
         snapshots=f"--snapshots {' '.join(SNAPSHOTS)}" if SNAPSHOTS else "",
         arch_opts=arch_opts,
         code=CODE,

@@ -9,7 +9,6 @@ rule pretrain:
         benchmark_file(DENSE, "pretrain")
     conda:
         "../../envs/prehab.yaml"
-    threads: training_resource("pretrain", "processes")
     resources:
         runtime=training_resource("pretrain", "runtime"),
         mem_mb=training_resource("pretrain", "mem_mb"),

@@ -4,8 +4,8 @@ torchrun's, run in this process), and report a failed rank in one line.
     python -m prehab.launch --processes N STEP [ARGS...]     # e.g. prehab ... --out DIR
 
 torchrun prints a page of its own when a rank dies; this prints `prehab STEP: rank R of N
-killed by SIGKILL (rank 0: exit code 1); ...` instead (the rank's own error, if it wrote one, is in the log above it) and exits
-1. Nothing is written: rank 0 writes the output folder only at the end, and a rank stopped by
+killed by SIGKILL (rank 0: exit code 75); ...` instead (a rank's own error, if it wrote one, is
+in the log above it) and exits 1. Nothing is written: rank 0 writes the output folder only at the end, and a rank stopped by
 the launcher cleans up its staging folder (prehab/cli.py turns SIGTERM into an exit).
 """
 

@@ -62,9 +62,7 @@ class Compute:
     def slices(self, batch: dict[str, torch.Tensor]) -> list[tuple[dict[str, torch.Tensor], float]]:
         """The batch as (micro-batch, share of the rows) pairs: at most `micro_batches` slices
         of consecutive rows, none empty."""
-        n = tasks.num_rows(batch)
-        bounds = torch.linspace(0, n, min(self.micro_batches, n) + 1).round().long().tolist()
-        return [(tasks.take(batch, torch.arange(lo, hi)), (hi - lo) / n) for lo, hi in zip(bounds, bounds[1:])]
+        return tasks.row_slices(batch, self.micro_batches)
 
     def params(self) -> dict[str, object]:
         """The settings as a step's metrics.json states them: none for the plain step, so the

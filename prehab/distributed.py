@@ -66,9 +66,8 @@ class World:
         if n < self.size:
             raise UsageError(f"a batch of {n} rows cannot be split over {self.size} processes; "
                              f"use a batch size of at least {self.size}")
-        bounds = torch.linspace(0, n, self.size + 1).round().long().tolist()
-        lo, hi = bounds[self.rank], bounds[self.rank + 1]
-        return tasks.take(batch, torch.arange(lo, hi)), (hi - lo) / n * self.size
+        rows, share = tasks.row_slices(batch, self.size)[self.rank]
+        return rows, share * self.size
 
     def mean_over_ranks(self, value: float) -> float:
         """The mean of a per-rank number (the batch's task loss from each rank's weighted one)."""

@@ -30,6 +30,14 @@ def take(data: dict[str, torch.Tensor], index) -> dict[str, torch.Tensor]:
     return {k: v[index] for k, v in data.items()}
 
 
+def row_slices(batch: dict[str, torch.Tensor], k: int) -> list[tuple[dict[str, torch.Tensor], float]]:
+    """The batch as at most k slices of consecutive rows, none empty, each with its share of the
+    rows (micro-batches: prehab/compute.py; ranks: prehab/distributed.py)."""
+    n = num_rows(batch)
+    bounds = torch.linspace(0, n, min(k, n) + 1).round().long().tolist()
+    return [(take(batch, torch.arange(lo, hi)), (hi - lo) / n) for lo, hi in zip(bounds, bounds[1:])]
+
+
 def batches(data: dict[str, torch.Tensor], batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
     """In-order batches (evaluation, calibration)."""
     n = num_rows(data)

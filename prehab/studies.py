@@ -176,7 +176,7 @@ def study_runs(name: str, study: dict[str, Any], all_archs: Iterable[str],
             n = _samples(value, arch, per_arch or {}, name)
             uncompressed = []
             if "control" in methods:  # one per space: lambda 0 with the same parametrisation
-                for space in pre["space"]:
+                for space in pre.get("control_space") or pre["space"]:
                     uncompressed.append(dict(surrogate=CONTROL_SURROGATE, lam=0.0, space=space, method="control"))
             if "prehab" in methods:
                 for sur, lam, space in itertools.product(pre["surrogate"], pre["lam"], pre["space"]):

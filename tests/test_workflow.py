@@ -44,11 +44,11 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
-def dry_run(workdir: Path, configfile: Path) -> dict[str, int]:
-    """Job counts of a dry run of `configfile`, an overlay merged over config/config.yaml as
-    `--configfile X` merges it from the repository root (in another --directory the Snakefile's
-    relative `configfile:` is not found, so both are named)."""
-    configs = [str(configfile)] if configfile == DEFAULT_CONFIG else [str(DEFAULT_CONFIG), str(configfile)]
+def dry_run(workdir: Path, *configfiles: Path) -> dict[str, int]:
+    """Job counts of a dry run of `configfiles`, overlays merged in order over config/config.yaml
+    as `--configfile X Y` merges them from the repository root (in another --directory the
+    Snakefile's relative `configfile:` is not found, so it is named too)."""
+    configs = [str(DEFAULT_CONFIG)] + [str(f) for f in configfiles if f != DEFAULT_CONFIG]
     proc = snakemake(workdir, "--configfile", *configs, "--dry-run", "--quiet", "rules")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     if "Nothing to be done" in proc.stdout + proc.stderr:
@@ -198,15 +198,19 @@ def test_dry_run_budget_config_plans_the_snapshots(tmp_path):
 
 @pytest.mark.parametrize("name,prehab_jobs,rehab_jobs", [("ablations", 14, 0), ("llama", 15, 21), ("damped", 18, 0),
                                                         ("decisive-vit", 10, 13), ("decisive-vit-tail", 10, 13),
-                                                        ("decisive-bert", 18, 21)])
+                                                        ("decisive-vit+weight", 8, 11), ("decisive-bert", 18, 21)])
 def test_dry_run_other_configs_plan(tmp_path, name, prehab_jobs, rehab_jobs):
     # ablations: vit-small seed 0, 14 Prehab/control runs (README "Configs"); llama: 3 seeds x
     # (control + 2 lambdas + the recipe and its control), LoRA on each of those and on SVD and
     # SVD-LLM; damped: 3 seeds x (lambda 10 and its control in two spaces, the recipe and its
     # control); decisive-*: phase A before its checkpoint, seed 0's surrogates x lambdas x 2 spaces
     # (vit: 1 x 2 per config, bert: 2 x 3) and 2 controls, seeds 1 and 2's controls (their Prehab
-    # waits for lambda*), LoRA on each of those and on the 3 SVD-LLM models
-    counts = dry_run(tmp_path, REPO / "config" / f"{name}.yaml")
+    # waits for lambda*), LoRA on each of those and on the 3 SVD-LLM models; decisive-vit+weight
+    # (the weight overlay): seed 0's 2 lambdas in the weight space and every seed's controls in
+    # both spaces
+    files = [REPO / "config" / f"{part if i == 0 else name.split('+')[0] + '-' + part}.yaml"
+             for i, part in enumerate(name.split("+"))]
+    counts = dry_run(tmp_path, *files)
     assert counts["prehab"] == prehab_jobs and counts.get("rehab", 0) == rehab_jobs and counts["all"] == 1
     assert counts.get("choose_lambda", 0) == (1 if name.startswith("decisive") else 0)
 

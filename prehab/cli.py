@@ -25,7 +25,7 @@ from prehab.steps import STEPS  # noqa: E402
 from prehab.steps.options import add_options, from_args  # noqa: E402
 
 # The steps that train across processes started by torchrun (prehab/distributed.py).
-ACROSS_PROCESSES = ("pretrain", "prehab")
+ACROSS_PROCESSES = ("pretrain", "prehab", "rehab")
 LOST_RANK = 75  # exit status of a rank that stopped because another one went (prehab/launch.py reads it)
 
 DESCRIPTION = """Low-Rank Prehab: prepare a network for SVD-LLM compression.

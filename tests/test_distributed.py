@@ -14,6 +14,11 @@ the model sharded per block by torch's FSDP2.
   agree to 1e-7 (the logged entropy rank); step 1's gradient-norm ratio agrees to 1e-8; the
   lagged estimator's refreshes summed over both ranks equal one process's (each matrix priced
   once, not once per rank).
+- bert-tiny Prehab (dropout 0, weight space, exact) on 2 processes equals one process stepping
+  over the same two row slices to 1e-6; a rank keeps the penalty's inputs (A0, factors) of its
+  own targets only, and the whitened space holds one float32 factor per input, no float64 copy.
+- Rehab (sequential LoRA, dropout 0) of a compressed llama-tiny on 2 processes ends with the
+  single process's weights to 1e-5.
 - bf16 on 2 processes (FSDP's mixed-precision policy) tracks one float32 process's loss within 5%.
 - A rank killed mid-training: the launcher (prehab.launch) fails in one line, nothing written.
 - Only rank 0 writes: one output folder, one JSON line. A step that does not train across
@@ -83,7 +88,7 @@ def test_two_processes_equal_two_micro_batches(tmp_path, arch):
 def test_a_step_that_runs_in_one_process_refuses_torchrun(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["evaluate", "--model", str(tmp_path / "absent"), "--out", str(tmp_path / "e")]) == 2
-    assert "only pretrain, prehab run" in capsys.readouterr().err and not (tmp_path / "e").exists()
+    assert "only pretrain, prehab, rehab run" in capsys.readouterr().err and not (tmp_path / "e").exists()
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +124,55 @@ def test_prehab_on_two_processes_matches_one(llama, tmp_path, space, estimator, 
     if estimator == "lagged":
         assert last_two["penalty_refreshes"] == last_one["penalty_refreshes"] > 0
     assert one.get("surrogate_anchors") == two.get("surrogate_anchors")
+
+
+def test_bert_prehab_on_two_processes_equals_two_micro_batches(tmp_path):
+    _run("pretrain", "--arch", "bert-tiny", "--arch-opt", "dropout=0", "--steps", 2, "--batch-size", 4,
+         "--out", tmp_path / "dense")
+    _run("calibrate", "--model", tmp_path / "dense", "--samples", 16, "--out", tmp_path / "grams")
+    common = ["prehab", "--model", tmp_path / "dense", "--grams", tmp_path / "grams", "--surrogate", "nuclear",
+              "--lam", 1, "--space", "weight", "--estimator", "exact", "--steps", 3, "--batch-size", 4]
+    _run(*common, "--micro-batches", 2, "--out", tmp_path / "sliced")
+    done = _torchrun(*common, "--out", tmp_path / "two")
+    assert done.returncode == 0, done.stderr[-2000:]
+    _close(tmp_path / "sliced", tmp_path / "two", 1e-6)
+
+
+@pytest.mark.parametrize("space", ["whitened", "weight"])
+def test_a_rank_keeps_the_penalty_inputs_of_its_own_targets_only(space):
+    from prehab.method.calibrate import Whitening
+    from prehab.method.prehab import _Targets
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+    L = torch.linalg.cholesky(torch.eye(4, dtype=torch.float64) + 0.1)
+    whitening = Whitening({"0": L, "2": 2 * L}, {"0": "0", "1": "0", "2": "2"}, 10)
+    mats = _Targets(model, ["0", "1", "2"], whitening, space)
+    held = [m.L for m in mats.modules] if space == "whitened" else mats.factors
+    assert held[0] is held[1] and held[0] is not held[2]  # one working copy per input, shared
+    assert all(t.dtype == torch.float32 for t in held)
+    assert not any(b.dtype == torch.float64 for b in model.buffers())
+    mats.keep_only({1})
+    if space == "whitened":
+        assert [m.A0 is None for m in mats.modules] == [True, False, True]
+        assert mats.modules[0].L is not None  # the forward pass still reads it
+    else:
+        assert [f is None for f in mats.factors] == [True, False, True]
+    assert mats.penalised([1])[0].shape == (4, 4)
+
+
+def test_rehab_on_two_processes_matches_one(llama, tmp_path):
+    _run("compress", "--model", llama / "dense", "--grams", llama / "grams", "--method", "svd-llm", "--ratio", 0.5,
+         "--out", tmp_path / "cut")
+    common = ["rehab", "--model", tmp_path / "cut", "--schedule", "sequential", "--dropout", 0, "--steps", 3,
+              "--batch-size", 4]
+    _run(*common, "--out", tmp_path / "one")
+    done = _torchrun(*common, "--out", tmp_path / "two")
+    assert done.returncode == 0, done.stderr[-2000:]
+    _close(tmp_path / "one", tmp_path / "two", 1e-5)
+    cut, one = _weights(tmp_path / "cut"), _weights(tmp_path / "one")
+    moved = max(float((one[k] - cut[k]).norm() / cut[k].norm()) for k in cut if cut[k].is_floating_point())
+    assert moved > 1e-3  # LoRA moved the factors far beyond the tolerance
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut", "one", "two"]
 
 
 def test_bf16_on_two_processes_tracks_float32(tmp_path):

@@ -52,15 +52,19 @@ assert sorted(PENALTIES.names()) == sorted(names.ESTIMATORS), PENALTIES.names()
 class WhitenedDelta(nn.Module):
     """Stands in for an nn.Linear during Prehab; `fold()` gives the trained nn.Linear back."""
 
-    def __init__(self, linear: nn.Linear, L: torch.Tensor):
+    def __init__(self, linear: nn.Linear, L: torch.Tensor, L_work: torch.Tensor | None = None):
+        """`L`: the calibration's factor, read again (in float64) only by `fold`; `L_work`: the
+        same factor in the weight's dtype and device, which layers reading one input share
+        (made here when not given)."""
         super().__init__()
         out_f, in_f = linear.weight.shape
         assert L.shape == (in_f, in_f), f"factor {tuple(L.shape)} does not fit weight {tuple(linear.weight.shape)}"
         self.linear = linear  # frozen W0 and bias
-        L = L.to(linear.weight.device)
-        self.register_buffer("L", L.to(linear.weight.dtype), persistent=False)  # (in, in)
-        self.register_buffer("L64", L.double(), persistent=False)
-        A0 = whiten(linear.weight.detach(), L)  # (out, in)
+        self.factor = L  # not a buffer: no float64 copy per layer, nothing for sharding to move
+        if L_work is None:
+            L_work = L.to(linear.weight.device, linear.weight.dtype)
+        self.register_buffer("L", L_work, persistent=False)  # (in, in)
+        A0 = whiten(linear.weight.detach(), L.to(linear.weight.device))  # (out, in)
         self.register_buffer("A0", A0.to(linear.weight.dtype), persistent=False)
         self.delta = nn.Parameter(torch.zeros_like(linear.weight))  # (out, in)
 
@@ -77,7 +81,8 @@ class WhitenedDelta(nn.Module):
 
     @torch.no_grad()
     def fold(self) -> nn.Linear:
-        self.linear.weight.copy_(folded_weight(self.linear.weight, self.delta, self.L64))
+        self.linear.weight.copy_(folded_weight(self.linear.weight, self.delta,
+                                               self.factor.to(self.delta.device, torch.float64)))
         return self.linear
 
 
@@ -106,14 +111,34 @@ class _Targets:
         if space not in SPACES:
             raise UsageError(f"unknown Prehab space {space!r}; known: {', '.join(SPACES)}")
         self.space, self.names, self.whitening = space, names, whitening
+        shared: dict[str, torch.Tensor] = {}  # one working copy per distinct input (its group leader)
+
+        def work(name: str, weight: torch.Tensor) -> torch.Tensor:
+            leader = whitening.owner[name]
+            if leader not in shared:
+                shared[leader] = whitening.factor_of(name).to(weight.device, weight.dtype)
+            return shared[leader]
+
         if space == "whitened":
-            replace_modules(model, names, lambda name, old: WhitenedDelta(old, whitening.factor_of(name)))
+            replace_modules(model, names, lambda name, old: WhitenedDelta(old, whitening.factor_of(name),
+                                                                          work(name, old.weight)))
         self.modules = [get_module(model, n) for n in names]
         if space != "whitened":
-            self.factors = [whitening.factor_of(n).to(m.weight.device, m.weight.dtype) for m, n in zip(self.modules, names)]
+            self.factors = [work(n, m.weight) for m, n in zip(self.modules, names)]
         self.collect()
         for p in self.params:
             p.requires_grad_(True)
+
+    def keep_only(self, owned: set[int]) -> None:
+        """Drop what only the penalty reads (the whitened space's A0, the weight space's factors)
+        from the targets this process does not price (sharded.ShardedTargets.owns)."""
+        for i, module in enumerate(self.modules):
+            if i in owned:
+                continue
+            if self.space == "whitened":
+                module.A0 = None
+            elif self.space == "weight":
+                self.factors[i] = None
 
     def collect(self) -> None:
         """The trainable tensors, read again from the modules (sharding replaces them)."""
@@ -291,8 +316,11 @@ def run_prehab(
         world.shard(model, targets, settings.compute.precision)
         mats.collect()
         shards = sharded.ShardedTargets(mats, world)
-        shards.gather(range(n), everywhere=True)  # an anchored surrogate fixes its constants on every target
+        if settings.surrogate.anchored:  # fixes its constants on every target, on every rank
+            shards.gather(range(n), everywhere=True)
     estimate = PENALTIES.get(settings.estimator)(settings.surrogate, shards or mats, settings.refresh_every)
+    if shards:  # each rank holds the penalty's inputs of its own targets only
+        mats.keep_only({i for i in range(n) if shards.owns(i)})
     result = PrehabResult(lam_scale=settings.lam_scale, lam=settings.schedule.lam,
                           anchors={name: estimate.anchors.values[i] for i, name in enumerate(targets)
                                    if i in estimate.anchors.values})

@@ -47,6 +47,7 @@ def rehab_one(opts: Options, model_path: Path, out_dir: Path) -> dict:
     # imported here: `prehab --help` and `prehab STEP --help` must not load torch
     from prehab import checkpoint
     from prehab.device import resolve_device
+    from prehab.distributed import World
     from prehab.method.evaluate import evaluate_saved
     from prehab.method.rehab import lora_rehab
     from prehab.outputs import StepRecord, atomic_dir
@@ -65,12 +66,15 @@ def rehab_one(opts: Options, model_path: Path, out_dir: Path) -> dict:
     ckpt.model.to(resolve_device(opts.device))
     seed_everything(opts.seed)
     data = spec.load(options, "train", None, opts.seed)
+    world = World.from_env()
     model, curve = lora_rehab(ckpt.model, list(ckpt.factorized), spec.task, data, schedule=opts.schedule,
                               rank=opts.rank, alpha=opts.alpha, dropout=opts.dropout, steps=steps, lr=lr,
-                              batch_size=batch_size, seed=opts.seed, compute=opts.compute())
+                              batch_size=batch_size, seed=opts.seed, compute=opts.compute(), world=world)
     record.metrics["final_task_loss"] = curve[-1]["task_loss"] if curve else None
     record.extra["curve"] = curve
     history = ckpt.history + [{"step": "rehab", **params}]
+    if not world.main:  # every rank holds the merged model; rank 0 writes and evaluates it
+        return None
     with atomic_dir(out_dir) as out:
         checkpoint.save(checkpoint.Checkpoint(model, spec.name, options, ckpt.arch_config, ckpt.factorized, history), out)
         written = record.write(out)

@@ -21,7 +21,7 @@ rule rehab:
         tasks=training_resource("rehab", "processes"),
         tasks_per_gpu=0,  # the executor plugin would otherwise ask for --ntasks-per-gpu=tasks
     params:
-        prehab=PREHAB,
+        prehab=launcher("rehab"),
         compute=compute_flags,
         outs=out_dirs,
         lora=section_flags("lora", ["rank", "alpha", "dropout"]),

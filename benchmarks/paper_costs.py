@@ -17,18 +17,29 @@ How:
   upper bound on the lower half the package takes; in float32, `prehab calibrate`'s default)
   and its Cholesky (n^3 / 3); compression per target W L (SVD-LLM only) and a float64 SVD
   (6 m n^2 + 20 k^3), then one evaluation per ratio.
-- Memory per job (GPU, float32, as the package runs: no mixed precision, no sharding):
-  training weights + gradients + Adam's two moments (16 bytes per weight) plus activations
-  (2 x 34 x tokens x width bytes per block: Korthikanti et al.'s count for 16-bit activations,
-  doubled for float32, without the attention scores, which torch's fused attention, used by timm
-  and transformers, does not keep); Prehab adds the whitening factors of every
-  distinct input and the float64 work of the largest target; LoRA holds the frozen weights
-  plus activations; calibration the model, the kept activations and one block's float64
-  moments; compression the model plus the largest target's float64 SVD.
+- Memory per GPU of a job on N processes (its `--processes`; FSDP2 shards every parameter per
+  block), at its `--precision`, `--micro-batches` and `--recompute`: float32 master weights
+  (4 bytes per weight) and, for what trains, float32 gradients and Adam's two moments (12 bytes),
+  all divided by N; with N > 1 two blocks' gathered weights (bf16 or float32); activations of
+  one micro-batch of batch / (N x micro-batches) rows, 17 x tokens x width values per block
+  (Korthikanti et al.'s 34 bytes at 16 bits; without the attention scores, which torch's fused
+  attention does not keep) at 2 bytes (bf16) or 4, for every block, or with --recompute each
+  block's input for every block plus one block's activations; a language model's float32 logits
+  and their gradient. Prehab trains the target matrices only (the whitened delta or W): in the
+  weight space each rank holds the factors of the targets it prices (1/N of them); in the
+  whitened space every rank holds every factor (the forward pass reads them) and the A0 of its
+  own targets, and the materialised W0 + D L^-1 of every target is kept for the backward pass
+  (of one block with --recompute); plus the float64 work of the largest target's penalty. Rehab
+  holds the frozen model (across processes twice: whole and as shards) and its adapters;
+  calibration the model, the kept activations and one block's float64 moments; compression the
+  model plus the largest target's float64 SVD.
 - Time: FLOPs divided by assumed sustained rates of one GPU (flags; the defaults are
-  guesses for an A100 without TF32, which torch leaves off for matmuls): float32 matmuls, float64
-  matmuls, and float64 decompositions (eigh and Cholesky; SVD), each scaled by its speed relative
-  to a float64 matmul as measured here on the CPU with the same FLOP counts (at most 1).
+  guesses for an A100: float32 without TF32, which torch leaves off for matmuls, and bf16 at
+  about half its tensor-core peak): the training steps at the job's precision (--recompute adds
+  one forward pass per step), float64 matmuls, and float64 decompositions (eigh and Cholesky;
+  SVD), each scaled by its speed relative to a float64 matmul as measured here on the CPU with
+  the same FLOP counts (at most 1). N processes split a step's work and the penalty's targets, so
+  a job's GPU-hours do not depend on N (communication left out).
 
     .venv/bin/python benchmarks/paper_costs.py [--configfile config/paper.yaml] [--gpu-gb 80]
 """
@@ -36,6 +47,7 @@ How:
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import time
 from collections import defaultdict
@@ -62,6 +74,7 @@ class Shape:
     inputs: list[int]  # width of every distinct target input (one second moment each)
     eval_samples: int  # test set
     block_inputs: list[int]  # distinct inputs of one block
+    vocab: int = 0  # a language model's output width (its logits per token); 0: a classifier
 
 
 def _meta_model(arch: str):
@@ -88,6 +101,7 @@ EXTRA_TEST_SAMPLES = {"c4": 256}
 GLUE_VALIDATION = {"sst2": 872, "mnli": 9815, "qnli": 5463, "qqp": 40430, "cola": 1043, "mrpc": 408, "rte": 277}
 # (blocks, width, tokens per sample)
 GEOMETRY = {"vit-b16": (12, 768, 197), "bert-base": (12, 768, 128), "llama-7b": (32, 4096, 2048)}
+VOCAB = {"llama-7b": 32000}
 # Targets that read the previous target's input (one second moment between them, as calibration
 # finds by tensor identity): BERT's and LLaMA's k/v after q, LLaMA's up after gate.
 FOLLOWERS = {"vit-b16": (), "bert-base": ("self.key", "self.value"), "llama-7b": ("k_proj", "v_proj", "up_proj")}
@@ -120,7 +134,7 @@ def shape_of(arch: str) -> Shape:
     blocks, width, tokens = GEOMETRY[family]
     eval_samples = GLUE_VALIDATION[get_arch(arch).options["glue_task"]] if family == "bert-base" else EVAL_SAMPLES[arch]
     return Shape(sum(p.numel() for p in model.parameters()), blocks, width, tokens, targets, inputs,
-                 eval_samples, inputs[: len(inputs) // blocks])
+                 eval_samples, inputs[: len(inputs) // blocks], VOCAB.get(family, 0))
 
 
 @dataclass
@@ -128,6 +142,7 @@ class Rates:
     """Sustained FLOP/s of one GPU."""
 
     fp32: float
+    bf16: float
     fp64: float
     eigh: float  # float64 eigen-decompositions and Cholesky factors
     svd: float  # float64 SVDs
@@ -160,8 +175,52 @@ def batch_of(job: Job, arch_defaults: dict, recipes: dict) -> int:
     return recipes[recipe[0]].batch_size if recipe else int(arch_defaults["batch_size"])
 
 
-def job_cost(job: Job, s: Shape, defaults: dict, recipes: dict, rates: Rates) -> tuple[float, float]:
-    """(GPU seconds, GPU bytes) of one job."""
+@dataclass(frozen=True)
+class Setup:
+    """How a training job computes: its flags, or the ones a study varies here."""
+
+    processes: int = 1
+    precision: str = "float32"
+    micro_batches: int = 1
+    recompute: bool = False
+
+    @classmethod
+    def of(cls, job: Job) -> "Setup":
+        return cls(job.processes, (job.flag("--precision") or ["float32"])[0],
+                   int((job.flag("--micro-batches") or [1])[0]), "--recompute" in job.command)
+
+
+def training_memory(rule: str, s: Shape, batch: int, setup: Setup, space: str | None = None) -> float:
+    """Bytes on one GPU of a training step (module docstring)."""
+    n = setup.processes
+    value = 2.0 if setup.precision == "bf16" else 4.0
+    rows = math.ceil(batch / (n * setup.micro_batches))
+    per_block = 17.0 * rows * s.tokens * s.width * value
+    kept = rows * s.tokens * s.width * value * s.blocks + per_block if setup.recompute else per_block * s.blocks
+    logits = 8.0 * rows * s.tokens * s.vocab if s.vocab else 0.0
+    target_weights = float(sum(m * k for m, k in s.targets))
+    gathered = 2.0 * value * s.weights / s.blocks if n > 1 else 0.0
+    if rule == "pretrain":
+        state = 16.0 * s.weights / n
+    elif rule == "rehab":
+        state = 4.0 * s.weights * (1 + 1 / n if n > 1 else 1)
+    else:  # prehab: the target matrices train (W, or the whitened delta beside the frozen W0)
+        delta = target_weights if space == "whitened" else 0.0
+        state = (4.0 * (s.weights + delta) + 12.0 * target_weights) / n
+        factors = 4.0 * sum(w * w for w in s.inputs)
+        if space == "whitened":
+            materialised = 4.0 * target_weights / (s.blocks if setup.recompute else 1)
+            state += factors + 4.0 * target_weights / n + materialised  # every factor, own A0s
+        else:
+            state += factors / n
+        m, k = max(s.targets, key=lambda t: t[0] * t[1])
+        state += 8.0 * (2 * m * k + 4 * min(m, k) ** 2)  # the largest target's float64 penalty
+    return state + gathered + kept + logits
+
+
+def job_cost(job: Job, s: Shape, defaults: dict, recipes: dict, rates: Rates,
+             setup: Setup | None = None) -> tuple[float, float]:
+    """(GPU seconds, bytes per GPU) of one job; `setup` overrides the job's own compute flags."""
     samples = int((job.flag("--samples") or [256])[0])
     calib = samples * s.tokens
     models = len(job.flag("--model")) if job.rule == "rehab" else 1  # one rehab job recovers every ratio
@@ -170,21 +229,21 @@ def job_cost(job: Job, s: Shape, defaults: dict, recipes: dict, rates: Rates) ->
         evals = 0
     extra = [EXTRA_TEST_SAMPLES[o.split("=", 1)[1]] for o in job.flag("--arch-opt") if o.startswith("extra_test=")]
     seconds = evals * forward_flops(s, s.eval_samples + sum(extra)) / rates.fp32
-    activations = lambda batch: 2.0 * 34 * batch * s.tokens * s.width * s.blocks  # noqa: E731
     widest = max(s.targets, key=lambda t: t[0] * t[1])
     svd_work = 8.0 * (2 * widest[0] * widest[1] + 2 * min(widest) ** 2)
-    memory = 4.0 * s.weights + activations(int(defaults["eval_batch_size"])) / s.blocks
+    memory = 4.0 * s.weights + 4.0 * 17 * int(defaults["eval_batch_size"]) * s.tokens * s.width  # float32, one block
     steps = steps_of(job, defaults, recipes) if job.rule in TRAINING_RULES else 0
     if steps:  # (pretraining 0 steps takes the checkpoint as it is)
+        setup = setup or Setup.of(job)
         batch = batch_of(job, defaults, recipes)
-        per_step = (2.0 if job.rule == "rehab" else 3.0) * forward_flops(s, batch)
-        seconds += models * steps * per_step / rates.fp32
-        memory = (4.0 if job.rule == "rehab" else 16.0) * s.weights + activations(batch)
+        passes = (2.0 if job.rule == "rehab" else 3.0) + (1.0 if setup.recompute else 0.0)
+        rate = rates.bf16 if setup.precision == "bf16" else rates.fp32
+        seconds += models * steps * passes * forward_flops(s, batch) / rate
+        space = (job.flag("--space") or [None])[0]
+        memory = training_memory(job.rule, s, batch, setup, space)
         if job.rule == "prehab" and job.flag("--lam") != ["0"]:
             mm, dec = penalty_flops(s)
             seconds += steps * (mm / rates.fp64 + dec / rates.eigh)
-        if job.rule == "prehab":  # the factors sit beside the model, the control's too
-            memory += 4.0 * sum(n * n for n in s.inputs) + svd_work
     elif job.rule in ("calibrate", "recalibrate"):
         seconds += forward_flops(s, samples) / rates.fp32
         seconds += sum(2.0 * calib * n * n for n in s.inputs) / rates.fp32  # --moment-dtype float32
@@ -194,7 +253,7 @@ def job_cost(job: Job, s: Shape, defaults: dict, recipes: dict, rates: Rates) ->
         whiten = 0 if job.rule == "compress_svd" else sum(2 * m * n * n for m, n in s.targets)
         seconds += whiten / rates.fp64 + sum(6 * m * n * min(m, n) for m, n in s.targets) / rates.fp64
         seconds += sum(20 * min(m, n) ** 3 for m, n in s.targets) / rates.svd
-        memory += svd_work
+        memory = 4.0 * s.weights + svd_work
     return seconds, memory
 
 
@@ -223,6 +282,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configfile", type=Path, default=REPO / "config" / "paper.yaml")
     parser.add_argument("--fp32-tflops", type=float, default=12.0, help="sustained float32 matmul TFLOP/s of one GPU")
+    parser.add_argument("--bf16-tflops", type=float, default=150.0, help="sustained bf16 matmul TFLOP/s of one GPU")
     parser.add_argument("--fp64-tflops", type=float, default=12.0, help="sustained float64 matmul TFLOP/s of one GPU")
     parser.add_argument("--gpu-gb", type=float, default=80.0, help="memory of one GPU, GB")
     args = parser.parse_args()
@@ -235,8 +295,8 @@ def main() -> None:
     print("measured here (one CPU thread), GFLOP/s: " + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in here.items()))
     fp64 = args.fp64_tflops * 1e12
     share = {k: min(1.0, here[f"fp64 {k}"] / here["fp64 matmul"]) for k in ("eigh", "SVD")}
-    rates = Rates(args.fp32_tflops * 1e12, fp64, fp64 * share["eigh"], fp64 * share["SVD"])
-    print(f"assumed GPU: float32 {args.fp32_tflops:g} TFLOP/s, float64 {args.fp64_tflops:g} TFLOP/s, eigh "
+    rates = Rates(args.fp32_tflops * 1e12, args.bf16_tflops * 1e12, fp64, fp64 * share["eigh"], fp64 * share["SVD"])
+    print(f"assumed GPU: float32 {args.fp32_tflops:g} TFLOP/s, bf16 {args.bf16_tflops:g} TFLOP/s, float64 {args.fp64_tflops:g} TFLOP/s, eigh "
           f"{rates.eigh / 1e12:.2f} and SVD {rates.svd / 1e12:.2f} TFLOP/s (float64 x the ratio measured here to "
           f"a float64 matmul, at most 1: {share['eigh']:.2f}, {share['SVD']:.2f}), {args.gpu_gb:g} GB")
 
@@ -246,7 +306,7 @@ def main() -> None:
     shapes = {}
 
     # GPU solvers may reach a far smaller share of their matmul speed than LAPACK does here
-    slow = Rates(rates.fp32, rates.fp64, rates.eigh / SLOW_DECOMPOSITIONS, rates.svd / SLOW_DECOMPOSITIONS)
+    slow = Rates(rates.fp32, rates.bf16, rates.fp64, rates.eigh / SLOW_DECOMPOSITIONS, rates.svd / SLOW_DECOMPOSITIONS)
 
     def costs(jobs: list[Job], at: Rates = rates) -> dict[tuple[str, str], list[tuple[float, float]]]:
         out = defaultdict(list)
@@ -264,18 +324,22 @@ def main() -> None:
     union = costs(planned)
     print(f"\n{args.configfile.relative_to(REPO)}: every study; per rule and architecture, the largest job")
     w = max(len(arch) for arch, _ in union)
-    print(f"  {'arch':{w}s} {'rule':17s} {'jobs':>4s} {'GPU GB':>7s} {'fits':>5s} {'h per job':>9s} {'GPU-h':>7s}")
+    print(f"  {'arch':{w}s} {'rule':17s} {'jobs':>4s} {'GPUs':>4s} {'GB/GPU':>7s} {'fits':>5s} {'GPU-h/job':>9s} "
+          f"{'GPU-h':>7s}")
     total = 0.0
+    gpus = {(job.arch, job.rule): job.processes for job in planned}
     for (arch, rule), rows in sorted(union.items()):
         hours = [sec / 3600 for sec, _ in rows]
         gb = max(mem for _, mem in rows) / 1e9
         total += sum(hours)
-        print(f"  {arch:{w}s} {rule:17s} {len(rows):4d} {gb:7.1f} {'yes' if gb <= args.gpu_gb else 'NO':>5s} "
-              f"{max(hours):9.2f} {sum(hours):7.1f}")
+        print(f"  {arch:{w}s} {rule:17s} {len(rows):4d} {gpus[(arch, rule)]:4d} {gb:7.1f} "
+              f"{'yes' if gb <= args.gpu_gb else 'NO':>5s} {max(hours):9.2f} {sum(hours):7.1f}")
     print(f"  total: {total:.0f} GPU-hours ({gpu_hours(costs(planned, slow)):.0f} if the decompositions ran "
           f"{SLOW_DECOMPOSITIONS}x slower)")
     for arch, s in shapes.items():
         print(f"  {arch}: {s.weights / 1e6:.0f}M weights, {len(s.targets)} targets, {len(s.inputs)} distinct inputs")
+
+    prehab_by_setup(planned, shapes, rates, args.gpu_gb)
 
     print("\nper study alone (the jobs it needs, shared ones included): GPU-hours by architecture")
     for name in enabled:
@@ -291,6 +355,37 @@ def main() -> None:
             by_arch[arch] += sum(sec for sec, _ in rows) / 3600
         print(f"  {name:14s} " + ", ".join(f"{a} {h:.0f}" for a, h in sorted(by_arch.items()))
               + f"; total {sum(by_arch.values()):.0f} ({gpu_hours(costs(jobs, slow)):.0f} with slow decompositions)")
+
+
+def prehab_by_setup(planned: list[Job], shapes: dict[str, Shape], rates: Rates, gpu_gb: float) -> None:
+    """LLaMA-7B's Prehab jobs (the config's batch, steps, micro-batches and recompute; each space it
+    runs) at N = 1, 2, 4, 8 processes, float32 and bf16: GB per GPU and GPU-hours per job."""
+    from prehab.method.recipes import RECIPES
+    from prehab.registry import get_arch
+
+    jobs = {}
+    for job in planned:  # one penalised job per space
+        if job.rule == "prehab" and job.arch == "llama-7b" and job.flag("--lam") != ["0"]:
+            jobs.setdefault((job.flag("--space") or ["whitened"])[0], job)
+    if not jobs:
+        return
+    defaults = get_arch("llama-7b").defaults
+    print("\nllama-7b Prehab per job at N processes (FSDP over N GPUs), float32 and bf16, at the config's batch, "
+          "steps, micro-batches and recompute: GB per GPU (fits) | GPU-hours")
+    for space, job in sorted(jobs.items()):
+        own = Setup.of(job)
+        batch, steps = batch_of(job, defaults, RECIPES), steps_of(job, defaults, RECIPES)
+        print(f"  {space} space, batch {batch} x {shapes['llama-7b'].tokens} tokens, {steps} steps, "
+              f"{own.micro_batches} micro-batches, recompute {'on' if own.recompute else 'off'} "
+              f"(the config asks for N = {own.processes}, {own.precision}):")
+        for precision in ("float32", "bf16"):
+            cells = []
+            for n in (1, 2, 4, 8):
+                setup = Setup(n, precision, own.micro_batches, own.recompute)
+                sec, mem = job_cost(job, shapes["llama-7b"], defaults, RECIPES, rates, setup)
+                cells.append(f"N={n}: {mem / 1e9:6.1f} GB ({'yes' if mem / 1e9 <= gpu_gb else 'NO'}) | "
+                             f"{sec / 3600:5.1f} h")
+            print(f"    {precision:7s} " + "; ".join(cells))
 
 
 if __name__ == "__main__":

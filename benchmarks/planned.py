@@ -15,6 +15,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RULE = re.compile(r"^(?:local)?rule (\w+):")
 ARCH = re.compile(r"arch~([\w.-]+)")
+LAUNCH = re.compile(r" -m prehab(?:\.launch --processes (\d+))? ")  # the CLI, alone or through the launcher
 
 
 @dataclass
@@ -24,6 +25,7 @@ class Job:
     rule: str
     arch: str
     command: list[str]
+    processes: int = 1  # more: started by `python -m prehab.launch --processes N`
 
     def flag(self, name: str) -> list[str]:
         """The values after `name` up to the next flag."""
@@ -54,7 +56,8 @@ def planned_jobs(configs: list[Path]) -> list[Job]:
         if found:
             rule = found.group(1)
         arch = ARCH.search(line)
-        if line.startswith("Shell command:") and " -m prehab " in line and arch:
-            command = shlex.split(line.split(" -m prehab ", 1)[1].split(" > ")[0])
-            jobs.append(Job(rule, arch.group(1), command))
+        if line.startswith("Shell command:") and arch and LAUNCH.search(line):
+            launch = LAUNCH.search(line)
+            command = shlex.split(line[launch.end():].split(" > ")[0])
+            jobs.append(Job(rule, arch.group(1), command, int(launch.group(1) or 1)))
     return jobs

@@ -179,6 +179,22 @@ def size_error(config: dict[str, Any], rows_of: dict[str, Any], options_of: dict
     return None
 
 
+def split_error(config: dict[str, Any], batch_defaults: dict[str, int]) -> str | None:
+    """A training rule whose batch cannot give every process's every micro-batch a row (the job
+    would stop at its first step); None when each can."""
+    for arch, settings in (config.get("arch_settings") or {}).items():
+        settings = settings or {}
+        micro = settings.get("micro_batches") or 1
+        for rule, rule_resources in ((settings.get("resources") or {}).items()):
+            processes = (rule_resources or {}).get("processes", 1)
+            key = "prehab_batch_size" if rule == "prehab" and settings.get("prehab_batch_size") else "batch_size"
+            batch = settings.get(key) or batch_defaults[arch]
+            if batch < processes * micro:
+                return (f"arch_settings.{arch}.{key} = {batch}: {rule} splits each batch over {processes} "
+                        f"processes x {micro} micro-batches; allowed: at least {processes * micro} rows")
+    return None
+
+
 def check(config: dict[str, Any], schema: dict[str, Any]) -> None:
     """Raise ConfigError with one line if the config is invalid (schema first, then semantics)."""
     from prehab.registry import arch_names, get_arch
@@ -190,5 +206,7 @@ def check(config: dict[str, Any], schema: dict[str, Any]) -> None:
         message = semantic_error(config, names, options)
     if message is None:
         message = size_error(config, {name: get_arch(name).split_rows for name in names}, options)
+    if message is None:
+        message = split_error(config, {name: int(get_arch(name).defaults["batch_size"]) for name in names})
     if message is not None:
         raise ConfigError(f"config: {message}")

@@ -81,6 +81,8 @@ CASES = [
     ("penalty every 0", "prehab.penalty_every", 0, ["prehab.penalty_every", "0", ">= 1"]),
     ("a phase-B seed phase A runs too", "studies.main.confirm_seeds", [0, 3],
      ["studies.main.confirm_seeds", "[0] also in seeds", "does not run"]),
+    ("a batch too small for its processes", "arch_settings.vit-tiny.resources", {"prehab": {"processes": 1000}},
+     ["arch_settings.vit-tiny.", "1000 processes x 1 micro-batches", "at least 1000 rows"]),
     # sizes against what the data holds (ArchSpec.split_rows; vit-tiny: 512 training rows, 128 of them validation)
     ("more calibration samples than the source holds", "studies.main.calibration.samples", [1000],
      ["studies.main.calibration.samples = 1000", "vit-tiny", "'train' holds 384 rows", "at most 384"]),

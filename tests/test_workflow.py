@@ -246,9 +246,10 @@ def _planned_jobs(output: str) -> list[dict[str, str]]:
 
 def test_paper_config_jobs_ask_for_their_gpus_and_processes(tmp_path):
     """config/paper.yaml's training jobs carry arch_settings.<arch>.resources: LLaMA-7B's Prehab
-    asks for 8 GPUs and starts 8 processes with torchrun, in bf16 with recomputation and 8
-    micro-batches; every other training job of the paper-scale architectures 1 GPU and 1
-    process; the embedded default asks for no GPU and starts no torchrun."""
+    asks for 8 GPUs and starts 8 processes with torchrun, its rehab 4 and 4, in bf16 with
+    recomputation and 8 micro-batches; every other training job of the paper-scale
+    architectures 1 GPU and 1 process; the embedded default asks for no GPU and starts no
+    torchrun."""
     configs = ("--configfile", str(DEFAULT_CONFIG), str(REPO / "config" / "paper.yaml"))
     proc = snakemake(tmp_path, *configs, "--dry-run", "--printshellcmds")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -259,7 +260,12 @@ def test_paper_config_jobs_ask_for_their_gpus_and_processes(tmp_path):
         assert "gpu=8" in job["resources"] and "tasks=8" in job["resources"], job
         assert "-m prehab.launch --processes 8 prehab" in job["shell"], job
         assert "--precision bf16 --micro-batches 8 --recompute" in job["shell"], job
-    others = [j for j in training if j not in llama_prehab and "arch=llama-7b" not in j["wildcards"]]
+    llama_rehab = [j for j in training if j["rule"] == "rehab" and "arch=llama-7b" in j["wildcards"]]
+    assert len(llama_rehab) == 21
+    for job in llama_rehab:
+        assert "gpu=4" in job["resources"] and "tasks=4" in job["resources"], job
+        assert "-m prehab.launch --processes 4 rehab" in job["shell"], job
+    others = [j for j in training if "arch=llama-7b" not in j["wildcards"]]
     assert others and all("gpu=1," in j["resources"] and "prehab.launch" not in j["shell"] for j in others)
     proc = snakemake(tmp_path, "--configfile", str(DEFAULT_CONFIG), "--dry-run", "--printshellcmds", "--forceall")
     default = [j for j in _planned_jobs(proc.stdout) if j["rule"] in ("pretrain", "prehab", "rehab")]

@@ -11,7 +11,9 @@ forever and only SIGINT stops it.
 What it checks: every job but the local rules went through sbatch, each of those job ids is
 known to the cluster as COMPLETED (squeue keeps finished jobs for MinJobAge = 1 h), and every
 study table equals the local run's (tests/conftest.py `tiny_run`). The job ids go to the
-terminal summary, so CI's log shows them.
+terminal summary, so CI's log shows them. Then multi-process jobs (tests/slurm/two_processes.yaml:
+llama-tiny's Prehab and rehab on 2 processes each, asking for 2 tasks): submitted with
+--ntasks=2, started through prehab.launch, and their tables equal the same overlay's local run.
 """
 
 from __future__ import annotations
@@ -71,10 +73,10 @@ def cluster_jobs() -> dict[str, str]:
     return dict(line.split() for line in proc.stdout.splitlines() if line.strip())
 
 
-def test_tiny_config_through_slurm_equals_the_local_run(cluster, tmp_path, tiny_run, summary_lines):
-    local_results, _, _ = tiny_run
-    # The shipped profile, with this cluster's partition and an account (not checked without
-    # accounting) in place of the CHANGE_ME placeholders.
+def _through_slurm(tmp_path: Path, *configs: Path) -> tuple[Path, str]:
+    """The configs run through the cluster with the shipped profile (this cluster's partition and
+    an account, not checked without accounting, in place of the CHANGE_ME placeholders): (the
+    results folder, Snakemake's output)."""
     profile = yaml.safe_load((REPO / "workflow/profiles/slurm/profile.yaml").read_text())
     profile["default-resources"].update(slurm_partition=PARTITION, slurm_account="prehabtest")
     profile["slurm-status-command"] = "squeue"
@@ -84,16 +86,31 @@ def test_tiny_config_through_slurm_equals_the_local_run(cluster, tmp_path, tiny_
     workdir = tmp_path / "work"
     workdir.mkdir()
     results = workdir / "results"
-
-    # both config files, as the local run from the repository root reads them (the Snakefile's
+    # every config file, as the local run from the repository root reads them (the Snakefile's
     # `configfile:` is relative to --directory)
     cmd = ["timeout", "-s", "INT", "-k", "30", str(TIMEOUT_S),
            str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(DEFAULT_CONFIG), str(TEST_CONFIG), "--config", f"results_dir={results}",
-           "--workflow-profile", str(profile_dir), "--jobs", "2"]
+           "--configfile", str(DEFAULT_CONFIG), *map(str, configs), "--config", f"results_dir={results}",
+           "--workflow-profile", str(profile_dir), "--jobs", "2", "--printshellcmds"]
     proc = subprocess.run(cmd, cwd=workdir, env=ENV, capture_output=True, text=True, timeout=TIMEOUT_S + 60)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
+    return results, out
+
+
+def _same_tables(results: Path, local_results: Path) -> list[str]:
+    """Every study table of both runs, equal with wall times and the folders masked; their names."""
+    tables = sorted(p.name for p in (local_results / "tables").iterdir() if p.suffix in (".csv", ".md"))
+    assert tables and tables == sorted(p.name for p in (results / "tables").iterdir() if p.suffix in (".csv", ".md"))
+    for name in tables:
+        assert table_text(results / "tables" / name, results) == table_text(local_results / "tables" / name,
+                                                                              local_results), name
+    return tables
+
+
+def test_tiny_config_through_slurm_equals_the_local_run(cluster, tmp_path, tiny_run, summary_lines):
+    local_results, _, _ = tiny_run
+    results, out = _through_slurm(tmp_path, TEST_CONFIG)
     total = sum(TEST_CONFIG_COUNTS.values())
     assert f"{total} of {total} steps (100%) done" in out
 
@@ -108,10 +125,24 @@ def test_tiny_config_through_slurm_equals_the_local_run(cluster, tmp_path, tiny_
                          f"job ids {', '.join(submitted)}")
 
     # the same numbers as the local run: every table, wall times masked
-    tables = sorted(p.name for p in (local_results / "tables").iterdir() if p.suffix in (".csv", ".md"))
-    assert tables and tables == sorted(p.name for p in (results / "tables").iterdir() if p.suffix in (".csv", ".md"))
-    for name in tables:
-        assert table_text(results / "tables" / name, results) == table_text(local_results / "tables" / name,
-                                                                              local_results), name
+    tables = _same_tables(results, local_results)
     assert (results / "mlflow.db").is_file()
     summary_lines.append(f"SLURM: {len(tables)} tables equal the local run's")
+
+
+def test_two_process_jobs_through_slurm_equal_the_local_run(cluster, tmp_path, summary_lines):
+    overlay = REPO / "tests" / "slurm" / "two_processes.yaml"
+    local = tmp_path / "local"
+    proc = subprocess.run([str(BIN / "snakemake"), "--cores", "2", "--configfile", str(DEFAULT_CONFIG), str(TEST_CONFIG),
+                           str(overlay), "--config", f"results_dir={local}"],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    slurm = tmp_path / "slurm"
+    slurm.mkdir()
+    results, out = _through_slurm(slurm, TEST_CONFIG, overlay)
+    launched = [line for line in out.splitlines() if "-m prehab.launch --processes 2" in line]
+    assert {"prehab", "rehab"} <= {line.split("--processes 2 ", 1)[1].split()[0] for line in launched}, out[-3000:]
+    assert "tasks=2" in out
+    tables = _same_tables(results, local)
+    summary_lines.append(f"SLURM: 2-process Prehab and rehab jobs ({len(launched)} launches): {len(tables)} tables "
+                         "equal the local run's")

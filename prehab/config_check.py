@@ -186,7 +186,7 @@ def split_error(config: dict[str, Any], batch_defaults: dict[str, int]) -> str |
         settings = settings or {}
         micro = settings.get("micro_batches") or 1
         for rule, rule_resources in ((settings.get("resources") or {}).items()):
-            processes = (rule_resources or {}).get("processes", 1)
+            processes = (rule_resources or {}).get("processes", 1) * (rule_resources or {}).get("nodes", 1)
             key = "prehab_batch_size" if rule == "prehab" and settings.get("prehab_batch_size") else "batch_size"
             batch = settings.get(key) or batch_defaults[arch]
             if batch < processes * micro:

@@ -19,6 +19,8 @@ the model sharded per block by torch's FSDP2.
   own targets only, and the whitened space holds one float32 factor per input, no float64 copy.
 - Rehab (sequential LoRA, dropout 0) of a compressed llama-tiny on 2 processes ends with the
   single process's weights to 1e-5.
+- Two nodes (two launchers meeting at a c10d rendezvous, one process each) equal one node's two
+  processes to 1e-6.
 - bf16 on 2 processes (FSDP's mixed-precision policy) tracks one float32 process's loss within 5%.
 - A rank killed mid-training: the launcher (prehab.launch) fails in one line, nothing written.
 - Only rank 0 writes: one output folder, one JSON line. A step that does not train across
@@ -124,6 +126,29 @@ def test_prehab_on_two_processes_matches_one(llama, tmp_path, space, estimator, 
     if estimator == "lagged":
         assert last_two["penalty_refreshes"] == last_one["penalty_refreshes"] > 0
     assert one.get("surrogate_anchors") == two.get("surrogate_anchors")
+
+
+def test_two_nodes_equal_one_node_with_two_processes(tmp_path):
+    """Two launchers (`--nodes 2 --processes 1`, as srun starts one per node) meeting at a c10d
+    rendezvous on this machine train as one node's two processes do, and write one output."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    common = ["pretrain", "--arch", "llama-tiny", "--steps", 3, "--batch-size", 4]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "prehab.launch"]
+    done = subprocess.run([*launch, "--processes", "2", *map(str, common), "--out", str(tmp_path / "one-node")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    nodes = [subprocess.Popen([*map(str, launch), "--nodes", "2", "--processes", "1", "--rdzv-endpoint",
+                               f"127.0.0.1:{port}", *map(str, common), "--out", str(tmp_path / "two-nodes")],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], [err[-2000:] for _, err in outputs]
+    _close(tmp_path / "one-node", tmp_path / "two-nodes", 1e-6)
+    assert sum(out.count('"out"') for out, _ in outputs) == 1  # one rank 0, one record
 
 
 def test_bert_prehab_on_two_processes_equals_two_micro_batches(tmp_path):

@@ -273,6 +273,22 @@ def test_paper_config_jobs_ask_for_their_gpus_and_processes(tmp_path):
                            "--precision" not in j["shell"] for j in default)
 
 
+def test_a_job_on_several_nodes_asks_for_gpus_per_node_and_starts_a_launcher_on_each(tmp_path):
+    overlay = tmp_path / "nodes.yaml"
+    overlay.write_text("arch_settings:\n  llama-7b:\n    micro_batches: 4\n    resources:\n"
+                       "      prehab: {gpus: 8, processes: 8, nodes: 2}\n")
+    proc = snakemake(tmp_path, "--configfile", str(DEFAULT_CONFIG), str(REPO / "config" / "paper.yaml"), str(overlay),
+                     "--dry-run", "--printshellcmds")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    jobs = [j for j in _planned_jobs(proc.stdout) if j["rule"] == "prehab" and "arch=llama-7b" in j["wildcards"]]
+    assert len(jobs) == 18
+    for job in jobs:
+        assert "gpu=0," in job["resources"] and "gres=gpu:8" in job["resources"], job
+        assert "nodes=2" in job["resources"] and "tasks=16" in job["resources"], job
+        assert job["shell"].startswith("srun --overlap --nodes 2 --ntasks-per-node 1 "), job
+        assert "-m prehab.launch --nodes 2 --processes 8 prehab" in job["shell"], job
+
+
 def test_dry_run_single_gpu_config_counts_every_rule(tmp_path):
     # config/single-gpu.yaml over the default: 3 testbeds x 3 seeds; main's fine-tuned models are
     # the control, Prehab at 3 lambdas, the recipe and its control (6), each also at 3 snapshots;

@@ -257,7 +257,13 @@ def compute_flags(wildcards):
 
 
 # A training job's resources when arch_settings.<arch>.resources.<rule> leaves one out.
-TRAINING_RESOURCES = {"gpus": 0, "processes": 1, "runtime": 60, "mem_mb": 8000}
+TRAINING_RESOURCES = {
+    "gpus": 0,
+    "processes": 1,
+    "nodes": 1,
+    "runtime": 60,
+    "mem_mb": 8000,
+}
 
 
 def training_resource(rule, key):
@@ -272,19 +278,50 @@ def training_resource(rule, key):
     return get
 
 
-def launcher(rule):
-    """Params function, the command a training job calls the CLI with: `PREHAB`, or with more than one
-    process (arch_settings.<arch>.resources.<rule>.processes) torch's launcher on this node, one
-    process per GPU, a failed rank reported in one line (prehab/launch.py, prehab/distributed.py).
-    """
-    processes = training_resource(rule, "processes")
+def gpu_request(rule, key):
+    """Resources function of a training job's GPUs: on one node `gpu` (the executor's --gpus, the
+    job's total), on several `gres` gpu:N (N per node: --gpus would let SLURM spread the total
+    unevenly); the other key is 0 or empty."""
+    gpus, nodes = training_resource(rule, "gpus"), training_resource(rule, "nodes")
 
     def get(wildcards):
-        n = processes(wildcards)
-        if n <= 1:
+        n, k = gpus(wildcards), nodes(wildcards)
+        if key == "gpu":
+            return n if k == 1 else 0
+        return f"gpu:{n}" if k > 1 and n else ""
+
+    return get
+
+
+def task_count(rule):
+    """Resources function: the job's tasks, its processes on every node."""
+    processes, nodes = training_resource(rule, "processes"), training_resource(
+        rule, "nodes"
+    )
+    return lambda wildcards: processes(wildcards) * nodes(wildcards)
+
+
+def launcher(rule):
+    """Params function, the command a training job calls the CLI with: `PREHAB`, or with more than one
+    process (arch_settings.<arch>.resources.<rule>.processes, per node) torch's launcher, one process
+    per GPU, a failed rank reported in one line (prehab/launch.py, prehab/distributed.py); on
+    several nodes (`nodes`) srun starts one launcher per node, meeting on the job's first node.
+    """
+    processes, nodes = training_resource(rule, "processes"), training_resource(
+        rule, "nodes"
+    )
+
+    def get(wildcards):
+        n, k = processes(wildcards), nodes(wildcards)
+        if n * k <= 1:
             return PREHAB
         python = "python" if PREHAB == "prehab" else shlex.quote(sys.executable)
-        return f"{python} -m prehab.launch --processes {n}"
+        if k == 1:
+            return f"{python} -m prehab.launch --processes {n}"
+        return (
+            f"srun --overlap --nodes {k} --ntasks-per-node 1 {python} -m prehab.launch --nodes {k} "
+            f"--processes {n}"
+        )
 
     return get
 

@@ -25,8 +25,10 @@ rule prehab:
     resources:
         runtime=training_resource("prehab", "runtime"),
         mem_mb=training_resource("prehab", "mem_mb"),
-        gpu=training_resource("prehab", "gpus"),
-        tasks=training_resource("prehab", "processes"),
+        gpu=gpu_request("prehab", "gpu"),
+        gres=gpu_request("prehab", "gres"),
+        nodes=training_resource("prehab", "nodes"),
+        tasks=task_count("prehab"),
         tasks_per_gpu=0,  # the executor plugin would otherwise ask for --ntasks-per-gpu=tasks
     params:
         prehab=launcher("prehab"),

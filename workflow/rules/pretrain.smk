@@ -12,8 +12,10 @@ rule pretrain:
     resources:
         runtime=training_resource("pretrain", "runtime"),
         mem_mb=training_resource("pretrain", "mem_mb"),
-        gpu=training_resource("pretrain", "gpus"),
-        tasks=training_resource("pretrain", "processes"),
+        gpu=gpu_request("pretrain", "gpu"),
+        gres=gpu_request("pretrain", "gres"),
+        nodes=training_resource("pretrain", "nodes"),
+        tasks=task_count("pretrain"),
         tasks_per_gpu=0,  # the executor plugin would otherwise ask for --ntasks-per-gpu=tasks
     params:
         prehab=launcher("pretrain"),

@@ -17,8 +17,10 @@ rule rehab:
     resources:
         runtime=training_resource("rehab", "runtime"),
         mem_mb=training_resource("rehab", "mem_mb"),
-        gpu=training_resource("rehab", "gpus"),
-        tasks=training_resource("rehab", "processes"),
+        gpu=gpu_request("rehab", "gpu"),
+        gres=gpu_request("rehab", "gres"),
+        nodes=training_resource("rehab", "nodes"),
+        tasks=task_count("rehab"),
         tasks_per_gpu=0,  # the executor plugin would otherwise ask for --ntasks-per-gpu=tasks
     params:
         prehab=launcher("rehab"),

@@ -198,7 +198,8 @@ def test_dry_run_budget_config_plans_the_snapshots(tmp_path):
 
 @pytest.mark.parametrize("name,prehab_jobs,rehab_jobs", [("ablations", 14, 0), ("llama", 15, 21), ("damped", 18, 0),
                                                         ("decisive-vit", 10, 13), ("decisive-vit-tail", 10, 13),
-                                                        ("decisive-vit+weight", 8, 11), ("decisive-bert", 18, 21)])
+                                                        ("decisive-vit+weight", 8, 11), ("decisive-vit+whitened", 6, 9),
+                                                        ("decisive-bert", 18, 21)])
 def test_dry_run_other_configs_plan(tmp_path, name, prehab_jobs, rehab_jobs):
     # ablations: vit-small seed 0, 14 Prehab/control runs (README "Configs"); llama: 3 seeds x
     # (control + 2 lambdas + the recipe and its control), LoRA on each of those and on SVD and
@@ -207,12 +208,13 @@ def test_dry_run_other_configs_plan(tmp_path, name, prehab_jobs, rehab_jobs):
     # (vit: 1 x 2 per config, bert: 2 x 3) and 2 controls, seeds 1 and 2's controls (their Prehab
     # waits for lambda*), LoRA on each of those and on the 3 SVD-LLM models; decisive-vit+weight
     # (the weight overlay): seed 0's 2 lambdas in the weight space and every seed's controls in
-    # both spaces
+    # both spaces; decisive-vit+whitened: 3 seeds of the whitened control and Prehab at phase A's
+    # lambda*, no checkpoint
     files = [REPO / "config" / f"{part if i == 0 else name.split('+')[0] + '-' + part}.yaml"
              for i, part in enumerate(name.split("+"))]
     counts = dry_run(tmp_path, *files)
     assert counts["prehab"] == prehab_jobs and counts.get("rehab", 0) == rehab_jobs and counts["all"] == 1
-    assert counts.get("choose_lambda", 0) == (1 if name.startswith("decisive") else 0)
+    assert counts.get("choose_lambda", 0) == (1 if name.startswith("decisive") and "whitened" not in name else 0)
 
 
 def test_dry_run_paper_config_counts_every_rule(tmp_path):

@@ -295,10 +295,13 @@ def gpu_request(rule, key):
 
 def task_count(rule):
     """Resources function: the job's tasks, its processes on every node."""
-    processes, nodes = training_resource(rule, "processes"), training_resource(
-        rule, "nodes"
-    )
-    return lambda wildcards: processes(wildcards) * nodes(wildcards)
+    processes = training_resource(rule, "processes")
+    nodes = training_resource(rule, "nodes")
+
+    def get(wildcards):
+        return processes(wildcards) * nodes(wildcards)
+
+    return get
 
 
 def launcher(rule):
@@ -307,9 +310,8 @@ def launcher(rule):
     per GPU, a failed rank reported in one line (prehab/launch.py, prehab/distributed.py); on
     several nodes (`nodes`) srun starts one launcher per node, meeting on the job's first node.
     """
-    processes, nodes = training_resource(rule, "processes"), training_resource(
-        rule, "nodes"
-    )
+    processes = training_resource(rule, "processes")
+    nodes = training_resource(rule, "nodes")
 
     def get(wildcards):
         n, k = processes(wildcards), nodes(wildcards)

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=1, help="nodes of the job, one launcher on each (default: 1)")
     parser.add_argument("--rdzv-endpoint", default=None,
                         help=f"HOST:PORT where the nodes' launchers meet (default: the job's first node, port {RDZV_PORT})")
-    parser.add_argument("step", help="the prehab step (pretrain or prehab)")
+    parser.add_argument("step", help="the prehab step (pretrain, prehab or rehab)")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="the step's own arguments")
     opts = parser.parse_args(argv)
     for name in ("processes", "nodes"):

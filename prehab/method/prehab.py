@@ -53,9 +53,8 @@ class WhitenedDelta(nn.Module):
     """Stands in for an nn.Linear during Prehab; `fold()` gives the trained nn.Linear back."""
 
     def __init__(self, linear: nn.Linear, L: torch.Tensor, L_work: torch.Tensor | None = None):
-        """`L`: the calibration's factor, read again (in float64) only by `fold`; `L_work`: the
-        same factor in the weight's dtype and device, which layers reading one input share
-        (made here when not given)."""
+        """`L` the calibration's factor (`fold` reads it in float64), `L_work` the same in the
+        weight's dtype and device, shared by layers that read one input (else made here)."""
         super().__init__()
         out_f, in_f = linear.weight.shape
         assert L.shape == (in_f, in_f), f"factor {tuple(L.shape)} does not fit weight {tuple(linear.weight.shape)}"
@@ -114,10 +113,10 @@ class _Targets:
         shared: dict[str, torch.Tensor] = {}  # one working copy per distinct input (its group leader)
 
         def work(name: str, weight: torch.Tensor) -> torch.Tensor:
-            leader = whitening.owner[name]
-            if leader not in shared:
-                shared[leader] = whitening.factor_of(name).to(weight.device, weight.dtype)
-            return shared[leader]
+            key = whitening.owner[name]
+            if key not in shared:
+                shared[key] = whitening.factor_of(name).to(weight.device, weight.dtype)
+            return shared[key]
 
         if space == "whitened":
             replace_modules(model, names, lambda name, old: WhitenedDelta(old, whitening.factor_of(name),
@@ -166,20 +165,6 @@ class _Targets:
     def fold(self, model: nn.Module) -> None:
         if self.space == "whitened":
             replace_modules(model, self.names, lambda name, old: old.fold())
-
-
-def whitened_spectra(model: nn.Module, names: list[str], whitening: Whitening) -> dict[str, torch.Tensor]:
-    """Singular values (descending, float32) of W L for every target: the figures' spectra.
-
-    From the smaller Gram's eigenvalues in float64 (3x cheaper than an SVD here; accurate to
-    ~1e-8 of the largest singular value, far below what a spectrum plot or a rank measure sees)."""
-    out = {}
-    with torch.no_grad():
-        for name in names:
-            W = get_module(model, name).weight
-            A = whiten(W, whitening.factor_of(name))
-            out[name] = gram_eigenvalues(A, ridge=0).flip(0).sqrt().float().cpu()
-    return out
 
 
 @dataclass(frozen=True)

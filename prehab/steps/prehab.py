@@ -142,7 +142,8 @@ def run(opts: Options) -> dict:
     from prehab.distributed import World
     from prehab.layers import find_targets, get_module
     from prehab.method.calibrate import load_whitening
-    from prehab.method.prehab import PrehabSettings, fold_state, run_prehab, whitened_spectra
+    from prehab.method.mechanism import whitened_spectra
+    from prehab.method.prehab import PrehabSettings, fold_state, run_prehab
     from prehab.method.surrogates import Surrogate, entropy_rank_of
     from prehab.outputs import StepRecord, atomic_dir
     from prehab.steps.common import checkpoint_options, seed_everything

@@ -36,7 +36,8 @@ START, END = "<!-- findings:start -->", "<!-- findings:end -->"
 # The default's tables (vit-small), then config/bert.yaml's (bert-small), config/llama.yaml's.
 TABLES = [Path("results/tables"), Path("results/bert/tables"), Path("results/llama/tables")]
 # The decisive study's tables, one config per testbed (config/decisive-*.yaml).
-DECISIVE = [Path("results/decisive-vit/tables"), Path("results/decisive-bert/tables")]
+DECISIVE = [Path("results/decisive-vit-weight/tables"), Path("results/decisive-vit-whitened/tables"),
+            Path("results/decisive-vit/tables"), Path("results/decisive-bert/tables")]
 
 
 def _cell(r, name: str) -> str:
@@ -216,19 +217,26 @@ def _read(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, keep_default_na=False, na_values=[""])
 
 
-def merged(folders: list[Path], name: str) -> tuple[pd.DataFrame | None, list[Path]]:
+# What names one row of a study table: a later folder adds the rows no earlier one has (the
+# decisive study's halves share their dense models and one control).
+ROW_KEY = ["arch", "method", "ratio", "lora", "cal_source", "cal_samples", "surrogate", "lam", "space", "snapshot"]
+
+
+def merged(folders: list[Path], name: str, by: list[str] | None = None) -> tuple[pd.DataFrame | None, list[Path]]:
     """The `name` tables of these folders (absent or empty ones skipped), each adding only the
-    testbeds no earlier folder had; and the files that contributed."""
+    testbeds no earlier folder had (`by`: only the rows, named by those columns, no earlier
+    folder had); and the files that contributed."""
     parts, used, seen = [], [], set()
     for folder in folders:
         path = folder / name
         if not path.is_file() or path.stat().st_size == 0:
             continue
         table = _read(path)
-        table = table[~table["arch"].isin(seen)]
+        keys = table[by or ["arch"]].astype(str).apply(tuple, axis=1)
+        table = table[~keys.isin(seen)]
         if table.empty:
             continue
-        seen |= set(table["arch"])
+        seen |= set(keys[table.index])
         parts.append(table)
         used.append(path)
     return (pd.concat(parts, ignore_index=True) if parts else None), used
@@ -239,7 +247,7 @@ def findings(tables: list[Path], budget: Path | None, decisive: list[Path] = ())
     if main is None:
         raise SystemExit(f"no main.csv in {', '.join(map(str, tables))}")
     sweep, sweep_used = merged(tables, "lambda_sweep.csv")
-    chosen, chosen_used = merged(list(decisive), "decisive.csv")
+    chosen, chosen_used = merged(list(decisive), "decisive.csv", by=ROW_KEY)
     if budget is not None and not (budget / "budget.csv").is_file():
         budget = None
     sources = ([f"`{p}`" for p in chosen_used + used + sweep_used]

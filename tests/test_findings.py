@@ -94,3 +94,22 @@ def test_the_decisive_study_leads_the_findings_with_each_space_and_the_best_cont
     assert "| Prehab − best control [95%] |" in next(line for line in lines[first:] if line.startswith("| testbed |"))
     rows = [line for line in lines if line.startswith("| tiny-mlp | 0.6 | no | nuclear λ*=0.1, ")]
     assert {row.split(" | ")[3] for row in rows} == {"nuclear λ*=0.1, weight", "nuclear λ*=0.1, whitened"}
+
+
+def test_the_decisive_halves_merge_row_by_row(tmp_path):
+    """Two decisive tables of one testbed (its weight- and whitened-space halves, which share
+    the dense model and the whitened control): every row once, the first folder's where both
+    have it."""
+    findings = _findings_module()
+    header = ",".join(findings.ROW_KEY + ["mean"])
+    rows = {"a": ["vit-small,dense,,none,,,,,,,0.89", "vit-small,control,0.6,none,train,640,none,0.0,whitened,,0.5",
+                  "vit-small,prehab,0.6,none,train,640,nuclear,0.1,weight,,0.6"],
+            "b": ["vit-small,dense,,none,,,,,,,0.89", "vit-small,control,0.6,none,train,640,none,0.0,whitened,,0.7",
+                  "vit-small,prehab,0.6,none,train,640,nuclear,0.1,whitened,,0.4"]}
+    for name, lines in rows.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "decisive.csv").write_text("\n".join([header, *lines]) + "\n")
+    table, used = findings.merged([tmp_path / "a", tmp_path / "b"], "decisive.csv", by=findings.ROW_KEY)
+    assert len(used) == 2 and len(table) == 4
+    assert sorted(table["space"].fillna("").tolist()) == ["", "weight", "whitened", "whitened"]
+    assert table.loc[table["method"] == "control", "mean"].tolist() == [0.5]  # the first folder's

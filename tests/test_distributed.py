@@ -17,7 +17,7 @@ the model sharded per block by torch's FSDP2.
 - bert-tiny Prehab (dropout 0, weight space, exact) on 2 processes equals one process stepping
   over the same two row slices to 1e-6; a rank keeps the penalty's inputs (A0, factors) of its
   own targets only, and the whitened space holds one float32 factor per input, no float64 copy.
-- Rehab (sequential LoRA, dropout 0) of a compressed llama-tiny on 2 processes ends with the
+- Rehab (sequential LoRA, dropout 0, blocks recomputed) of a compressed llama-tiny on 2 processes ends with the
   single process's weights to 1e-5.
 - Two nodes (two launchers meeting at a c10d rendezvous, one process each) equal one node's two
   processes to 1e-6.
@@ -189,7 +189,7 @@ def test_rehab_on_two_processes_matches_one(llama, tmp_path):
     _run("compress", "--model", llama / "dense", "--grams", llama / "grams", "--method", "svd-llm", "--ratio", 0.5,
          "--out", tmp_path / "cut")
     common = ["rehab", "--model", tmp_path / "cut", "--schedule", "sequential", "--dropout", 0, "--steps", 3,
-              "--batch-size", 4]
+              "--batch-size", 4, "--recompute"]  # the sharded copy's blocks recompute their own activations
     _run(*common, "--out", tmp_path / "one")
     done = _torchrun(*common, "--out", tmp_path / "two")
     assert done.returncode == 0, done.stderr[-2000:]

@@ -9,7 +9,8 @@ the model sharded per block by torch's FSDP2.
   Adam turns that rounding noise into steps of +-lr, whichever way the sum was split.
 - Prehab of llama-tiny on 2 processes, each target priced on one rank (sharded.py): the weight
   space (exact and lagged estimators) ends with the single process's weights to 1e-5; the
-  whitened space (damped 0.01, lagged; tail_abs, whose constants every rank fixes) to 1e-4,
+  whitened space (damped 0.01: exact nuclear, and lagged tail_abs, whose constants every rank
+  fixes) to 1e-4,
   because W = W0 + D L^-1 multiplies D's float32 rounding by L^-1, while the whitened matrices
   agree to 1e-7 (the logged entropy rank); step 1's gradient-norm ratio agrees to 1e-8; the
   lagged estimator's refreshes summed over both ranks equal one process's (each matrix priced
@@ -108,7 +109,7 @@ def _record(folder) -> dict:
 
 @pytest.mark.parametrize("space,estimator,surrogate,rtol", [
     ("weight", "exact", "nuclear", 1e-5), ("weight", "lagged", "nuclear", 1e-5),
-    ("whitened", "lagged", "tail_abs", 1e-4)])
+    ("whitened", "exact", "nuclear", 1e-4), ("whitened", "lagged", "tail_abs", 1e-4)])
 def test_prehab_on_two_processes_matches_one(llama, tmp_path, space, estimator, surrogate, rtol):
     common = ["prehab", "--model", llama / "dense", "--grams", llama / "grams", "--surrogate", surrogate,
               *(["--tail-ratio", 0.5] if surrogate == "tail_abs" else []), "--lam", 1, "--lam-scale", "grad",

@@ -15,8 +15,8 @@ the model sharded per block by torch's FSDP2.
   agree to 1e-7 (the logged entropy rank); step 1's gradient-norm ratio agrees to 1e-8; the
   lagged estimator's refreshes summed over both ranks equal one process's (each matrix priced
   once, not once per rank).
-- bert-tiny Prehab (dropout 0, weight space, exact) on 2 processes equals one process stepping
-  over the same two row slices to 1e-6; a rank keeps the penalty's inputs (A0, factors) of its
+- bert-tiny Prehab (dropout 0, weight space, exact) and then rehab on 2 processes equal one
+  process stepping over the same two row slices to 1e-6; a rank keeps the penalty's inputs (A0, factors) of its
   own targets only, and the whitened space holds one float32 factor per input, no float64 copy.
 - Rehab (sequential LoRA, dropout 0, blocks recomputed) of a compressed llama-tiny on 2 processes ends with the
   single process's weights to 1e-5.
@@ -152,7 +152,7 @@ def test_two_nodes_equal_one_node_with_two_processes(tmp_path):
     assert sum(out.count('"out"') for out, _ in outputs) == 1  # one rank 0, one record
 
 
-def test_bert_prehab_on_two_processes_equals_two_micro_batches(tmp_path):
+def test_bert_prehab_and_rehab_on_two_processes_equal_two_micro_batches(tmp_path):
     _run("pretrain", "--arch", "bert-tiny", "--arch-opt", "dropout=0", "--steps", 2, "--batch-size", 4,
          "--out", tmp_path / "dense")
     _run("calibrate", "--model", tmp_path / "dense", "--samples", 16, "--out", tmp_path / "grams")
@@ -162,6 +162,13 @@ def test_bert_prehab_on_two_processes_equals_two_micro_batches(tmp_path):
     done = _torchrun(*common, "--out", tmp_path / "two")
     assert done.returncode == 0, done.stderr[-2000:]
     _close(tmp_path / "sliced", tmp_path / "two", 1e-6)
+    _run("compress", "--model", tmp_path / "sliced", "--grams", tmp_path / "grams", "--method", "svd-llm",
+         "--ratio", 0.5, "--out", tmp_path / "cut")
+    rehab = ["rehab", "--model", tmp_path / "cut", "--dropout", 0, "--steps", 3, "--batch-size", 4]
+    _run(*rehab, "--micro-batches", 2, "--out", tmp_path / "rehab-sliced")
+    done = _torchrun(*rehab, "--out", tmp_path / "rehab-two")
+    assert done.returncode == 0, done.stderr[-2000:]
+    _close(tmp_path / "rehab-sliced", tmp_path / "rehab-two", 1e-6)
 
 
 @pytest.mark.parametrize("space", ["whitened", "weight"])

@@ -178,9 +178,12 @@ def control_findings(table) -> list[str]:
     """Markdown lines: each control before compression against the dense model."""
     rows = table[(table["method"] == "control") & ~table["compressed"].astype(bool)]
     lines = []
-    for _, r in rows.sort_values(["arch", "surrogate"]).iterrows():
-        lines.append(f"- {r['arch']}, {r['label']}: {r['mean']:.4g} before compression; against the dense "
-                     f"model: {_cell(r, 'vs_dense')}.")
+    for (arch, _), g in rows.sort_values(["arch", "surrogate", "space"]).groupby(["arch", "surrogate"], sort=False):
+        spaces = g["space"].nunique() > 1  # controls of several spaces read apart
+        for _, r in g.iterrows():
+            label = r["label"] + (f", space {r['space']}" if spaces else "")
+            lines.append(f"- {arch}, {label}: {r['mean']:.4g} before compression; against the dense "
+                         f"model: {_cell(r, 'vs_dense')}.")
     return lines
 
 

@@ -159,8 +159,8 @@ def main_markdown(table, study: str, missing: list[str], deficient: dict[str, li
                   "study's CSV.", ""]
     for arch, t in table.groupby("arch", sort=False):
         metric = t["metric"].iloc[0]
-        extra = [c for c in ("space", "cal_source", "cal_samples")  # what varies on this architecture
-                 if t.loc[t["method"] == "prehab", c].map(_none).nunique(dropna=False) > 1]
+        tuned = t["method"].isin(("prehab", "control"))  # what varies among its fine-tuned runs
+        extra = [c for c in ("space", "cal_source", "cal_samples") if t.loc[tuned, c].map(_none).nunique(dropna=False) > 1]
         drops, bests = drop_headers(t), best_headers(t)
         headers = ["ratio", "method", "LoRA", metric, "n", *comparison_headers("vs control"), *drops, *bests,
                    *comparison_headers("vs SVD-LLM"), "tail vs control",

@@ -7,7 +7,7 @@ pretrain -> calibrate -> prehab -> compress -> rehab runs on the CPU and on the 
   norm; float32 sums reorder on a GPU and Adam carries the rounding on);
 - bf16 vs float32 on the GPU: Prehab's task loss within 5% at every logged step;
 - the launcher on one GPU (`python -m prehab.launch --processes 1`: world size 1, nothing
-  sharded) gives the plain run's weights exactly;
+  sharded) gives the plain run's weights within 1e-5 (CUDA's atomic adds reorder sums);
 - wall time per training step: CPU, GPU float32, GPU bf16.
 
 With two GPUs or more, a second part: Prehab (weight space exact, whitened space lagged) and
@@ -35,6 +35,7 @@ import torch
 
 BF16_LOSS = 0.05  # relative task-loss gap of bf16 against float32 at any logged step
 FSDP_RTOL = 1e-4  # relative Frobenius gap of 2 processes against 1 (tests/test_distributed.py)
+LAUNCH_RTOL = 1e-5  # the launcher's one process against the plain run
 
 
 class Checks:
@@ -114,7 +115,8 @@ def one_gpu(c: Checks, rtol: float, device: str) -> dict[str, dict[str, Path]]:
     bf16 = c.step("gpu/prehab-bf16", *common, "--precision", "bf16", device=device)
     c.tracks("bf16 vs float32 on the GPU, Prehab", gpu["prehab"], bf16)
     launched = c.step("gpu/prehab-launch1", *common, device=device, processes=1)
-    c.same_weights("launcher with 1 process on the GPU vs the plain run", gpu["prehab"], launched, 0.0)
+    # not bit for bit: some CUDA backward kernels (embedding's) add atomically, in any order
+    c.same_weights("launcher with 1 process on the GPU vs the plain run", gpu["prehab"], launched, LAUNCH_RTOL)
     dense_bf16 = c.step("gpu/dense-bf16", *pre, "--precision", "bf16", device=device)
     cpu, f32, b16 = (_ms_per_step(p, 20) for p in (runs["cpu"]["dense"], gpu["dense"], dense_bf16))
     c.report("wall time per pretrain step", True, f"CPU {cpu:.1f} ms, GPU float32 {f32:.1f} ms, GPU bf16 {b16:.1f} ms; "

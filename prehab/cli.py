@@ -92,9 +92,14 @@ def _list_archs(args: argparse.Namespace) -> dict:
     return table
 
 
+def _across_processes() -> bool:
+    """Whether torchrun started this process as one of several (WORLD_SIZE above 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def _lost_a_rank(err: RuntimeError) -> bool:
     """A collective that failed because another process of a multi-process run went away."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if not _across_processes():
         return False
     import torch.distributed as dist
 
@@ -106,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("PREHAB_LOGLEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     try:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if _across_processes():
             if args.command not in ACROSS_PROCESSES:
                 raise UsageError(f"runs in one process; under torchrun (WORLD_SIZE {os.environ['WORLD_SIZE']}) only "
                                  f"{', '.join(ACROSS_PROCESSES)} run{'s' if len(ACROSS_PROCESSES) == 1 else ''}")
@@ -127,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({str(err).splitlines()[0][:200]})", file=sys.stderr)
         return LOST_RANK
     finally:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # done: a late SIGTERM may end the process as usual
+        if _across_processes():  # done: a late SIGTERM may end the process as usual
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if "torch.distributed" in sys.modules:  # only a step that trained across processes joined a group
             from prehab.distributed import leave

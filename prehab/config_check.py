@@ -185,8 +185,8 @@ def split_error(config: dict[str, Any], batch_defaults: dict[str, int]) -> str |
     for arch, settings in (config.get("arch_settings") or {}).items():
         settings = settings or {}
         micro = settings.get("micro_batches") or 1
-        for rule, rule_resources in ((settings.get("resources") or {}).items()):
-            processes = (rule_resources or {}).get("processes", 1) * (rule_resources or {}).get("nodes", 1)
+        for rule, asked in (settings.get("resources") or {}).items():
+            processes = (asked or {}).get("processes", 1) * (asked or {}).get("nodes", 1)
             key = "prehab_batch_size" if rule == "prehab" and settings.get("prehab_batch_size") else "batch_size"
             batch = settings.get(key) or batch_defaults[arch]
             if batch < processes * micro:

@@ -305,7 +305,7 @@ def run_prehab(
             shards.gather(range(n), everywhere=True)
     estimate = PENALTIES.get(settings.estimator)(settings.surrogate, shards or mats, settings.refresh_every)
     if shards:  # each rank holds the penalty's inputs of its own targets only
-        mats.keep_only({i for i in range(n) if shards.owns(i)})
+        mats.keep_only(set(shards.owned(range(n))))
     result = PrehabResult(lam_scale=settings.lam_scale, lam=settings.schedule.lam,
                           anchors={name: estimate.anchors.values[i] for i, name in enumerate(targets)
                                    if i in estimate.anchors.values})

@@ -228,10 +228,12 @@ def job_cost(job: Job, s: Shape, defaults: dict, recipes: dict, rates: Rates,
     if job.rule != "evaluate" and "--evaluate" not in job.command:
         evals = 0
     extra = [EXTRA_TEST_SAMPLES[o.split("=", 1)[1]] for o in job.flag("--arch-opt") if o.startswith("extra_test=")]
-    seconds = evals * forward_flops(s, s.eval_samples + sum(extra)) / rates.fp32
+    eval_bf16 = "bf16" in job.flag("--precision" if job.rule == "evaluate" else "--eval-precision")
+    seconds = evals * forward_flops(s, s.eval_samples + sum(extra)) / (rates.bf16 if eval_bf16 else rates.fp32)
     widest = max(s.targets, key=lambda t: t[0] * t[1])
     svd_work = 8.0 * (2 * widest[0] * widest[1] + 2 * min(widest) ** 2)
-    memory = 4.0 * s.weights + 4.0 * 17 * int(defaults["eval_batch_size"]) * s.tokens * s.width  # float32, one block
+    word = 2.0 if eval_bf16 else 4.0  # bytes per weight and activation as evaluated, one block's activations
+    memory = word * s.weights + word * 17 * int(defaults["eval_batch_size"]) * s.tokens * s.width
     steps = steps_of(job, defaults, recipes) if job.rule in TRAINING_RULES else 0
     if steps:  # (pretraining 0 steps takes the checkpoint as it is)
         setup = setup or Setup.of(job)
@@ -336,7 +338,7 @@ def main() -> None:
               f"{'yes' if gb <= args.gpu_gb else 'NO':>5s} {max(hours):9.2f} {sum(hours):7.1f}")
     print(f"  total: {total:.0f} GPU-hours ({gpu_hours(costs(planned, slow)):.0f} if the decompositions ran "
           f"{SLOW_DECOMPOSITIONS}x slower)")
-    for arch, s in shapes.items():
+    for arch, s in sorted(shapes.items()):  # job order of the dry run varies between runs
         print(f"  {arch}: {s.weights / 1e6:.0f}M weights, {len(s.targets)} targets, {len(s.inputs)} distinct inputs")
 
     prehab_by_setup(planned, shapes, rates, args.gpu_gb)

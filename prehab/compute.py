@@ -29,8 +29,7 @@ import torch
 import torch.nn as nn
 
 from prehab import tasks
-
-PRECISIONS = ("float32", "bf16")
+from prehab.method.names import PRECISIONS
 
 
 @dataclass(frozen=True)

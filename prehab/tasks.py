@@ -105,13 +105,18 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu") if first is None else first.device
 
 
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+def to_device(batch: dict[str, torch.Tensor], device: torch.device,
+              dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The batch on `device`; its floating tensors (images) in `dtype` when given."""
+    return {k: v.to(device, dtype=dtype if dtype is not None and v.is_floating_point() else None,
+                    non_blocking=True) for k, v in batch.items()}
 
 
 def forward(model: nn.Module, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Logits of one batch, moved to wherever the model lives (data stay on the CPU until then)."""
-    batch = to_device(batch, model_device(model))
+    """Logits of one batch, moved to wherever the model lives, float inputs in its weights' dtype
+    (a model cast to bf16 for evaluation takes bf16 images; data stay on the CPU until then)."""
+    first = next(model.parameters(), None)
+    batch = to_device(batch, model_device(model), None if first is None else first.dtype)
     args, kwargs = model_inputs(task, batch)
     return logits_of(model(*args, **kwargs))
 

@@ -5,7 +5,9 @@
   the lagged estimator; the recorded gradient-norm ratio within 1e-5), and LoRA rehab too.
 - Recompute: each block's activations recomputed in the backward pass give the same weights as
   keeping them (llama-tiny Prehab, pretrain and rehab, to 1e-6), and each block does run twice.
-- bf16: the task loss of 6 bf16 steps tracks the float32 loss within 5% at every logged step.
+- bf16: the task loss of 6 bf16 steps tracks the float32 loss within 5% at every logged step;
+  an evaluation with bf16 weights tracks the float32 one (perplexity within 2%, accuracy within
+  2 points), says so in metrics.json, and leaves the saved float32 checkpoint as it was.
 - The plain step is recorded as before: no compute keys in metrics.json.
 """
 
@@ -105,6 +107,33 @@ def test_bf16_tracks_float32(tmp_path):
         assert abs(b["task_loss"] - a["task_loss"]) <= 0.05 * a["task_loss"], (a, b)
     weights = _weights(tmp_path / "bf16")
     assert all(w.dtype == torch.float32 for w in weights.values() if w.is_floating_point())  # float32 master weights
+
+
+def _metrics(folder) -> dict:
+    return _record(folder)["metrics"]
+
+
+@pytest.mark.parametrize("which", ["llama-cut", "mlp-dense"])
+def test_bf16_evaluation_tracks_float32(llama, tiny_chain, tmp_path, which):
+    model = llama / "cut" if which == "llama-cut" else tiny_chain["dense"]  # factorised LM; images as input
+    saved = (model / "model.pt").read_bytes()
+    _run("evaluate", "--model", model, "--out", tmp_path / "f32")
+    _run("evaluate", "--model", model, "--precision", "bf16", "--out", tmp_path / "bf16")
+    f32, bf16 = _metrics(tmp_path / "f32"), _metrics(tmp_path / "bf16")
+    assert (f32["eval_precision"], bf16["eval_precision"]) == ("float32", "bf16")
+    assert bf16["model_params"] == f32["model_params"] and bf16["nonfinite_rows"] == 0
+    if "perplexity" in f32:
+        assert abs(bf16["perplexity"] / f32["perplexity"] - 1) <= 0.02, (f32["perplexity"], bf16["perplexity"])
+    else:
+        assert abs(bf16["accuracy"] - f32["accuracy"]) <= 0.02, (f32["accuracy"], bf16["accuracy"])
+    assert (model / "model.pt").read_bytes() == saved
+
+
+def test_compress_evaluates_in_bf16_after_saving_float32(llama, tmp_path):
+    _run("compress", "--model", llama / "dense", "--grams", llama / "grams", "--method", "svd-llm", "--ratio", 0.5,
+         "--evaluate", "--eval-precision", "bf16", "--out", tmp_path / "cut")
+    assert _metrics(tmp_path / "cut" / "eval")["eval_precision"] == "bf16"
+    assert all(w.dtype == torch.float32 for w in _weights(tmp_path / "cut").values() if w.is_floating_point())
 
 
 def test_the_plain_step_is_recorded_as_before(tiny_chain, tmp_path):

@@ -29,4 +29,5 @@ DEFAULT_REFRESH = 16  # `lagged`: the longest lag, in steps, between exact refre
 # penalty gradient's at step 1 (grad_scale.py), so lambda 1 means equal gradient norms at the start.
 LAM_SCALES = ("none", "grad")
 COMPRESSION_METHODS = ("svd", "svd-llm")
+PRECISIONS = ("float32", "bf16")  # what a step computes in (training: autocast; evaluation: cast weights)
 LORA_SCHEDULES = ("joint", "sequential")

@@ -13,7 +13,8 @@ from prehab.errors import UsageError
 from prehab.layout import MECHANISM_FILE
 from prehab.method.names import COMPRESSION_METHODS
 from prehab.method.ratio import RATIO_RULE, valid_ratio
-from prehab.steps.options import COUNT, StepOptions, distinct_outputs, option, step_default
+from prehab.steps.options import (COUNT, StepOptions, distinct_outputs, eval_precision_option, option,
+                                  step_default)
 
 HELP = "truncate every target layer at compression ratio R (fraction of target parameters removed)"
 
@@ -32,6 +33,7 @@ class Options(StepOptions):
     evaluate: bool = option("also evaluate every output model into <out>/eval, as `prehab evaluate --out "
                             "<out>/eval`", False, action="store_true")
     eval_batch_size: int | None = option("batch size of --evaluate", None, type=int, check=COUNT)
+    eval_precision: str = eval_precision_option()
     out: list[Path] = option("output folders, one per --ratio value in the same order (each written "
                              "atomically)", type=Path, many=True)
 
@@ -88,7 +90,8 @@ def run(opts: Options) -> dict | list[dict]:
             records.append(record.write(out))
         if opts.evaluate:
             evaluate_saved(model, spec, options, n_factorized=len(ranks), history=history, model_dir=out_dir,
-                           batch_size=step_default(opts.eval_batch_size, spec, "eval_batch_size"))
+                           batch_size=step_default(opts.eval_batch_size, spec, "eval_batch_size"),
+                           precision=opts.eval_precision)
         del model
     return records if len(records) > 1 else records[0]
 

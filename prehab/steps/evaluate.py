@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from prehab.steps.options import COUNT, StepOptions, option, step_default
+from prehab.steps.options import COUNT, StepOptions, eval_precision_option, option, step_default
 
 HELP = "measure top-1 accuracy or perplexity (non-finite outputs counted, never skipped) and model size"
 
@@ -14,6 +14,7 @@ HELP = "measure top-1 accuracy or perplexity (non-finite outputs counted, never 
 class Options(StepOptions):
     model: Path = option("model to evaluate: a step's output folder or its model.pt", type=Path)
     batch_size: int | None = option("evaluation batch size", None, type=int, check=COUNT)
+    precision: str = eval_precision_option()
     out: Path = option("output folder (written atomically: all or nothing)", type=Path)
 
 
@@ -31,6 +32,7 @@ def run(opts: Options) -> dict:
     ckpt.model.to(resolve_device(opts.device))
     record = evaluation_record(ckpt.model, ckpt.spec, options, n_factorized=len(ckpt.factorized),
                                history=ckpt.history, model_file=path,
-                               batch_size=step_default(opts.batch_size, ckpt.spec, "eval_batch_size"))
+                               batch_size=step_default(opts.batch_size, ckpt.spec, "eval_batch_size"),
+                               precision=opts.precision)
     with atomic_dir(opts.out) as out:
         return record.write(out)

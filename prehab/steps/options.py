@@ -14,6 +14,7 @@ import math
 from typing import Any, Callable
 
 from prehab.errors import UsageError
+from prehab.method.names import PRECISIONS
 
 Check = Callable[[Any], bool]
 PER_ARCH = "per architecture"  # how help texts show a None default
@@ -52,6 +53,14 @@ def option(help: str, default: Any = dataclasses.MISSING, *, type: Callable = st
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def eval_precision_option() -> Any:
+    """The precision an evaluation runs in: one help text for `evaluate --precision` and the
+    `--eval-precision` of the steps that evaluate what they write."""
+    return option("float32, or bf16: the weights (and float inputs) cast to bfloat16 before evaluating, half "
+                  "the memory of float32 weights; losses and metrics still summed in float32/float64",
+                  "float32", choices=PRECISIONS)
 
 
 def finite(bound: str, limit: float) -> tuple[str, Check]:
@@ -107,7 +116,7 @@ class TrainingOptions(StepOptions):
 
     precision: str = option("float32, or bf16: the forward pass under autocast in bfloat16, float32 weights, "
                             "gradients and Adam state, the rank penalty outside it", "float32",
-                            choices=("float32", "bf16"))
+                            choices=PRECISIONS)
     micro_batches: int = option("cut each batch into this many slices and accumulate their gradients (the same "
                                 "step up to rounding, about 1/N of the activation memory)", 1, type=int, check=COUNT)
     recompute: bool = option("recompute each transformer block's activations in the backward pass (the same "

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prehab.method.names import LORA_SCHEDULES
-from prehab.steps.options import COUNT, NON_NEGATIVE, POSITIVE, TrainingOptions, distinct_outputs, option, step_default
+from prehab.steps.options import (COUNT, NON_NEGATIVE, POSITIVE, TrainingOptions, distinct_outputs,
+                                  eval_precision_option, option, step_default)
 
 HELP = "recover a compressed model with LoRA on its factors (joint, or sequential U then V as SVD-LLM)"
 
@@ -29,6 +30,7 @@ class Options(TrainingOptions):
     evaluate: bool = option("also evaluate every output model into <out>/eval, as `prehab evaluate --out "
                             "<out>/eval`", False, action="store_true")
     eval_batch_size: int | None = option("batch size of --evaluate", None, type=int, check=COUNT)
+    eval_precision: str = eval_precision_option()
     seed: int = option("seed of LoRA init, dropout and data order", 0, type=int)
     out: list[Path] = option("output folders, one per --model value in the same order (each written "
                              "atomically)", type=Path, many=True)
@@ -80,5 +82,6 @@ def rehab_one(opts: Options, model_path: Path, out_dir: Path) -> dict:
         written = record.write(out)
     if opts.evaluate:
         evaluate_saved(model, spec, options, n_factorized=len(ckpt.factorized), history=history, model_dir=out_dir,
-                       batch_size=step_default(opts.eval_batch_size, spec, "eval_batch_size"))
+                       batch_size=step_default(opts.eval_batch_size, spec, "eval_batch_size"),
+                           precision=opts.eval_precision)
     return written

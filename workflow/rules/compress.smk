@@ -17,11 +17,12 @@ rule compress_svd:
         ratios=RATIOS,
         outs=out_dirs,
         eval_batch_size=flag("--eval-batch-size", "eval_batch_size"),
+        eval_precision=flag("--eval-precision", "eval_precision"),
         arch_opts=arch_opts,
         code=CODE,
     shell:
         "{params.prehab} compress --method svd --model {input.model:q} --ratio {params.ratios}"
-        " --evaluate {params.eval_batch_size} {params.arch_opts} --out {params.outs} > {log} 2>&1"
+        " --evaluate {params.eval_batch_size} {params.eval_precision} {params.arch_opts} --out {params.outs} > {log} 2>&1"
 
 
 rule compress_svd_llm:
@@ -50,10 +51,11 @@ rule compress_svd_llm:
         ratios=RATIOS,
         outs=out_dirs,
         eval_batch_size=flag("--eval-batch-size", "eval_batch_size"),
+        eval_precision=flag("--eval-precision", "eval_precision"),
         arch_opts=arch_opts,
         code=CODE,
     shell:
         "{params.prehab} compress --method svd-llm --model {input.model:q} --grams {input.grams:q}"
         " --reference {input.reference:q}"
-        " --ratio {params.ratios} --evaluate {params.eval_batch_size} {params.arch_opts}"
+        " --ratio {params.ratios} --evaluate {params.eval_batch_size} {params.eval_precision} {params.arch_opts}"
         " --out {params.outs} > {log} 2>&1"

@@ -14,8 +14,9 @@ rule evaluate:
         prehab=PREHAB,
         out=lambda wildcards, output: os.path.dirname(output.metrics),
         batch_size=flag("--batch-size", "eval_batch_size"),
+        precision=flag("--precision", "eval_precision"),
         arch_opts=arch_opts,
         code=CODE,
     shell:
-        "{params.prehab} evaluate --model {input.model:q} {params.batch_size} {params.arch_opts}"
+        "{params.prehab} evaluate --model {input.model:q} {params.batch_size} {params.precision} {params.arch_opts}"
         " --out {params.out:q} > {log} 2>&1"

@@ -31,10 +31,11 @@ rule rehab:
         lr=flag("--lr", "rehab_lr"),
         batch_size=flag("--batch-size", "batch_size"),
         eval_batch_size=flag("--eval-batch-size", "eval_batch_size"),
+        eval_precision=flag("--eval-precision", "eval_precision"),
         arch_opts=arch_opts,
         code=CODE,
     shell:
         "{params.prehab} rehab --model {input.models:q} --schedule {wildcards.lora}"
         " {params.lora}"
         " --seed {wildcards.seed} {params.steps} {params.lr} {params.batch_size} {params.compute}"
-        " --evaluate {params.eval_batch_size} {params.arch_opts} --out {params.outs} > {log} 2>&1"
+        " --evaluate {params.eval_batch_size} {params.eval_precision} {params.arch_opts} --out {params.outs} > {log} 2>&1"

@@ -1,4 +1,4 @@
-"""Finding target layers and swapping modules in place (one replacement helper, STYLE.md 8-9)."""
+"""Finding target layers and swapping modules in place (one replacement helper)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The run layout: the one grammar of run folders (parameters -> path -> parameters) and the
 names of the files steps write. Studies, the report and the workflow's rules all take their
-paths from here (STYLE.md 12: a run's name is its parameters, in `key~value` form):
+paths from here (a run's name is its parameters, in `key~value` form):
 
     arch~A/seed~S/dense                                               dense model
     arch~A/seed~S/dense/method~svd/ratio~R                            plain SVD (no calibration)

@@ -1,7 +1,7 @@
 """Name -> thing registries: architectures and small named variants (surrogates, LoRA schedules).
 
 One registry per kind keeps per-architecture facts in tables instead of `if "llama" in name`
-branches inside the algorithms (STYLE.md 2-4).
+branches inside the algorithms.
 """
 
 from __future__ import annotations

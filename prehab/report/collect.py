@@ -1,4 +1,4 @@
-"""Every evaluated model of the study grid -> ONE long table (STYLE.md 13).
+"""Every evaluated model of the study grid -> ONE long table.
 
 One row per evaluated model (`<runs>/<Run.eval_dir>/metrics.json`): the Run axes, the names of
 the studies using it, the metric name and value, size, non-finite count, the folder, and the

@@ -1,4 +1,4 @@
-"""Step options as dataclasses (STYLE.md 5): each option's default, help text and check live in
+"""Step options as dataclasses: each option's default, help text and check live in
 one field, and the CLI flags are generated from the fields, so a default is written once.
 
 A field whose default is None takes the architecture's default at run time (`step_default`).

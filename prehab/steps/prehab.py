@@ -45,8 +45,8 @@ class Options(TrainingOptions):
                                       f"{' or '.join(sorted(NEEDS_RATIO))} prices (needed by those only)", None,
                                       type=float, check=(RATIO_RULE, valid_ratio))
     estimator: str = option("exact: autograd through an fp64 eigen-decomposition per matrix per step (the "
-                            "reference); fast: warm-started eigenbasis per matrix, matrix products (README "
-                            "\"Performance\": not faster on the embedded testbeds); lagged: each matrix's penalty "
+                            "reference); fast: warm-started eigenbasis per matrix, matrix products (docs/"
+                            "performance.md: not faster on the embedded testbeds); lagged: each matrix's penalty "
                             "linearised in its weights and refreshed exactly every --refresh-every steps, in "
                             "rotation, a drift guard shortening the lag where the gradient goes stale",
                             "exact", choices=ESTIMATORS)

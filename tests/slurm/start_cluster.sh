@@ -8,7 +8,7 @@ set -euo pipefail
 
 state=$(realpath -m "${1:?usage: start_cluster.sh STATE_DIR [PARTITION]}")
 partition=${2:-debug}
-conf=/etc/slurm/slurm.conf  # must be here: jobs' nested srun cannot see SLURM_CONF (SLURM.md)
+conf=/etc/slurm/slurm.conf  # must be here: jobs' nested srun cannot see SLURM_CONF
 
 for bin in munged mungekey slurmctld slurmd sbatch scontrol sinfo; do
     command -v "$bin" >/dev/null || { echo "start_cluster.sh: $bin not found (install munge slurm-client slurmctld slurmd)" >&2; exit 3; }

@@ -51,11 +51,13 @@ import math
 import tempfile
 import time
 from collections import defaultdict
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import yaml
+from prehab.compute import Compute
 from planned import REPO, Job, planned_jobs  # benchmarks/planned.py (scripts run from benchmarks/ as sys.path[0])
 
 TRAINING_RULES = ("pretrain", "prehab", "rehab")
@@ -177,26 +179,25 @@ def batch_of(job: Job, arch_defaults: dict, recipes: dict) -> int:
 
 @dataclass(frozen=True)
 class Setup:
-    """How a training job computes: its flags, or the ones a study varies here."""
+    """How a training job computes (prehab.compute.Compute: precision, micro-batches, recompute)
+    and over how many processes: its flags, or the ones a study varies here."""
 
     processes: int = 1
-    precision: str = "float32"
-    micro_batches: int = 1
-    recompute: bool = False
+    compute: Compute = Compute()
 
     @classmethod
     def of(cls, job: Job) -> "Setup":
-        return cls(job.processes, (job.flag("--precision") or ["float32"])[0],
-                   int((job.flag("--micro-batches") or [1])[0]), "--recompute" in job.command)
+        return cls(job.processes, Compute((job.flag("--precision") or ["float32"])[0],
+                                          int((job.flag("--micro-batches") or [1])[0]), "--recompute" in job.command))
 
 
 def training_memory(rule: str, s: Shape, batch: int, setup: Setup, space: str | None = None) -> float:
     """Bytes on one GPU of a training step (module docstring)."""
-    n = setup.processes
-    value = 2.0 if setup.precision == "bf16" else 4.0
-    rows = math.ceil(batch / (n * setup.micro_batches))
+    n, compute = setup.processes, setup.compute
+    value = 2.0 if compute.precision == "bf16" else 4.0
+    rows = math.ceil(batch / (n * compute.micro_batches))
     per_block = 17.0 * rows * s.tokens * s.width * value
-    kept = rows * s.tokens * s.width * value * s.blocks + per_block if setup.recompute else per_block * s.blocks
+    kept = rows * s.tokens * s.width * value * s.blocks + per_block if compute.recompute else per_block * s.blocks
     logits = 8.0 * rows * s.tokens * s.vocab if s.vocab else 0.0
     target_weights = float(sum(m * k for m, k in s.targets))
     gathered = 2.0 * value * s.weights / s.blocks if n > 1 else 0.0
@@ -209,7 +210,7 @@ def training_memory(rule: str, s: Shape, batch: int, setup: Setup, space: str | 
         state = (4.0 * (s.weights + delta) + 12.0 * target_weights) / n
         factors = 4.0 * sum(w * w for w in s.inputs)
         if space == "whitened":
-            materialised = 4.0 * target_weights / (s.blocks if setup.recompute else 1)
+            materialised = 4.0 * target_weights / (s.blocks if compute.recompute else 1)
             state += factors + 4.0 * target_weights / n + materialised  # every factor, own A0s
         else:
             state += factors / n
@@ -238,8 +239,8 @@ def job_cost(job: Job, s: Shape, defaults: dict, recipes: dict, rates: Rates,
     if steps:  # (pretraining 0 steps takes the checkpoint as it is)
         setup = setup or Setup.of(job)
         batch = batch_of(job, defaults, recipes)
-        passes = (2.0 if job.rule == "rehab" else 3.0) + (1.0 if setup.recompute else 0.0)
-        rate = rates.bf16 if setup.precision == "bf16" else rates.fp32
+        passes = (2.0 if job.rule == "rehab" else 3.0) + (1.0 if setup.compute.recompute else 0.0)
+        rate = rates.bf16 if setup.compute.precision == "bf16" else rates.fp32
         seconds += models * steps * passes * forward_flops(s, batch) / rate
         space = (job.flag("--space") or [None])[0]
         memory = training_memory(job.rule, s, batch, setup, space)
@@ -378,12 +379,12 @@ def prehab_by_setup(planned: list[Job], shapes: dict[str, Shape], rates: Rates, 
         own = Setup.of(job)
         batch, steps = batch_of(job, defaults, RECIPES), steps_of(job, defaults, RECIPES)
         print(f"  {space} space, batch {batch} x {shapes['llama-7b'].tokens} tokens, {steps} steps, "
-              f"{own.micro_batches} micro-batches, recompute {'on' if own.recompute else 'off'} "
-              f"(the config asks for N = {own.processes}, {own.precision}):")
+              f"{own.compute.micro_batches} micro-batches, recompute {'on' if own.compute.recompute else 'off'} "
+              f"(the config asks for N = {own.processes}, {own.compute.precision}):")
         for precision in ("float32", "bf16"):
             cells = []
             for n in (1, 2, 4, 8):
-                setup = Setup(n, precision, own.micro_batches, own.recompute)
+                setup = Setup(n, dataclasses.replace(own.compute, precision=precision))
                 sec, mem = job_cost(job, shapes["llama-7b"], defaults, RECIPES, rates, setup)
                 cells.append(f"N={n}: {mem / 1e9:6.1f} GB ({'yes' if mem / 1e9 <= gpu_gb else 'NO'}) | "
                              f"{sec / 3600:5.1f} h")

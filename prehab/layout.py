@@ -40,6 +40,10 @@ MECH_KEYS = tuple("mech_" + key for key in (
     "tail_abs_sum", "tail_abs_median", "tail_rel_median", "tail_rel_total", "energy_sum", "energy_median",
     "move_w_median", "move_wl_median", "n_matrices"))
 SPECTRA_FILE = "spectra.pt"  # whitened singular values before/after (prehab)
+# Every file name a step writes at the top of its --out folder: a folder holding any other file
+# belongs to someone else, and no step writes into it (prehab.outputs.check_out).
+STEP_FILES = re.compile(r"(model\.pt|metrics\.json|grams\.pt|factors-\d{4}\.pt|scores\.json|mechanism\.json"
+                        r"|spectra\.pt)")
 EVAL_DIR = "eval"  # evaluation folder below a model
 RECAL_DIR = "recal"  # re-calibration below a Prehab/control model
 

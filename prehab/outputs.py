@@ -4,6 +4,7 @@ only when everything in it is complete, so a crash or a bad input never leaves a
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import math
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from prehab.errors import UsageError
-from prehab.layout import METRICS_FILE
+from prehab.layout import METRICS_FILE, STEP_FILES
 from prehab.numerics import code_paths
 from prehab.provenance import code_version
 
@@ -87,14 +88,17 @@ def atomic_dir(out: Path) -> Iterator[Path]:
         staged = sorted(tmp.iterdir(), key=lambda p: p.name == METRICS_FILE)  # metrics.json last
         for path in staged:
             os.replace(path, out / path.name)
+        for stale in out.parent.glob(f".{glob.escape(out.name)}.tmp-*"):  # left by killed runs of this step
+            shutil.rmtree(stale, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def check_out(out: Path, step: str, inputs: list[Path]) -> None:
     """Refuse, before any work, an output folder that would overwrite something else: a file, an
-    input of this command, or a folder holding another step's output (rerunning the same step
-    into its own folder is fine: that is how a workflow reruns a job).
+    input of this command, a folder holding files no step writes (a user's own files), or a
+    folder holding another step's output (rerunning the same step into its own folder is fine:
+    that is how a workflow reruns a job; sub-folders are other steps' outputs nested below it).
 
     Raises:
         UsageError: naming the folder and what it holds.
@@ -109,6 +113,12 @@ def check_out(out: Path, step: str, inputs: list[Path]) -> None:
         if resolved == folder:
             raise UsageError(f"--out {str(out)!r} is this command's input folder; writing there would overwrite it")
     record = out / METRICS_FILE
+    foreign = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith(".")
+                     and not STEP_FILES.fullmatch(p.name)) if out.is_dir() else []
+    if foreign:
+        shown = ", ".join(repr(name) for name in foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise UsageError(f"--out {str(out)!r} holds files no prehab step writes ({shown}); pass a new or empty "
+                         "folder")
     if record.is_file():
         try:
             other = json.loads(record.read_text()).get("step")

@@ -138,3 +138,30 @@ def test_second_moments_of_another_model_are_refused_by_every_step_reading_them(
         err = capsys.readouterr().err
         assert "made for another model" in err and "factor for layer" in err, err
         assert not out.exists()
+
+
+def test_an_output_folder_of_someone_elses_files_is_left_as_it_was(dense, capsys):
+    """A folder holding files no step writes (here a user's own model.pt beside their notes) is
+    refused before any work, by every step, and keeps its files byte for byte."""
+    theirs = dense / "theirs"
+    theirs.mkdir()
+    (theirs / "model.pt").write_bytes(b"my own model")
+    (theirs / "notes.txt").write_text("mine")
+    for argv in (["compress", "--model", str(dense / "dense"), "--method", "svd", "--ratio", "0.5"],
+                 ["evaluate", "--model", str(dense / "dense")]):
+        assert main(argv + ["--out", str(theirs)]) == 2
+        err = capsys.readouterr().err
+        assert "holds files no prehab step writes ('notes.txt')" in err and err.count("\n") == 1
+    assert sorted(p.name for p in theirs.iterdir()) == ["model.pt", "notes.txt"]
+    assert (theirs / "model.pt").read_bytes() == b"my own model"
+
+
+def test_the_staging_folder_of_a_killed_step_goes_with_the_next_run(dense):
+    out = dense / "again"
+    stale = dense / ".again.tmp-killed"  # what a SIGKILL mid-step leaves beside --out
+    stale.mkdir()
+    (stale / "model.pt").write_bytes(b"half")
+    other = dense / ".another.tmp-killed"  # another folder's staging is not this step's to remove
+    other.mkdir()
+    assert main(["pretrain", "--arch", "tiny-mlp", "--steps", "2", "--out", str(out)]) == 0
+    assert (out / "metrics.json").is_file() and not stale.exists() and other.exists()

@@ -1,5 +1,6 @@
 """The reporting layer on a hand-made runs tree: long table, per-study tables (mean ± std, sign of
-the change vs SVD-LLM for accuracy AND perplexity, verdict), figures, MLflow import, missing runs."""
+the change vs SVD-LLM for accuracy AND perplexity, verdict), figures, missing runs (the MLflow
+import of the same tree: tests/test_mlflow.py)."""
 
 from __future__ import annotations
 
@@ -465,84 +466,6 @@ def test_pages_and_figures_follow_what_each_study_declares(tmp_path, tree):
     assert (tmp_path / "f" / "calibration_size.png").stat().st_size < (tree["figures"] / "calibration_size.png").stat().st_size
 
 
-KILL_MID_IMPORT = """
-import os, signal, sys
-from mlflow.tracking import MlflowClient
-from prehab.cli import main
-real, calls = MlflowClient.log_batch, []
-def log_batch(self, *args, **kwargs):  # SIGKILL once a few runs are written into the new store
-    calls.append(1)
-    if len(calls) == 3:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(self, *args, **kwargs)
-MlflowClient.log_batch = log_batch
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-def test_mlflow_import_killed_half_way_leaves_the_previous_store(tmp_path, tree):
-    import hashlib
-    import signal
-    import subprocess
-    import sys
-
-    db = tmp_path / "mlflow.db"
-    args = ["mlflow-log", "--runs", str(tree["root"]), "--studies", json.dumps(CFG), "--db", str(db),
-            "--artifacts", str(tmp_path / "artifacts")]
-    assert main(args) == 0
-    before = hashlib.sha256(db.read_bytes()).hexdigest()
-    killed = subprocess.run([sys.executable, "-c", KILL_MID_IMPORT, *args], capture_output=True, text=True)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert list(tmp_path.glob(".mlflow.db.build-*")), "the kill should have hit the build of the new store"
-    assert hashlib.sha256(db.read_bytes()).hexdigest() == before  # the previous store, untouched
-    assert main(args) == 0  # the next import starts clean: one run per model, no leftovers
-    assert not list(tmp_path.glob(".mlflow.db.build-*"))
-    from mlflow.tracking import MlflowClient
-    client = MlflowClient(tracking_uri=f"sqlite:///{db.resolve()}")
-    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id], max_results=10000)]
-    assert sorted(r.info.run_name for r in runs) == sorted(tree["runs"])
-
-
-def test_mlflow_one_run_per_model(tmp_path, tree):
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    db = tmp_path / "mlflow.db"
-    args = ["mlflow-log", "--runs", str(tree["root"]), "--studies", json.dumps(CFG), "--db", str(db),
-            "--artifacts", str(tmp_path / "artifacts")]
-    assert main(args) == 0
-    assert main(args) == 0  # rerun: the db is rebuilt, never appended to
-    uri = f"sqlite:///{db.resolve()}"
-    old = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        df = mlflow.search_runs(search_all_experiments=True, max_results=10000)
-        experiments = {e.experiment_id: e.name for e in mlflow.search_experiments()}
-    finally:
-        mlflow.set_tracking_uri(old)
-    assert len(df) == len(tree["runs"])
-    assert sorted(df["tags.mlflow.runName"]) == sorted(tree["runs"])
-    assert {"main", "lambda_sweep", "calibration_size"} <= set(experiments.values())
-    assert "space_ablation" not in experiments.values()
-    row = df.set_index("tags.mlflow.runName").loc[
-        "arch~tiny-lm/seed~1/cal~train/ncal~64/prehab~nuclear/lam~1/space~whitened/method~svd-llm/ratio~0.6/eval"]
-    assert row["tags.arch"] == "tiny-lm" and row["tags.method"] == "prehab" and row["tags.lam"] == "1"
-    assert row["tags.ratio"] == "0.6" and row["tags.lora"] == "none" and row["tags.seed"] == "1"
-    assert row["tags.studies"] == "main,lambda_sweep"  # seed 1: not in calibration_size (seed 0 only)
-    assert experiments[row["experiment_id"]] == "main"  # logged once, in its first study
-    assert row["tags.code_git_commit"] == "deadbee" and len(row["tags.config_sha256"]) == 64
-    assert row["metrics.perplexity"] == pytest.approx(
-        perplexity(tree["runs"]["arch~tiny-lm/seed~1/cal~train/ncal~64/prehab~nuclear/lam~1/space~whitened/"
-                                "method~svd-llm/ratio~0.6/eval"]))
-    assert row["metrics.prehab_entropy_rank_before"] == 30.0
-    history = MlflowClient(tracking_uri=uri).get_metric_history(row["run_id"], "curve_surrogate")
-    assert [m.step for m in history] == [1, 10, 20, 50, 100]
-    dense = df[df["tags.method"] == "dense"].iloc[0]
-    assert dense["tags.lam"] == "-" and experiments[dense["experiment_id"]] == "main"
-    sweep_only = df[df["tags.lam"] == "0.1"]
-    assert len(sweep_only) and set(sweep_only["experiment_id"].map(experiments)) == {"lambda_sweep"}
-
-
 def test_missing_metrics_is_an_error(tmp_path, capsys):
     root = tmp_path / "runs"
     runs = make_tree(root)
@@ -612,9 +535,10 @@ def test_by_products_are_reported_and_logged_once(tmp_path):
         experiments = {e.experiment_id: e.name for e in mlflow.search_experiments()}
     finally:
         mlflow.set_tracking_uri(old)
-    assert sorted(df["tags.mlflow.runName"]) == sorted([*runs, extra])
-    logged = df.set_index("tags.mlflow.runName").loc[extra]
-    assert experiments[logged["experiment_id"]] == "by-products"
+    models = df[df["tags.prehab.role"] == "model"]
+    assert set(models["tags.eval_dir"]) == {*runs, extra}
+    logged = models[models["tags.eval_dir"] == extra]
+    assert list(logged["experiment_id"].map(experiments)) == ["by-products"]  # in no study's experiment
 
 
 def test_lambda_star_is_chosen_on_validation_and_never_reads_test_metrics(tmp_path):

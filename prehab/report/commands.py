@@ -34,13 +34,16 @@ def register(subparsers) -> None:
 
     m = subparsers.add_parser(
         "mlflow-log", formatter_class=fmt, parents=[common],
-        help="import every evaluated model into a fresh MLflow SQLite store (one run per model)",
-        description="Rebuild the MLflow SQLite db (built beside it, then renamed over it): one experiment "
-                    "per study, each evaluated model logged once (in its first study) with all axes, "
-                    "studies, code version and config hash as tags; Prehab/control runs also get their "
-                    "training curve.")
-    m.add_argument("--db", required=True, type=Path, help="SQLite file (replaced whole)")
+        help="bring the MLflow SQLite store up to date with the evaluated models (run ids kept)",
+        description="Update the MLflow SQLite db (in a copy renamed over it): one experiment per study, "
+                    "each evaluated model a run in every study using it, with its axes as tags, every "
+                    "option of the steps behind it as params, its metrics, wall time and Prehab curve; "
+                    "each study a run holding its tables and figures. Unchanged runs are not rewritten, "
+                    "changed ones are updated in place.")
+    m.add_argument("--db", required=True, type=Path, help="SQLite file (updated, or made)")
     m.add_argument("--artifacts", required=True, type=Path, help="artifact root folder (file:// location)")
+    m.add_argument("--tables", type=Path, help="`prehab report --tables` folder: each study's tables as artifacts")
+    m.add_argument("--figures", type=Path, help="`prehab report --figures` folder: each study's figures as artifacts")
     m.set_defaults(func=run_mlflow_log)
 
     c = subparsers.add_parser(
@@ -82,7 +85,8 @@ def run_mlflow_log(args: argparse.Namespace) -> dict:
 
     cfg = parse_studies(args.studies)
     _check_runs(args.runs)
-    summary = {"command": "mlflow-log", **log_runs(args.runs, cfg, args.db, args.artifacts, args.allow_missing)}
+    summary = {"command": "mlflow-log", **log_runs(args.runs, cfg, args.db, args.artifacts, args.allow_missing,
+                                                      args.tables, args.figures)}
     print(json.dumps(summary))
     return summary
 

@@ -1,11 +1,22 @@
-"""Import the evaluated models into MLflow: the one writer of the SQLite store (WORKFLOW.md).
+"""Import the evaluated models into MLflow: the one writer of the SQLite store.
 
-One experiment per enabled study, all created up front, plus `by-products` for the evaluated
-models no study names (made by the studies' shared jobs). Every evaluated model is logged EXACTLY
-ONCE, in the experiment of the first study listing it, tagged with every axis, `studies` (all of
-them), the code version and the config hash, so `mlflow.search_runs` over all experiments can
-rebuild any table. The run name is the eval folder (STYLE.md 12). The db is deleted and rebuilt
-on every import, so it always holds one run per model. Writes go through MlflowClient.log_batch.
+One experiment per enabled study, plus `by-products` for the evaluated models no study names
+(made by the studies' shared jobs), each opening on MLflow's classic machine-learning view
+(EXPERIMENT_KIND) rather than the GenAI one. What each run holds, and why every model has a run
+in every study using it, is prehab.report.mlflow_runs.
+
+The import is incremental, so run ids, and the notes and tags a user adds to runs, survive
+reimports: a run is found by its experiment and folder (`prehab.key`); an unchanged run is not
+written; a changed one is updated in place (its params, metrics and artifacts replaced, its id,
+notes and foreign tags kept); a run whose model left its study, and the experiment of a study
+no longer enabled, are deleted the restorable MLflow way, and restored if they come back.
+
+The import updates a copy of the store and renames it over the store: a reader (the UI open
+during an import) sees the old store or the new one, never a half-written one, a crash or kill
+leaves the old one, and the copy can skip fsync. A note added in the UI while an import runs is
+lost with the old copy. An import that changes nothing leaves the store's file untouched. Writes
+go through MlflowClient, except the two it cannot do to an existing run (drop its old params and
+metrics; move its start time), done in SQL on the copy.
 """
 
 from __future__ import annotations
@@ -14,6 +25,8 @@ import contextlib
 import logging
 import math
 import os
+import shutil
+import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -21,135 +34,75 @@ from typing import Any
 
 from prehab.errors import UsageError
 from prehab.studies import BY_PRODUCTS
-from prehab.report.collect import Record, config_hash, is_enabled, read_prehab, read_records, study_names
+from prehab.report.collect import config_hash, is_enabled, read_records, study_names
+from prehab.report.mlflow_runs import FINGERPRINT, KEY, RunSpec, model_runs, prehab_chain_missing, study_run
 
 log = logging.getLogger(__name__)
 
-NA = "-"  # tag/param value of an axis that does not apply to a run (e.g. lam of a dense model)
-MAX_METRICS, MAX_PARAMS = 1000, 100  # log_batch limits per call
-PREHAB_METRICS = ("whitened_surrogate_before", "whitened_surrogate_after", "entropy_rank_before",
-                  "entropy_rank_after", "final_task_loss")
-CURVE_KEYS = ("task_loss", "surrogate", "lambda", "entropy_rank")
+# Since MLflow 3.4 an experiment without this tag may open on the GenAI pages (traces); the value
+# is the UI's ExperimentKind for model training ("Machine learning" in its type selector).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+STUDY_TAG = "prehab.study"  # marks the experiments this import owns
+MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100  # log_batch limits per call
+ACTIVE = "active"  # MLflow's lifecycle stage of a run or experiment that is not deleted
 
 
 def tracking_uri(db: str | Path) -> str:
     return f"sqlite:///{Path(db).resolve()}"
 
 
-def _axis_text(value: Any) -> str:
-    if value is None:
-        return NA
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
-def _float(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x  # inf is kept: MLflow stores it (as +/-max float in SQL)
-
-
-def run_tags(rec: Record, cfg_hash: str, primary: str) -> dict[str, str]:
-    tags = {axis: _axis_text(v) for axis, v in rec.run.axes().items()}
-    code = rec.data.get("code") or {}
-    tags.update(
-        studies=",".join(rec.studies),
-        study=primary,
-        eval_dir=rec.eval_dir,
-        metric=str(rec.data["metrics"]["metric"]),
-        config_sha256=cfg_hash,
-        code_version=str(code.get("prehab_version", "unknown")),
-        code_source_sha256=str(code.get("source_sha256", "unknown")),
-        code_git_commit=str(code.get("git_commit", "unknown")),
-    )
-    return tags
-
-
-def run_metrics(rec: Record, prehab: dict[str, Any] | None, timestamp: int) -> list:
-    from mlflow.entities import Metric
-
-    out = []
-    for key, value in (rec.data.get("metrics") or {}).items():
-        x = _float(value)
-        if x is not None:
-            out.append(Metric(key, x, timestamp, 0))
-    wall = _float(rec.data.get("wall_time_s"))
-    if wall is not None:
-        out.append(Metric("eval_wall_time_s", wall, timestamp, 0))
-    if prehab:
-        for key in PREHAB_METRICS:
-            x = _float((prehab.get("metrics") or {}).get(key))
-            if x is not None:
-                out.append(Metric(f"prehab_{key}", x, timestamp, 0))
-        for point in prehab.get("curve") or []:
-            step = int(point.get("step", 0))
-            for key in CURVE_KEYS:
-                x = _float(point.get(key))
-                if x is not None:
-                    out.append(Metric(f"curve_{key}", x, timestamp, step))
-    return out
-
-
-def run_params(rec: Record) -> list:
-    from mlflow.entities import Param
-
-    params = {f"axis.{k}": _axis_text(v) for k, v in rec.run.axes().items()}
-    for key, value in (rec.data.get("params") or {}).items():
-        params[f"eval.{key}"] = str(value)[:6000]
-    return [Param(k, v) for k, v in params.items()]
-
-
-def _chunks(items: list, size: int):
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
-
-
 def log_runs(runs_dir: str | Path, cfg: dict[str, Any], db: str | Path, artifacts: str | Path,
-             allow_missing: bool = False) -> dict[str, Any]:
-    """Rebuild the MLflow db from the runs tree; returns {"runs": n, "experiments": {study: id}, ...}."""
+             allow_missing: bool = False, tables: str | Path | None = None,
+             figures: str | Path | None = None) -> dict[str, Any]:
+    """Bring the MLflow db up to date with the runs tree (and the study tables and figures in
+    `tables`/`figures`, when given); returns what it found and did."""
     records, missing = read_records(runs_dir, cfg, allow_missing)
     runs_dir, db, artifacts = Path(runs_dir), Path(db).resolve(), Path(artifacts).resolve()
-    prehab_of = {}
-    for rec in records:
-        if rec.run.method in ("prehab", "control"):
-            prehab = read_prehab(runs_dir, rec.run)
-            if prehab is None and not allow_missing:
-                raise UsageError(f"{rec.eval_dir}: the prehab step's metrics.json (curve) is missing "
-                                 "beside its model; pass --allow-missing to log without it")
-            prehab_of[rec.eval_dir] = prehab
+    lacking = [rec.eval_dir for rec in records if prehab_chain_missing(runs_dir, rec)]
+    if lacking and not allow_missing:
+        raise UsageError(f"{lacking[0]}: the prehab step's metrics.json (curve) is missing above its "
+                         "evaluation; pass --allow-missing to log without it")
+    cfg_hash = config_hash(cfg)
+    specs = model_runs(records, runs_dir, cfg_hash)
+    studies = [s for s in study_names(cfg) if is_enabled(cfg, s)]
+    if any(spec.study == BY_PRODUCTS for spec in specs):
+        studies.append(BY_PRODUCTS)
+    specs += [study_run(s, cfg["studies"][s], [m for m in specs if m.study == s], cfg_hash,
+                        None if tables is None else Path(tables), None if figures is None else Path(figures))
+              for s in studies if s in cfg["studies"]]
 
     db.parent.mkdir(parents=True, exist_ok=True)
     artifacts.mkdir(parents=True, exist_ok=True)
-    # Build into a fresh file beside the target, then rename it over the old db: the db always
-    # holds exactly one run per model, a crash leaves the old db intact, and the build can skip
-    # fsync (PRAGMA synchronous=OFF), which made the import ~10x faster.
     for stale in db.parent.glob(f".{db.name}.build-*"):  # left by an import that was killed (one writer)
         stale.unlink()
     build = Path(tempfile.mkstemp(prefix=f".{db.name}.build-", dir=db.parent)[1])
     build.unlink()
     try:
+        if db.exists():
+            _copy_store(db, build)
         with _fast_sqlite(build):
-            experiments, elapsed = _write(records, prehab_of, cfg, build, artifacts)
-        os.replace(build, db)
+            experiments, counts, elapsed = _sync(specs, studies, cfg_hash, build, artifacts)
+        if any(n for key, n in counts.items() if key != "unchanged"):
+            os.replace(build, db)
     finally:
         for leftover in (build, build.with_name(build.name + "-journal")):
-            if leftover.exists():
-                leftover.unlink()
-    log.info("logged %d runs into %d experiments in %.1fs (%s)", len(records), len(experiments), elapsed, db)
-    return {"db": str(db), "tracking_uri": tracking_uri(db), "runs": len(records), "missing": len(missing),
-            "experiments": experiments, "seconds": round(elapsed, 2)}
+            leftover.unlink(missing_ok=True)
+    log.info("%d MLflow runs in %d experiments (%s) in %.1fs (%s)", len(specs), len(experiments),
+             ", ".join(f"{n} {key}" for key, n in counts.items()), elapsed, db)
+    return {"db": str(db), "tracking_uri": tracking_uri(db), "models": len(records), "runs": len(specs),
+            "missing": len(missing), "experiments": experiments, **counts, "seconds": round(elapsed, 2)}
+
+
+def _copy_store(db: Path, copy: Path) -> None:
+    """A consistent copy of `db` even while a reader, or the UI saving a note, has it open."""
+    with contextlib.closing(sqlite3.connect(db)) as source, contextlib.closing(sqlite3.connect(copy)) as target:
+        source.backup(target)
 
 
 @contextlib.contextmanager
 def _fast_sqlite(path: Path):
-    """No fsync and an in-memory journal for connections to `path` only (a throwaway build file)."""
-    import sqlite3
-
+    """No fsync and an in-memory journal for MLflow's connections to `path` only (the copy,
+    which is renamed into place only once complete)."""
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
@@ -159,8 +112,7 @@ def _fast_sqlite(path: Path):
         if isinstance(dbapi_conn, sqlite3.Connection):
             row = dbapi_conn.execute("PRAGMA database_list").fetchone()
             if row is not None and row[2] == target:
-                dbapi_conn.execute("PRAGMA synchronous=OFF")
-                dbapi_conn.execute("PRAGMA journal_mode=MEMORY")
+                _unsynced(dbapi_conn)
 
     event.listen(Engine, "connect", on_connect)
     try:
@@ -169,38 +121,135 @@ def _fast_sqlite(path: Path):
         event.remove(Engine, "connect", on_connect)
 
 
-def _write(records: list[Record], prehab_of: dict, cfg: dict[str, Any], db: Path, artifacts: Path):
-    from mlflow.entities import RunStatus
+def _unsynced(conn: sqlite3.Connection) -> sqlite3.Connection:
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("PRAGMA journal_mode=MEMORY")
+    return conn
+
+
+def _sync(specs: list[RunSpec], studies: list[str], cfg_hash: str, db: Path, artifacts: Path):
+    """Make the store at `db` hold exactly `specs`: ({study: experiment id}, counts, seconds)."""
     from mlflow.tracking import MlflowClient
 
     start = time.perf_counter()  # includes creating the schema
     client = MlflowClient(tracking_uri=tracking_uri(db))
-    cfg_hash = config_hash(cfg)
-    enabled = [s for s in study_names(cfg) if is_enabled(cfg, s)]
-    if any(rec.studies == [BY_PRODUCTS] for rec in records):
-        enabled.append(BY_PRODUCTS)
-    experiments = {}
-    for study in enabled:  # all up front, one writer
-        experiments[study] = client.create_experiment(
-            study, artifact_location=(artifacts / study).as_uri(),
-            tags={"config_sha256": cfg_hash, "prehab.study": study})
-    now = int(time.time() * 1000)
-    for rec in records:
-        primary = rec.studies[0]
-        tags = run_tags(rec, cfg_hash, primary)
-        run = client.create_run(experiments[primary], start_time=now, tags=tags, run_name=rec.eval_dir)
-        run_id = run.info.run_id
-        metrics = run_metrics(rec, prehab_of.get(rec.eval_dir), now)
-        params = run_params(rec)
-        n_batches = max(math.ceil(len(metrics) / MAX_METRICS), math.ceil(len(params) / MAX_PARAMS), 1)
-        m_chunks, p_chunks = list(_chunks(metrics, MAX_METRICS)), list(_chunks(params, MAX_PARAMS))
-        for i in range(n_batches):
-            client.log_batch(run_id, metrics=m_chunks[i] if i < len(m_chunks) else [],
-                             params=p_chunks[i] if i < len(p_chunks) else [])
-        client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FINISHED), end_time=now)
+    experiments, changed = _experiments(client, studies, cfg_hash, artifacts)
+    counts = {"experiments_changed": changed, "created": 0, "updated": 0, "unchanged": 0, "deleted": 0}
+    existing, surplus = _existing_runs(client, list(experiments.values()))
+    with contextlib.closing(_unsynced(sqlite3.connect(db))) as sql:
+        for spec in specs:
+            old = existing.pop((experiments[spec.study], spec.key), None)
+            tags = spec.all_tags()
+            if old is None:
+                run = client.create_run(experiments[spec.study], start_time=spec.start_ms, tags=tags,
+                                        run_name=spec.name)
+                _log(client, run.info.run_id, spec)
+                counts["created"] += 1
+            elif old.info.lifecycle_stage != ACTIVE or old.data.tags.get(FINGERPRINT) != tags[FINGERPRINT]:
+                _update(client, sql, old, spec, tags)
+                counts["updated"] += 1
+            else:
+                counts["unchanged"] += 1
+    for run in [*existing.values(), *surplus]:
+        if run.info.lifecycle_stage == ACTIVE:
+            client.delete_run(run.info.run_id)
+            counts["deleted"] += 1
     elapsed = time.perf_counter() - start
-    try:  # close the build file's connections before it is renamed (private attribute: best effort)
+    try:  # close the copy's connections before it is renamed (private attribute: best effort)
         client._tracking_client.store.engine.dispose()
     except AttributeError:
         pass
-    return experiments, elapsed
+    return experiments, counts, elapsed
+
+
+def _experiments(client, studies: list[str], cfg_hash: str, artifacts: Path) -> tuple[dict[str, str], int]:
+    """({study: experiment id}, how many experiments were created, restored, retagged or deleted):
+    each study's experiment, active and tagged; those of studies no longer imported deleted."""
+    from mlflow.entities import ViewType
+
+    ids, changed = {}, 0
+    for study in studies:
+        tags = {**EXPERIMENT_KIND, STUDY_TAG: study, "config_sha256": cfg_hash}
+        exp = client.get_experiment_by_name(study)
+        if exp is None:
+            ids[study] = client.create_experiment(study, artifact_location=(artifacts / study).as_uri(), tags=tags)
+            changed += 1
+            continue
+        ids[study] = exp.experiment_id
+        if exp.lifecycle_stage != ACTIVE:
+            client.restore_experiment(exp.experiment_id)
+            changed += 1
+        for key, value in tags.items():
+            if exp.tags.get(key) != value:
+                client.set_experiment_tag(exp.experiment_id, key, value)
+                changed += 1
+    for exp in client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=50000):
+        if STUDY_TAG in exp.tags and exp.experiment_id not in ids.values():
+            client.delete_experiment(exp.experiment_id)
+            changed += 1
+    return ids, changed
+
+
+def _existing_runs(client, experiment_ids: list[str]) -> tuple[dict[tuple[str, str], Any], list]:
+    """({(experiment id, key): run} of the runs this import made before, deleted ones included,
+    [runs with a key already taken]); runs without a key (logged by hand) are left alone. Runs
+    of the stores made before `prehab.key` existed are found by their `eval_dir` tag."""
+    from mlflow.entities import ViewType
+
+    found: dict[tuple[str, str], Any] = {}
+    surplus, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, run_view_type=ViewType.ALL, max_results=50000,
+                                  order_by=["attributes.start_time ASC"], page_token=token)
+        for run in page:
+            key = run.data.tags.get(KEY) or run.data.tags.get("eval_dir")
+            if key is None:
+                continue
+            slot = (run.info.experiment_id, key)
+            kept = found.get(slot)
+            if kept is not None and (kept.info.lifecycle_stage == ACTIVE or run.info.lifecycle_stage != ACTIVE):
+                surplus.append(run)
+                continue
+            if kept is not None:
+                surplus.append(kept)  # an active run wins over a deleted one
+            found[slot] = run
+        token = page.token
+        if not token:
+            return found, surplus
+
+
+def _update(client, sql: sqlite3.Connection, old, spec: RunSpec, tags: dict[str, str]) -> None:
+    """Rewrite a run in place: same id; its tags upserted (a user's own tags and notes kept)."""
+    from mlflow.entities import RunTag
+
+    run_id = old.info.run_id
+    if old.info.lifecycle_stage != ACTIVE:
+        client.restore_run(run_id)
+    for table in ("params", "metrics", "latest_metrics"):
+        sql.execute(f"DELETE FROM {table} WHERE run_uuid = ?", (run_id,))
+    sql.execute("UPDATE runs SET start_time = ? WHERE run_uuid = ?", (spec.start_ms, run_id))
+    sql.commit()
+    client.update_run(run_id, name=spec.name)
+    items = [RunTag(k, v) for k, v in tags.items()]
+    for i in range(0, len(items), MAX_TAGS):
+        client.log_batch(run_id, tags=items[i:i + MAX_TAGS])
+    if old.info.artifact_uri.startswith("file:"):
+        from mlflow.utils.file_utils import local_file_uri_to_path
+
+        shutil.rmtree(local_file_uri_to_path(old.info.artifact_uri), ignore_errors=True)
+    _log(client, run_id, spec)
+
+
+def _log(client, run_id: str, spec: RunSpec) -> None:
+    """Params, metrics (stamped with the run's end) and artifacts of a run, then its end."""
+    from mlflow.entities import Metric, Param, RunStatus
+
+    metrics = [Metric(key, value, spec.end_ms, step) for key, value, step in spec.metrics]
+    params = [Param(key, value) for key, value in spec.params.items()]
+    batches = max(math.ceil(len(metrics) / MAX_METRICS), math.ceil(len(params) / MAX_PARAMS))
+    for i in range(batches):
+        client.log_batch(run_id, metrics=metrics[i * MAX_METRICS:(i + 1) * MAX_METRICS],
+                         params=params[i * MAX_PARAMS:(i + 1) * MAX_PARAMS])
+    for path in spec.artifacts:
+        client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FINISHED), end_time=spec.end_ms)

@@ -25,12 +25,16 @@ checkpoint choose_lambda:
 
 
 rule mlflow:
-    """One writer rebuilds the MLflow SQLite db from the runs' metrics.json (WORKFLOW.md)."""
+    """One writer brings the MLflow SQLite db up to date with the runs' metrics.json and the
+    report's tables and figures. update(): Snakemake keeps the db (run ids, users' notes) instead of
+    deleting it before the job, and puts it back if the job fails."""
     input:
         evals=eval_metrics,
         prehab=prehab_files(METRICS_FILE),
+        tables=expand(f"{TABLES}/{{study}}.{{ext}}", study=STUDIES, ext=["csv", "md"]),
+        figures=expand(f"{FIGURES}/{{name}}.png", name=FIGURE_NAMES),
     output:
-        db=MLFLOW_DB,
+        db=update(MLFLOW_DB),
     log:
         f"{LOGS}/mlflow.log",
     conda:
@@ -40,10 +44,13 @@ rule mlflow:
         runs=runs_root,
         studies=STUDIES_JSON,
         artifacts=MLFLOW_ARTIFACTS,
+        tables=lambda wildcards, input: os.path.dirname(input.tables[0]),
+        figures=lambda wildcards, input: os.path.dirname(input.figures[0]),
         code=CODE_REPORT,
     shell:
         "{params.prehab} mlflow-log --runs {params.runs:q} --studies {params.studies:q}"
-        " --db {output.db:q} --artifacts {params.artifacts:q} > {log} 2>&1"
+        " --db {output.db:q} --artifacts {params.artifacts:q}"
+        " --tables {params.tables:q} --figures {params.figures:q} > {log} 2>&1"
 
 
 rule report:

@@ -366,13 +366,15 @@ def prehab_by_setup(planned: list[Job], shapes: dict[str, Shape], rates: Rates, 
     from prehab.method.recipes import RECIPES
     from prehab.registry import get_arch
 
+    defaults = get_arch("llama-7b").defaults
     jobs = {}
-    for job in planned:  # one penalised job per space
+    for job in planned:  # per space, its dearest penalised job (the most steps; the dry run's order varies)
         if job.rule == "prehab" and job.arch == "llama-7b" and job.flag("--lam") != ["0"]:
-            jobs.setdefault((job.flag("--space") or ["whitened"])[0], job)
+            space = (job.flag("--space") or ["whitened"])[0]
+            if space not in jobs or steps_of(job, defaults, RECIPES) > steps_of(jobs[space], defaults, RECIPES):
+                jobs[space] = job
     if not jobs:
         return
-    defaults = get_arch("llama-7b").defaults
     print("\nllama-7b Prehab per job at N processes (FSDP over N GPUs), float32 and bf16, at the config's batch, "
           "steps, micro-batches and recompute: GB per GPU (fits) | GPU-hours")
     for space, job in sorted(jobs.items()):

@@ -6,6 +6,7 @@ inside an installed package)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 from pathlib import Path
 
@@ -13,6 +14,12 @@ import prehab
 from prehab.paths import REPO_ROOT
 
 REPORT_PACKAGE = "report"  # the steps never run prehab/report/: its changes rerun only the report
+
+
+def config_hash(cfg: dict) -> str:
+    """sha256 of the canonical (sorted, compact) JSON of a config: what the MLflow runs are tagged
+    with and what reruns the report rule when the studies change."""
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def source_hash(exclude: tuple[str, ...] = ()) -> str:

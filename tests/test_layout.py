@@ -103,7 +103,7 @@ def test_outputs_and_rules_share_one_code_hash():
 
     assert code_version()["source_sha256"] == step_source_hash()
     common = (REPO / "workflow" / "rules" / "common.smk").read_text()
-    assert "from prehab.provenance import source_hash, step_source_hash" in common
+    assert re.search(r"from prehab.provenance import .*\bsource_hash, step_source_hash", common)
     assert "hashlib" not in common  # no second algorithm
 
 
@@ -121,13 +121,18 @@ def test_the_report_rule_declares_every_table_the_report_writes(tmp_path):
     studies together (mechanism.csv|md); the workflow's report rule must declare each file that
     is not per study by name (the per-study ones by pattern), or Snakemake would not know them."""
     from prehab.report.collect import to_frame
-    from prehab.report.tables import write_tables
+    from prehab.report.files import write_tables
+
+    from prehab.report.commands import _pages
 
     cfg = {"archs": [], "studies": {"only": {"enabled": False}}}
-    written = write_tables(to_frame([]), cfg, tmp_path)
+    written = write_tables(to_frame([]), cfg, tmp_path) + _pages(cfg, tmp_path)
     rule = (REPO / "workflow" / "rules" / "report.smk").read_text()
-    assert {p.name for p in written} == {"runs.csv", "only.csv", "only.md", "mechanism.csv", "mechanism.md"}
+    assert {p.name for p in written} == {"runs.csv", "only.csv", "only.md", "mechanism.csv", "mechanism.md",
+                                         "mechanism.html", "findings.md", "findings.html"}
     for path in written:
         if path.stem != "only":
             assert f'f"{{TABLES}}/{path.name}"' in rule, path.name
-    assert 'f"{TABLES}/{study}.csv"' in rule and 'f"{TABLES}/{{study}}.md"' in rule
+    for ext in ("csv", "md"):  # the enabled studies' pages by pattern (and their HTML twins)
+        assert f'f"{{TABLES}}/{{{{study}}}}.{ext}"' in rule
+    assert 'f"{TABLES}/{study}.html"' in rule

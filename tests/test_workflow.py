@@ -397,7 +397,8 @@ def test_tiny_config_end_to_end(tiny_run):
 
     mlflow.set_tracking_uri(f"sqlite:///{results / 'mlflow.db'}")
     logged = mlflow.search_runs(search_all_experiments=True, max_results=10000)
-    assert sorted(logged["tags.mlflow.runName"]) == evaluated  # exactly one MLflow run per evaluated model
+    models = logged[logged["tags.prehab.role"] == "model"]  # each study's runs of its models (and by-products)
+    assert sorted(set(models["tags.eval_dir"])) == evaluated  # every evaluated model is in the store
     assert (results / "logs" / "arch~vit-tiny" / "seed~0" / "dense" / "pretrain.log").is_file()
     assert (results / "benchmarks" / "arch~vit-tiny" / "seed~0" / "dense" / "eval" / "evaluate.tsv").is_file()
 
@@ -462,13 +463,36 @@ def test_confirm_seeds_run_phase_b_at_the_lambda_phase_a_chose(tiny_run, tmp_pat
     assert [r["seeds"] for r in others] == ["0"] and others[0]["val_choice"] == others[0]["val_mean"]
 
 
+def _report_files(page: str) -> dict[str, str]:
+    """The files a Snakemake HTML report embeds, by file name, decoded."""
+    import base64
+
+    pattern = r"data:[a-z/+.-]+;charset=utf8;filename=([^;]+);base64,([A-Za-z0-9+/=]+)"
+    return {m.group(1): base64.b64decode(m.group(2)).decode(errors="replace") for m in re.finditer(pattern, page)}
+
+
 @pytest.mark.slow
 def test_html_report_of_the_tiny_run(tiny_run):
+    """The report shows every enabled study's table, the mechanism table and the findings as HTML
+    tables, only the figures an enabled study declares, captions that name no disabled study, and
+    no path of this machine in the report rule's parameters."""
     results, _, _ = tiny_run
     proc = readme_snakemake(results, "--report", str(results / "report.html"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    html = (results / "report.html").read_text(errors="replace")
-    assert "metric_vs_ratio.png" in html and "lambda_sweep.csv" in html
+    page = (results / "report.html").read_text(errors="replace")
+    files = _report_files(page)
+    studies = yaml.safe_load(TEST_CONFIG.read_text())["studies"]
+    enabled = [name for name, study in studies.items() if study.get("enabled", True)]
+    disabled = [name for name in studies if name not in enabled]
+    assert disabled, "the tiny config switches some studies off"
+    for name in enabled + ["mechanism", "findings"]:
+        assert "<table>" in files[f"{name}.html"], name
+    assert not [name for name in files if name.endswith(".csv") and name != "runs.csv"]  # no table as a download only
+    declared = {figure for name in enabled for figure in studies[name].get("figures", [])}
+    assert {name for name in files if name.endswith(".png")} == {f"{figure}.png" for figure in declared}
+    captions = re.findall(r'"caption": "((?:[^"\\]|\\.)*)"', page)
+    assert captions and not [c for c in captions for name in disabled if f">{name}<" in c]
+    assert sys.executable not in page and str(REPO) not in page
 
 
 # ----------------------------------------------------------------------------- style

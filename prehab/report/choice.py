@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from prehab.layout import NO_LORA
 from prehab.method.recipes import RECIPES
-from prehab.report.tables import _none
+from prehab.report.summary import in_study, none_if_nan, summarise
 from prehab.studies import Setting, choice_seeds_of, confirming, setting_key
 from prehab.tasks import HIGHER_IS_BETTER
 
@@ -50,7 +50,7 @@ def lambda_star(table) -> dict[tuple, float]:
             continue
         higher = HIGHER_IS_BETTER.get(part["metric"].iloc[0], True)
         best = part[column].idxmax() if higher else part[column].idxmin()
-        chosen[tuple(_none(v) for v in key)] = float(part.loc[best, "lam"])
+        chosen[tuple(none_if_nan(v) for v in key)] = float(part.loc[best, "lam"])
     return chosen
 
 
@@ -72,7 +72,7 @@ def best_controls(summary) -> dict[tuple, tuple]:
             continue
         higher = HIGHER_IS_BETTER.get(part["metric"].iloc[0], True)
         best = part.loc[part["val_mean"].idxmax() if higher else part["val_mean"].idxmin()]
-        chosen[tuple(_none(v) for v in key)] = (_none(best["space"]), best["surrogate"])
+        chosen[tuple(none_if_nan(v) for v in key)] = (none_if_nan(best["space"]), best["surrogate"])
     return chosen
 
 
@@ -81,9 +81,6 @@ def phase_a_choice(df, cfg: dict) -> dict[str, dict[Setting, float]]:
     phase-A seeds' runs in the long table `df` (collect.to_frame) exactly as its page chooses
     (lambda_star of summarise over those seeds): what the workflow's `choose_lambda` checkpoint
     writes and the report re-derives, so phase B and the page never disagree."""
-    from prehab.report.collect import in_study
-    from prehab.report.tables import summarise
-
     out = {}
     for name in confirming(cfg):
         rows = in_study(df, name)
@@ -94,7 +91,7 @@ def phase_a_choice(df, cfg: dict) -> dict[str, dict[Setting, float]]:
 
 def is_chosen(row, chosen: dict[tuple, float]) -> bool:
     """Whether a Prehab row carries its setting's lambda*."""
-    lam = chosen.get(tuple(_none(row[c]) for c in SETTING))
+    lam = chosen.get(tuple(none_if_nan(row[c]) for c in SETTING))
     return lam is not None and abs(float(row["lam"]) - lam) < 1e-12
 
 

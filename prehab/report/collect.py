@@ -9,7 +9,6 @@ the MLflow import all read this table (or the records behind it), nothing else.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -20,13 +19,14 @@ from typing import Any
 from prehab.errors import UsageError
 from prehab.layout import (CONTROL_SURROGATE, EVAL_DIR, GRAMS_FILE, MECH_KEYS, METRICS_FILE, NO_LORA, SPECTRA_FILE, Run,
                            parse_eval_dir)
+from prehab.provenance import config_hash  # noqa: F401 (the studies' hash, read with the records)
 from prehab.report import paired
+from prehab.report.choice import phase_a_choice
+from prehab.report.summary import AXES
 from prehab.studies import BY_PRODUCTS, confirming, expand
 
 log = logging.getLogger(__name__)
 
-AXES = ("arch", "seed", "method", "compressed", "ratio", "lora", "cal_source", "cal_samples",
-        "surrogate", "lam", "space", "snapshot")
 # MECH_KEYS (prehab.layout): what the SVD-LLM compress step measures on the model it cuts, from that
 # model's own re-calibration, over its target matrices at the ratio's kept rank k (the cut's
 # metrics.json; prehab/method/mechanism.py says what each holds).
@@ -49,11 +49,6 @@ def parse_studies(text: str | dict) -> dict[str, Any]:
     if not isinstance(cfg, dict) or not isinstance(cfg.get("studies"), dict) or not isinstance(cfg.get("archs"), list):
         raise UsageError('--studies must be a JSON object {"archs": [...], "studies": {name: {...}}}')
     return cfg
-
-
-def config_hash(cfg: dict[str, Any]) -> str:
-    """sha256 of the canonical (sorted, compact) studies JSON."""
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def study_names(cfg: dict[str, Any]) -> list[str]:
@@ -161,8 +156,6 @@ def read_records(runs_dir: str | Path, cfg: dict[str, Any], allow_missing: bool 
     union = expand(cfg)
     records, missing = _read_union(runs_dir, union)
     if confirming(cfg):  # phase B's Prehab runs are those at the lambda* phase A's runs choose
-        from prehab.report.choice import phase_a_choice
-
         union = expand(cfg, phase_a_choice(to_frame(records), cfg))
         records, missing = _read_union(runs_dir, union)
     records.extend(_by_products(runs_dir, set(union.runs)))
@@ -316,15 +309,3 @@ def collect(runs_dir: str | Path, cfg: dict[str, Any], allow_missing: bool = Fal
     df.attrs["runs_dir"] = str(runs_dir)  # where the paired statistics find each row's scores.json
     df.attrs["rank_deficient"] = rank_deficient_calibrations(runs_dir)
     return df
-
-
-def in_study(df, study: str):
-    """Rows of the long table used by `study`."""
-    mask = [study in str(names).split(",") for names in df["studies"]]
-    return df[pd_bool(mask, df.index)]
-
-
-def pd_bool(values: list[bool], index):
-    import pandas as pd
-
-    return pd.Series(values, index=index, dtype=bool)

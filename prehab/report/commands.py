@@ -24,12 +24,15 @@ def register(subparsers) -> None:
                         help="go on without models whose metrics.json is missing (default: error naming them)")
     p = subparsers.add_parser(
         "report", formatter_class=fmt, parents=[common],
-        help="per-study tables (CSV + Markdown), the long runs table and the figures from all metrics.json",
+        help="per-study tables (CSV, Markdown, HTML), the findings, the long runs table and the figures from all "
+             "metrics.json",
         description="Read every evaluated model of the study grid into one long table (tables/runs.csv), "
-                    "write <study>.csv/.md per study (mean ± std over seeds, change vs SVD-LLM, verdict) "
-                    "and the fixed set of figures.")
+                    "write <study>.csv/.md/.html per study (mean ± std over seeds, paired verdicts), the "
+                    "mechanism table, the findings page (findings.md/.html), the fixed set of figures and, with "
+                    "--captions, the report's captions.")
     p.add_argument("--tables", required=True, type=Path, help="output folder for tables")
     p.add_argument("--figures", required=True, type=Path, help="output folder for figures")
+    p.add_argument("--captions", type=Path, help="output folder for the Snakemake report's captions (.rst)")
     p.set_defaults(func=run_report)
 
     m = subparsers.add_parser(
@@ -65,18 +68,32 @@ def _check_runs(path: Path) -> None:
 
 
 def run_report(args: argparse.Namespace) -> dict:
-    from prehab.report import figures, tables
+    from prehab.report import captions, figures, files
     from prehab.report.collect import collect, parse_studies
 
     cfg = parse_studies(args.studies)
     _check_runs(args.runs)
     df = collect(args.runs, cfg, allow_missing=args.allow_missing)
-    written = tables.write_tables(df, cfg, args.tables)
+    written = files.write_tables(df, cfg, args.tables)
     written += figures.write_figures(df, cfg, args.runs, args.figures)
+    written += _pages(cfg, args.tables)
+    if args.captions is not None:
+        written += captions.write_captions(cfg, args.captions, figures.DRAWERS)
     summary = {"command": "report", "models": len(df), "missing": len(df.attrs.get("missing", [])),
                "files": len(written), "tables": str(args.tables), "figures": str(args.figures)}
     print(json.dumps(summary))
     return summary
+
+
+def _pages(cfg: dict, tables_dir: Path) -> list[Path]:
+    """The findings page and an HTML twin of every enabled study's page, the mechanism table and
+    the findings, for the Snakemake report (it shows HTML in the page; CSVs only as downloads)."""
+    from prehab.report import findings, html
+    from prehab.report.collect import is_enabled, study_names
+
+    pages = [tables_dir / f"{study}.md" for study in study_names(cfg) if is_enabled(cfg, study)]
+    pages += [tables_dir / "mechanism.md", findings.write_page(tables_dir)]
+    return [pages[-1]] + [html.write_html(page) for page in pages]
 
 
 def run_mlflow_log(args: argparse.Namespace) -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from prehab.layout import CONTROL_SURROGATE, NO_LORA, fmt
-from prehab.report import paired, plotting, prehab_figures, tables
+from prehab.report import choice, paired, plotting, prehab_figures, tables
 from prehab.report.collect import declared, no_study_text
 from prehab.studies import FIGURES, choice_seeds_of
 from prehab.tasks import HIGHER_IS_BETTER
@@ -121,8 +121,6 @@ def prehab_vs_control(df, cfg, runs_dir: Path | None = None):
     """The comparison that decides: Prehab minus its lambda = 0 control (paired, 95% interval)
     against the compression ratio, per testbed, at lambda* (chosen on validation) and for each
     recipe; the points of one ratio are dodged sideways so that their intervals do not overlap."""
-    from prehab.report import choice
-
     title = "Prehab minus its λ = 0 control vs compression ratio"
     study, table, why = _declared_table(df, cfg, "prehab_vs_control")
     if why:
@@ -275,7 +273,7 @@ def budget(df, cfg, runs_dir: Path | None = None):
     study, table, why = _declared_table(df, cfg, "budget")
     if why:
         return plotting.note(title, why)
-    rows = budget_rows(table)
+    rows = tables.budget_rows(table)
     if rows.empty:
         return plotting.note(title, f"no paired Prehab-vs-control cells in study {study}")
     archs = [a for a in plotting.arch_order(table, cfg) if a in set(rows["arch"])]
@@ -299,13 +297,6 @@ def budget(df, cfg, runs_dir: Path | None = None):
         ax.grid(alpha=0.3)
     return plotting.finish(fig, axes, f"{title} (study {study}; {INTERVALS}; points dodged sideways around their "
                                       "step count)")
-
-
-def budget_rows(table):
-    """The Prehab rows of a study table that have a paired comparison with their control, without
-    LoRA, each with its Prehab step count (snapshots and the full runs)."""
-    t = table[(table["method"] == "prehab") & (table["lora"] == NO_LORA) & (table["vs_control_verdict"] != "")]
-    return t[t["vs_control_verdict"].notna() & t["steps"].notna()]
 
 
 # every figure of FIGURES by its drawer: (long table, config, runs folder) -> Figure; the long

@@ -14,13 +14,12 @@ are per cut, without LoRA. A cut made before the readout existed reads `not meas
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 from prehab.layout import NO_LORA, fmt
 from prehab.report import paired
 from prehab.report.collect import MECH_KEYS, is_enabled
-from prehab.report.tables import _none, control_key, method_label
+from prehab.report.summary import control_key, method_label, none_if_nan
 
 MODEL = ("arch", "method", "ratio", "cal_source", "cal_samples", "surrogate", "lam", "space", "snapshot")
 CELL = ("arch", "ratio", "cal_source", "cal_samples")  # what a Prehab row, its control and the reference share
@@ -44,9 +43,9 @@ def cuts(df, cfg: dict[str, Any]):
               & ~df["eval_dir"].str.contains(paired.EXTRA_TEST_MARK, regex=False)]
     in_enabled = rows["studies"].map(lambda names: bool(enabled & set(str(names).split(","))))
     tuned = rows[rows["method"].isin(["control", "prehab"]) & in_enabled]
-    cells = {tuple(_none(v) for v in key) for key in tuned[list(CELL)].itertuples(index=False)}
+    cells = {tuple(none_if_nan(v) for v in key) for key in tuned[list(CELL)].itertuples(index=False)}
     dense = rows[rows["method"] == "svd-llm"]
-    dense = dense[[tuple(_none(v) for v in key) in cells for key in dense[list(CELL)].itertuples(index=False)]]
+    dense = dense[[tuple(none_if_nan(v) for v in key) in cells for key in dense[list(CELL)].itertuples(index=False)]]
     chosen = pd.concat([tuned, dense]).assign(lora=NO_LORA)
     return chosen.drop_duplicates([*MODEL, "seed"])
 
@@ -56,7 +55,7 @@ def _summary(group) -> dict[str, Any]:
     by_seed = {int(r["seed"]): r for _, r in group.iterrows()}
     measured = sorted(s for s, r in by_seed.items() if math.isfinite(r[MEASURED_BY]))
     first = group.iloc[0]
-    out = {c: _none(first[c]) for c in MODEL}
+    out = {c: none_if_nan(first[c]) for c in MODEL}
     out.update(compressed=True, lora=NO_LORA, steps=group["prehab_steps"].max(), measured=bool(measured), n=len(measured),
                seeds=" ".join(str(s) for s in measured), by_seed=by_seed)
     for key in MECH_KEYS:
@@ -115,14 +114,3 @@ def mechanism_table(df, cfg: dict[str, Any], arch_order: list[str] | None = None
                 r["lam"] or 0.0)
     summaries.sort(key=order)
     return pd.DataFrame([{c: r.get(c) for c in CSV_COLUMNS} for r in summaries], columns=CSV_COLUMNS)
-
-
-def write_mechanism(df, cfg: dict[str, Any], out_dir: Path, arch_order: list[str] | None = None) -> list[Path]:
-    """mechanism.csv and mechanism.md in the tables folder; written even when empty (a fixed output)."""
-    from prehab.report import pages
-
-    table = mechanism_table(df, cfg, arch_order)
-    csv, md = Path(out_dir) / "mechanism.csv", Path(out_dir) / "mechanism.md"
-    table.to_csv(csv, index=False)
-    md.write_text(pages.mechanism_markdown(table))
-    return [csv, md]

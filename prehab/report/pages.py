@@ -11,16 +11,8 @@ from prehab.layout import fmt
 from prehab.method.recipes import RECIPES
 from prehab.report import choice, paired
 from prehab.report.gate import TAIL_GATE
-from prehab.report.tables import (
-    NOTE,
-    SHORT,
-    _none,
-    control_key,
-    direction,
-    fmt_axis,
-    fmt_mean_std,
-    fmt_value,
-)
+from prehab.report.summary import control_key, none_if_nan
+from prehab.report.tables import NOTE, SHORT, budget_rows, direction, fmt_axis, fmt_mean_std, fmt_value
 
 
 def md_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -118,7 +110,7 @@ def study_markdown(table, study: str, missing: list[str], deficient: dict[str, l
         return "\n".join(parts + [NO_MODELS, ""])
     parts += [line + "\n" for line in warnings_for(table, deficient)]
     shown = [c for c in ("surrogate", "lam", "space", "cal_source", "cal_samples", "ratio", "lora")
-             if table[c].map(_none).nunique(dropna=False) > 1]
+             if table[c].map(none_if_nan).nunique(dropna=False) > 1]
     has_pre = table["pre_mean"].notna().any()
     drops = drop_headers(table)
     for arch, t in table.groupby("arch", sort=False):
@@ -160,7 +152,7 @@ def main_markdown(table, study: str, missing: list[str], deficient: dict[str, li
     for arch, t in table.groupby("arch", sort=False):
         metric = t["metric"].iloc[0]
         tuned = t["method"].isin(("prehab", "control"))  # what varies among its fine-tuned runs
-        extra = [c for c in ("space", "cal_source", "cal_samples") if t.loc[tuned, c].map(_none).nunique(dropna=False) > 1]
+        extra = [c for c in ("space", "cal_source", "cal_samples") if t.loc[tuned, c].map(none_if_nan).nunique(dropna=False) > 1]
         drops, bests = drop_headers(t), best_headers(t)
         headers = ["ratio", "method", "LoRA", metric, "n", *comparison_headers("vs control"), *drops, *bests,
                    *comparison_headers("vs SVD-LLM"), "tail vs control",
@@ -220,8 +212,6 @@ def _row_label(r, swept: bool, extra: list[str], recipe_lam: bool = False) -> st
 def steps_markdown(table, study: str, missing: list[str], deficient: dict[str, list[str]] | None = None) -> str:
     """The budget page: per architecture, Prehab minus its control against Prehab steps (the
     snapshots of one long run and the run itself), before compression and at each ratio."""
-    from prehab.report.figures import budget_rows
-
     parts = _opening(f"# Prehab budget (study `{study}`)", missing)
     rows = budget_rows(table) if not table.empty else table
     if table.empty or rows.empty:

@@ -10,7 +10,8 @@ from typing import Any
 
 from prehab.layout import CONTROL_SURROGATE, Run, fmt
 from prehab.report import plotting
-from prehab.report.collect import declared, in_study, no_study_text, read_prehab, spectra_path
+from prehab.report.collect import declared, no_study_text, read_prehab, spectra_path
+from prehab.report.summary import in_study
 
 SPECTRA_LAYERS = 3
 BEFORE = {"color": "black", "ls": "--", "zorder": 3}  # the common start, drawn over the curves after it

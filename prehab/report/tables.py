@@ -1,4 +1,5 @@
-"""Per-study result tables from the long table: `<study>.csv` (machine) and `<study>.md` (people).
+"""Per-study result tables from the long table: one row per configuration with its paired comparisons
+(prehab.report.files writes them as `<study>.csv` for machines and `<study>.md` for people).
 
 Each row is one configuration (every axis but the seed) with the mean ± std of its metric over
 seeds and the number of seeds n. Comparisons are paired (prehab.report.paired: same seeds, same
@@ -21,20 +22,18 @@ import math
 from pathlib import Path
 from typing import Any
 
-from prehab.layout import CONTROL_SURROGATE, METHODS, NO_LORA, fmt
-from prehab.method.recipes import RECIPES
+from prehab.layout import METHODS, NO_LORA, fmt
 from prehab.report import paired
 from prehab.report.gate import HARM_POINTS, HARM_RATIO, HARMED, TAIL_GATE, UNMEASURED, UNREACHED, gated_verdict
-from prehab.report.collect import AXES, in_study, is_enabled, study_names
-from prehab.studies import choice_seeds_of
+from prehab.report.choice import BUDGET, best_controls
+from prehab.report.summary import (CONTROL_KEYS, GROUP, control_key, in_study, index_by, key_of,  # noqa: F401
+                                   method_label, none_if_nan, summarise)
 from prehab.tasks import HIGHER_IS_BETTER
 
 log = logging.getLogger(__name__)
 
-GROUP = [a for a in AXES if a != "seed"] + ["metric"]
 REF_KEYS = ("arch", "ratio", "lora", "cal_source", "cal_samples")  # SVD-LLM reference match
 PRE_KEYS = ("arch", "method", "cal_source", "cal_samples", "surrogate", "lam", "space", "snapshot")  # uncompressed twin
-CONTROL_KEYS = ("arch", "compressed", "ratio", "lora", "cal_source", "cal_samples", "space", "snapshot")  # its control
 COMPARISONS = ("vs_control", "drop_vs_control", "vs_best_control", "vs_svdllm", "vs_dense")
 PARTS = ("", "_low", "_high", "_item_low", "_item_high", "_verdict", "_basis", "_seeds", "_per_seed")
 GATED = ("vs_control", "drop_vs_control")  # their `_verdict` passes the gate; `_interval_verdict` is the interval's
@@ -75,45 +74,12 @@ NOTE = ("Mean ± std over seeds (sample std, ddof=1; std shown only when n > 1).
 
 # --------------------------------------------------------------------------- numbers
 
-def _none(v: Any) -> Any:
-    """NaN -> None so keys with missing axes compare equal."""
-    return None if isinstance(v, float) and math.isnan(v) else v
-
-
-def _key(row, cols) -> tuple:
-    return tuple(_none(row[c]) for c in cols)
-
-
 def rel_change(mean: float, ref_mean: float, higher: bool) -> float:
     """Percent change vs the reference, positive = better."""
     if math.isnan(mean) or math.isnan(ref_mean) or ref_mean == 0 or math.isinf(ref_mean):
         return math.nan
     diff = (mean - ref_mean) if higher else (ref_mean - mean)
     return 100.0 * diff / abs(ref_mean)
-
-
-def method_label(row) -> str:
-    m = row["method"]
-    if m == "dense":
-        return "dense"
-    if m == "svd":
-        return "SVD"
-    if m == "svd-llm":
-        return "SVD-LLM"
-    recipe = RECIPES.get(row["surrogate"])
-    steps = row.get("steps")
-    known = steps is not None and not (isinstance(steps, float) and math.isnan(steps))
-    scaled = f", {int(steps):,} of {recipe.steps:,} steps" if recipe is not None and known else ""
-    if m == "control":
-        return "control (λ=0)" if recipe is None else f"control ({row['surrogate']} at λ=0{scaled})"
-    return f"Prehab({row['surrogate']}{scaled})"
-
-
-def control_key(r) -> tuple:
-    """What a Prehab row's control shares with it: the axes of CONTROL_KEYS and the recipe label
-    (a recipe's control is the recipe at lambda 0; any other control is labelled `none`)."""
-    label = r["surrogate"] if r["surrogate"] in RECIPES else CONTROL_SURROGATE
-    return _key(r, CONTROL_KEYS) + (label,)
 
 
 def fmt_value(x: float, metric: str) -> str:
@@ -134,7 +100,7 @@ def fmt_mean_std(mean: float, std: float, n: int, metric: str) -> str:
 
 
 def fmt_axis(col: str, v: Any) -> str:
-    v = _none(v)
+    v = none_if_nan(v)
     if v is None:
         return "—"
     if col in ("ratio", "lam", "cal_samples"):
@@ -149,33 +115,6 @@ def direction(metric: str) -> str:
 
 
 # --------------------------------------------------------------------------- summaries
-
-def summarise(df, choice_seeds: list[int] | None = None):
-    """Mean/std/n over seeds per configuration (all axes but the seed); `dirs` maps each seed to
-    its evaluation folder (what the paired statistics read). `val_choice`, what lambda* is chosen
-    by, is the validation mean over `choice_seeds` (a study's phase A; None: every seed, =
-    val_mean): a lambda* re-run at more seeds is then judged on the seeds the others had."""
-    import pandas as pd
-
-    if df.empty:
-        return pd.DataFrame(columns=GROUP + ["n", "seeds", "mean", "std", "val_mean", "val_choice", "steps",
-                                             "model_params", "dirs"])
-    chooses = df["seed"].isin(choice_seeds) if choice_seeds is not None else df["seed"].notna()
-    df = df.assign(choice_value=df["val_value"].where(chooses))
-    g = df.groupby(GROUP, dropna=False, sort=False)
-    out = g.agg(n=("value", "size"), mean=("value", "mean"), std=("value", "std"), val_mean=("val_value", "mean"),
-                val_choice=("choice_value", "mean"), steps=("prehab_steps", "max"),
-                model_params=("model_params", "mean")).reset_index()
-    seeds = g["seed"].apply(lambda s: " ".join(str(int(x)) for x in sorted(s))).reset_index(drop=True)
-    out.insert(len(GROUP) + 1, "seeds", seeds.values)
-    out["dirs"] = [dict(zip(part["seed"].astype(int), part["eval_dir"])) for _, part in g]
-    # inf in a group makes mean inf and std nan: keep the mean, the paired verdict handles it
-    return out
-
-
-def _index(summary, cols) -> dict[tuple, Any]:
-    return {_key(r, cols): r for _, r in summary.iterrows()}
-
 
 TEXT_PARTS = ("_verdict", "_basis", "_seeds", "_per_seed")
 
@@ -205,13 +144,11 @@ def _compare(r, other, name: str, runs_dir: str | None) -> paired.Paired | None:
 def _best_control(r, best: dict[tuple, tuple], controls: dict[tuple, Any]):
     """The best control of a Prehab row's budget (choice.best_controls) in the row's cell (ratio,
     LoRA), or None."""
-    from prehab.report.choice import BUDGET  # choice reads this module's helpers
-
-    chosen = best.get(_key(r, BUDGET))
+    chosen = best.get(key_of(r, BUDGET))
     if chosen is None:
         return None
     space, label = chosen
-    return controls.get(_key({**r.to_dict(), "space": space}, CONTROL_KEYS) + (label,))
+    return controls.get(key_of({**r.to_dict(), "space": space}, CONTROL_KEYS) + (label,))
 
 
 def _seed_values(row, values: dict[str, float]) -> dict[int, float]:
@@ -249,7 +186,7 @@ def _pre_twin(r, unc_local: dict, unc_global: dict):
     if r["method"] in ("svd", "svd-llm"):
         pkey = (r["arch"], "dense", None, None, None, None, None, None)
     else:
-        pkey = (r["arch"], r["method"], *_key(r, PRE_KEYS[2:]))
+        pkey = (r["arch"], r["method"], *key_of(r, PRE_KEYS[2:]))
     return unc_local.get(pkey, unc_global.get(pkey))
 
 
@@ -266,13 +203,11 @@ def study_table(df, study: str, arch_order: list[str] | None = None, choice_seed
     runs_dir = df.attrs.get("runs_dir")
     # references and twins from other studies too, on this study's seeds only
     whole = summarise(df[df["seed"].isin(set(rows["seed"]))])
-    ref_local = _index(s[s["method"] == "svd-llm"], REF_KEYS)
-    ref_global = _index(whole[whole["method"] == "svd-llm"], REF_KEYS)
-    unc_local = _index(s[~s["compressed"].astype(bool)], PRE_KEYS)
-    unc_global = _index(whole[~whole["compressed"].astype(bool)], PRE_KEYS)
+    ref_local = index_by(s[s["method"] == "svd-llm"], REF_KEYS)
+    ref_global = index_by(whole[whole["method"] == "svd-llm"], REF_KEYS)
+    unc_local = index_by(s[~s["compressed"].astype(bool)], PRE_KEYS)
+    unc_global = index_by(whole[~whole["compressed"].astype(bool)], PRE_KEYS)
     controls = {control_key(c): c for _, c in whole[whole["method"] == "control"].iterrows()}
-    from prehab.report.choice import best_controls  # choice reads this module's helpers
-
     best = best_controls(whole)
     dense = {r["arch"]: r for _, r in whole[whole["method"] == "dense"].iterrows()}
     tails = dict(zip(df["eval_dir"], df["mech_tail_abs_sum"])) if "mech_tail_abs_sum" in df else {}
@@ -283,7 +218,7 @@ def study_table(df, study: str, arch_order: list[str] | None = None, choice_seed
         r["label"] = method_label(r)
         ref = None
         if r["compressed"] and r["method"] != "svd-llm":
-            key = _key(r, REF_KEYS)
+            key = key_of(r, REF_KEYS)
             if r["method"] == "svd":  # no calibration: the study's SVD-LLM if its calibration is unique
                 cands = [v for k, v in ref_local.items() if k[:3] == key[:3]]
                 ref = cands[0] if len(cands) == 1 else None
@@ -334,41 +269,9 @@ def sort_table(table, arch_order: list[str] | None = None):
 
 # --------------------------------------------------------------------------- writing
 
-def write_tables(df, cfg: dict[str, Any], out_dir: str | Path) -> list[Path]:
-    """runs.csv (the long table), <study>.csv/.md for EVERY study of the config (a disabled
-    study gets an empty CSV and a page saying so, so the set of outputs is fixed), and
-    mechanism.csv/.md for the Prehab/control cuts of the enabled studies."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = [out_dir / "runs.csv"]
-    df.to_csv(written[0], index=False)
-    missing_all = df.attrs.get("missing", [])
-    for study in study_names(cfg):
-        csv, md = out_dir / f"{study}.csv", out_dir / f"{study}.md"
-        if not is_enabled(cfg, study):
-            import pandas as pd
 
-            pd.DataFrame(columns=CSV_COLUMNS).to_csv(csv, index=False)
-            md.write_text(f"# Study `{study}`\n\nStudy disabled (`enabled: false` in the config): no runs.\n")
-        else:
-            table = study_table(df, study, cfg.get("archs"), choice_seeds_of(cfg["studies"][study]))
-            table.drop(columns=["dirs"], errors="ignore").to_csv(csv, index=False)
-            from prehab.studies import calib_samples_of, recipes_of, study_runs
-
-            from prehab.report.choice import phase_a_choice
-
-            runs = study_runs(study, cfg["studies"][study], cfg["archs"], calib_samples_of(cfg), recipes_of(cfg),
-                              phase_a_choice(df, cfg).get(study))
-            dirs = {r.eval_dir for r in runs}
-            missing = [m for m in missing_all if m in dirs]
-            from prehab.report import pages
-
-            page = {"by_ratio": pages.main_markdown, "by_steps": pages.steps_markdown}.get(
-                cfg["studies"][study].get("page"), pages.study_markdown)
-            md.write_text(page(table, study, missing, df.attrs.get("rank_deficient", {})))
-        written += [csv, md]
-    from prehab.report import mechanism
-
-    written += mechanism.write_mechanism(df, cfg, out_dir, cfg.get("archs"))
-    log.info("wrote %d table files to %s", len(written), out_dir)
-    return written
+def budget_rows(table):
+    """The Prehab rows of a study table that have a paired comparison with their control, without
+    LoRA, each with its Prehab step count (snapshots and the full runs)."""
+    t = table[(table["method"] == "prehab") & (table["lora"] == NO_LORA) & (table["vs_control_verdict"] != "")]
+    return t[t["vs_control_verdict"].notna() & t["steps"].notna()]

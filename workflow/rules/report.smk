@@ -54,7 +54,9 @@ rule mlflow:
 
 
 rule report:
-    """The long results table, one table per enabled study and the fixed figures."""
+    """The long results table, one table per enabled study (CSV, Markdown and HTML), the
+    mechanism table, the findings page, the fixed figures and the report's captions; the HTML
+    report shows the HTML pages and the figures of the enabled studies."""
     input:
         evals=eval_metrics,
         prehab=prehab_files(METRICS_FILE),
@@ -62,48 +64,65 @@ rule report:
     output:
         runs=report(
             f"{TABLES}/runs.csv",
-            caption="../report/runs.rst",
+            caption=caption("runs"),
             category="Tables",
-            labels={"table": "all runs"},
+            labels={"table": "all runs (CSV)"},
         ),
-        csv=[
+        csv=expand(f"{TABLES}/{{study}}.csv", study=STUDIES),
+        md=expand(f"{TABLES}/{{study}}.md", study=STUDIES),
+        html=[
             report(
-                f"{TABLES}/{study}.csv",
-                caption="../report/study_table.rst",
+                f"{TABLES}/{study}.html",
+                caption=caption(f"study-{study}"),
                 category="Tables",
                 labels={"table": study},
             )
             for study in STUDIES
         ],
-        md=expand(f"{TABLES}/{{study}}.md", study=STUDIES),
         mechanism=[
+            f"{TABLES}/mechanism.csv",
+            f"{TABLES}/mechanism.md",
             report(
-                f"{TABLES}/mechanism.csv",
+                f"{TABLES}/mechanism.html",
+                caption=caption("mechanism"),
                 category="Tables",
                 labels={"table": "mechanism"},
             ),
-            f"{TABLES}/mechanism.md",
+        ],
+        findings=[
+            f"{TABLES}/findings.md",
+            report(
+                f"{TABLES}/findings.html",
+                caption=caption("findings"),
+                category="Findings",
+                labels={"page": "findings"},
+            ),
         ],
         figures=[
-            report(
-                f"{FIGURES}/{name}.png",
-                caption=f"../report/{name}.rst",
-                category="Figures",
-                labels={"figure": name},
+            (
+                report(
+                    f"{FIGURES}/{name}.png",
+                    caption=caption(f"figure-{name}"),
+                    category="Figures",
+                    labels={"figure": name},
+                )
+                if name in REPORTED_FIGURES
+                else f"{FIGURES}/{name}.png"
             )
             for name in FIGURE_NAMES
         ],
+        captions=directory(CAPTIONS),
     log:
         f"{LOGS}/report.log",
     conda:
         "../../envs/prehab.yaml"
     params:
-        prehab=PREHAB,
         runs=runs_root,
-        studies=STUDIES_JSON,
+        studies=STUDIES_HASH,
         tables=lambda wildcards, output: os.path.dirname(output.runs),
         figures=lambda wildcards, output: os.path.dirname(output.figures[0]),
         code=CODE_REPORT,
     shell:
-        "{params.prehab} report --runs {params.runs:q} --studies {params.studies:q}"
-        " --tables {params.tables:q} --figures {params.figures:q} > {log} 2>&1"
+        "{PREHAB} report --runs {params.runs:q} --studies {STUDIES_ARG}"
+        " --tables {params.tables:q} --figures {params.figures:q} --captions {output.captions:q}"
+        " > {log} 2>&1"

@@ -12,10 +12,13 @@ apart from the registry lookup, which the Snakefile pays for once.
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 from typing import Any
 
 from prehab.errors import UsageError
+from prehab.layout import fmt
+from prehab.method.ratio import RATIO_RULE, valid_ratio
 from prehab.paths import REPO_ROOT
 
 
@@ -106,6 +109,11 @@ def semantic_error(config: dict[str, Any], arch_names: list[str], arch_options: 
             if value is not None and key not in arch_options[arch]:  # null: not passed at all
                 known = ", ".join(sorted(arch_options[arch])) or "none"
                 return f"arch_settings.{arch}.arch_opts.{key}: not an option of {arch}; allowed: {known}"
+    if not any(study.get("enabled", True) for study in config.get("studies", {}).values()):
+        return "studies: every study is disabled (enabled: false); allowed: at least one enabled study"
+    message = folder_value_error(config)
+    if message is not None:
+        return message
     prehab = config.get("prehab") or {}
     if prehab.get("refresh_every") is not None and prehab.get("estimator", "exact") != "lagged":
         return (f"prehab.refresh_every = {prehab['refresh_every']}: only with prehab.estimator lagged "
@@ -126,6 +134,48 @@ def semantic_error(config: dict[str, Any], arch_names: list[str], arch_options: 
     target = (results if results.is_absolute() else Path.cwd() / results).resolve()
     if target == package or package in target.parents:
         return f"results_dir = {str(results)!r}: inside the prehab package; allowed: a folder outside {package}"
+    return None
+
+
+def folder_value_error(config: dict[str, Any]) -> str | None:
+    """A lambda or ratio of an enabled study that is not finite, or that the run folders' number
+    format (prehab.layout.fmt) would merge with another value or move out of its range (a
+    ratio 0.9999999 would be written `ratio~1`); None when every value names its own folder."""
+    for name, study in config.get("studies", {}).items():
+        if not study.get("enabled", True):
+            continue
+        for key, values in ((f"studies.{name}.ratios", study.get("ratios") or []),
+                            (f"studies.{name}.prehab.lam", (study.get("prehab") or {}).get("lam") or [])):
+            seen: dict[str, float] = {}
+            for i, value in enumerate(values):
+                if not isinstance(value, (int, float)) or isinstance(value, bool):
+                    continue  # the schema names the type
+                if not math.isfinite(value):
+                    return f"{key}[{i}] = {value}: allowed: a finite number"
+                text = fmt(value)
+                if key.endswith("ratios") and not valid_ratio(float(text)):
+                    return (f"{key}[{i}] = {value!r}: its run folder would read ratio~{text}; allowed: {RATIO_RULE}, "
+                            "distinct in 6 significant digits")
+                if text in seen and seen[text] != value:
+                    return (f"{key}: {seen[text]!r} and {value!r} share the run folder ~{text}; allowed: values "
+                            "that differ in their first 6 significant digits")
+                seen[text] = value
+    return None
+
+
+def arch_option_error(config: dict[str, Any]) -> str | None:
+    """An arch_opts value the CLI's `--arch-opt` would refuse (ArchSpec.option_value: its type,
+    a row count's range), said before any job."""
+    from prehab.registry import get_arch
+
+    for arch, settings in (config.get("arch_settings") or {}).items():
+        for key, value in ((settings or {}).get("arch_opts") or {}).items():
+            if value is None:
+                continue
+            try:
+                get_arch(arch).option_value(key, str(value))
+            except UsageError as error:
+                return f"arch_settings.{arch}.arch_opts.{key} = {value!r}: {error}"
     return None
 
 
@@ -204,6 +254,8 @@ def check(config: dict[str, Any], schema: dict[str, Any]) -> None:
         names = arch_names()
         options = {name: dict(get_arch(name).options) for name in names}
         message = semantic_error(config, names, options)
+    if message is None:
+        message = arch_option_error(config)
     if message is None:
         message = size_error(config, {name: get_arch(name).split_rows for name in names}, options)
     if message is None:

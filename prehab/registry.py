@@ -105,11 +105,23 @@ class ArchSpec:
         """Defaults updated by string overrides, each cast to its default's type."""
         opts = dict(self.options)
         for key, raw in (overrides or {}).items():
-            if key not in opts:
-                known = ", ".join(sorted(opts)) or "none"
-                raise UsageError(f"unknown option {key!r} for architecture {self.name}; known: {known}")
-            opts[key] = cast_like(opts[key], raw, f"{self.name} option {key}")
+            opts[key] = self.option_value(key, raw)
         return opts
+
+    def option_value(self, key: str, raw: str) -> Any:
+        """One option's value from its text, typed like its default and checked: the one rule the
+        CLI's `--arch-opt` and the workflow's config check both apply. A row count (`n_...`)
+        is a whole number >= 0, and >= 1 where the default counts rows (0 rows is no data)."""
+        if key not in self.options:
+            known = ", ".join(sorted(self.options)) or "none"
+            raise UsageError(f"unknown option {key!r} for architecture {self.name}; known: {known}")
+        default = self.options[key]
+        value = cast_like(default, raw, f"{self.name} option {key}")
+        if key.startswith("n_") and isinstance(value, int) and not isinstance(value, bool):
+            least = 1 if isinstance(default, int) and default >= 1 else 0
+            if value < least:
+                raise UsageError(f"{self.name} option {key}={raw!r}: a row count; allowed: a whole number >= {least}")
+        return value
 
     def load(self, options: dict[str, Any], split: str, n: int | None = None, seed: int = 0) -> dict:
         """`split` as every step must read it: `load_split` plus the validation hold-out

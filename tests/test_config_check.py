@@ -83,6 +83,23 @@ CASES = [
      ["studies.main.confirm_seeds", "[0] also in seeds", "does not run"]),
     ("a batch too small for its processes", "arch_settings.vit-tiny.resources", {"prehab": {"processes": 1000}},
      ["arch_settings.vit-tiny.", "1000 processes x 1 micro-batches", "at least 1000 rows"]),
+    # values that pass a type check but not the run folders or the CLI (one rule for both)
+    ("a NaN lambda", "studies.main.prehab.lam", [float("nan")], ["studies.main.prehab.lam[0] = nan", "finite"]),
+    ("an infinite lambda", "studies.main.prehab.lam", [float("inf")], ["studies.main.prehab.lam[0] = inf", "finite"]),
+    ("ratios that share a run folder", "studies.main.ratios", [0.5, 0.5000001],
+     ["studies.main.ratios", "0.5 and 0.5000001", "share the run folder ~0.5"]),
+    ("a ratio its folder would round to 1", "studies.main.ratios", [0.9999999],
+     ["studies.main.ratios[0] = 0.9999999", "ratio~1", "(0, 1)"]),
+    ("lambdas that share a run folder", "studies.main.prehab.lam", [1.0, 1.0000001],
+     ["studies.main.prehab.lam", "1.0 and 1.0000001", "share the run folder ~1"]),
+    ("a negative test size", "arch_settings.vit-tiny.arch_opts", {"n_train": 512, "n_test": -5},
+     ["arch_settings.vit-tiny.arch_opts.n_test = -5", "row count", ">= 1"]),
+    ("no training rows", "arch_settings.vit-tiny.arch_opts", {"n_train": 0, "n_test": 256},
+     ["arch_settings.vit-tiny.arch_opts.n_train = 0", ">= 1"]),
+    ("a test size in words", "arch_settings.vit-tiny.arch_opts", {"n_test": "abc"},
+     ["arch_settings.vit-tiny.arch_opts.n_test = 'abc'", "is not a int"]),
+    ("a test size given as true", "arch_settings.vit-tiny.arch_opts", {"n_test": True},
+     ["arch_settings.vit-tiny.arch_opts.n_test = True", "is not a int"]),
     # sizes against what the data holds (ArchSpec.split_rows; vit-tiny: 512 training rows, 128 of them validation)
     ("more calibration samples than the source holds", "studies.main.calibration.samples", [1000],
      ["studies.main.calibration.samples = 1000", "vit-tiny", "'train' holds 384 rows", "at most 384"]),
@@ -93,6 +110,31 @@ CASES = [
     ("validation rows leave no training rows", "arch_settings.bert-tiny.arch_opts", {"n_test": 128, "n_val": 50000},
      ["arch_settings.bert-tiny.arch_opts.n_val = 50000", "no training rows"]),
 ]
+
+
+def test_a_config_with_every_study_disabled_is_refused():
+    config = copy.deepcopy(BASE)
+    for study in config["studies"].values():
+        study["enabled"] = False
+    with pytest.raises(ConfigError, match="every study is disabled"):
+        check(config, SCHEMA)
+
+
+def test_the_cli_and_the_config_check_apply_one_rule_to_an_arch_option():
+    from prehab.errors import UsageError
+    from prehab.registry import get_arch
+
+    spec = get_arch("vit-tiny")
+    assert spec.resolve_options({"n_test": "7"})["n_test"] == 7
+    for raw in ("-5", "0", "abc", "True"):
+        with pytest.raises(UsageError) as cli:
+            spec.resolve_options({"n_test": raw})
+        config = copy.deepcopy(BASE)
+        config["arch_settings"]["vit-tiny"]["arch_opts"] = {"n_test": raw}
+        with pytest.raises(ConfigError) as workflow:
+            check(config, SCHEMA)
+        assert str(cli.value) in str(workflow.value)
+    assert get_arch("hf-causal-lm").option_value("n_test", "0") == 0  # 0 = every row, where that is the default
 
 
 def test_the_base_config_passes():

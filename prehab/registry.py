@@ -111,14 +111,15 @@ class ArchSpec:
     def option_value(self, key: str, raw: str) -> Any:
         """One option's value from its text, typed like its default and checked: the one rule the
         CLI's `--arch-opt` and the workflow's config check both apply. A row count (`n_...`)
-        is a whole number >= 0, and >= 1 where the default counts rows (0 rows is no data)."""
+        is a whole number >= 0, and >= 1 where the default counts rows (0 rows is no data) but
+        for `n_val`, whose 0 means no validation split."""
         if key not in self.options:
             known = ", ".join(sorted(self.options)) or "none"
             raise UsageError(f"unknown option {key!r} for architecture {self.name}; known: {known}")
         default = self.options[key]
         value = cast_like(default, raw, f"{self.name} option {key}")
         if key.startswith("n_") and isinstance(value, int) and not isinstance(value, bool):
-            least = 1 if isinstance(default, int) and default >= 1 else 0
+            least = 1 if isinstance(default, int) and default >= 1 and key != "n_val" else 0
             if value < least:
                 raise UsageError(f"{self.name} option {key}={raw!r}: a row count; allowed: a whole number >= {least}")
         return value

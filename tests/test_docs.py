@@ -60,9 +60,9 @@ def test_every_named_repo_path_and_markdown_file_exists():
 
 
 def test_a_note_outside_the_repository_is_caught():
-    text = "as STYLE.md 3 says; see [the notes](notes/WORKFLOW.md), docs/nowhere.md and prehab/gone.py; docs/method.md"
+    text = "as GUIDE.md 3 says; see [the notes](notes/TRAPS.md), docs/nowhere.md and prehab/gone.py; docs/method.md"
     assert dangling(REPO / "docs" / "page.md", text, _tree()) == [
-        "STYLE.md", "docs/nowhere.md", "notes/WORKFLOW.md", "prehab/gone.py"]
+        "GUIDE.md", "docs/nowhere.md", "notes/TRAPS.md", "prehab/gone.py"]
 
 
 def _generated(name: str) -> bool:

@@ -340,7 +340,8 @@ def write_page(tables_dir: str | Path) -> Path:
     tables_dir = Path(tables_dir)
     try:
         block = findings([tables_dir], tables_dir, [tables_dir], by="prehab report")
-        body = block.replace(START, "").replace(END, "").strip()
+        # the tables by name: the page is the same wherever the run's folder is
+        body = block.replace(START, "").replace(END, "").replace(f"{tables_dir}/", "").strip()
     except UsageError:
         body = "No `main` or `decisive` study is enabled in this config: there are no Prehab findings to write."
     path = tables_dir / "findings.md"

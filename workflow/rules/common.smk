@@ -13,7 +13,7 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from prehab import layout
 from prehab.layout import NO_LORA, fmt
-from prehab.provenance import config_hash, source_hash, step_source_hash
+from prehab.provenance import source_hash, step_source_hash
 from prehab.studies import FIGURES as FIGURE_NAMES
 from prehab.method.names import NEEDS_RATIO
 from prehab.method.recipes import RECIPES
@@ -104,10 +104,6 @@ CONFIRMING = confirming(
 )  # studies whose phase B waits for the choose_lambda checkpoint
 # What `prehab report` / `prehab mlflow-log` need to rebuild the grid (defaults filled in).
 STUDIES_JSON = json.dumps(report_studies(config))
-# The report rule's shell reads these as globals, so its params (which the HTML report shows
-# with every file) hold neither the studies' JSON nor this machine's interpreter path.
-STUDIES_ARG = shlex.quote(STUDIES_JSON)
-STUDIES_HASH = config_hash(report_studies(config))[:12]
 # The figures an enabled study declares: the report shows these (the others are written as a note).
 REPORTED_FIGURES = [
     name

@@ -117,12 +117,13 @@ rule report:
     conda:
         "../../envs/prehab.yaml"
     params:
+        prehab=PREHAB,
         runs=runs_root,
-        studies=STUDIES_HASH,
+        studies=STUDIES_JSON,
         tables=lambda wildcards, output: os.path.dirname(output.runs),
         figures=lambda wildcards, output: os.path.dirname(output.figures[0]),
         code=CODE_REPORT,
     shell:
-        "{PREHAB} report --runs {params.runs:q} --studies {STUDIES_ARG}"
+        "{params.prehab} report --runs {params.runs:q} --studies {params.studies:q}"
         " --tables {params.tables:q} --figures {params.figures:q} --captions {output.captions:q}"
         " > {log} 2>&1"

@@ -19,7 +19,6 @@ from typing import Any
 from prehab.errors import UsageError
 from prehab.layout import (CONTROL_SURROGATE, EVAL_DIR, GRAMS_FILE, MECH_KEYS, METRICS_FILE, NO_LORA, SPECTRA_FILE, Run,
                            parse_eval_dir)
-from prehab.provenance import config_hash  # noqa: F401 (the studies' hash, read with the records)
 from prehab.report import paired
 from prehab.report.choice import phase_a_choice
 from prehab.report.summary import AXES

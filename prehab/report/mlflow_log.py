@@ -34,7 +34,8 @@ from typing import Any
 
 from prehab.errors import UsageError
 from prehab.studies import BY_PRODUCTS
-from prehab.report.collect import config_hash, is_enabled, read_records, study_names
+from prehab.provenance import config_hash
+from prehab.report.collect import is_enabled, read_records, study_names
 from prehab.report.mlflow_runs import FINGERPRINT, KEY, RunSpec, model_runs, prehab_chain_missing, study_run
 
 log = logging.getLogger(__name__)
